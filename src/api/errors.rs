@@ -1,0 +1,53 @@
+//! The one place where internal errors become Kafka error codes.
+
+use kafka_protocol::ResponseError as E;
+
+use crate::broker::LeaderError;
+use crate::log::{batch::BatchError, LogError};
+use crate::metadata::MetadataError;
+
+/// The Kafka error code for a metadata error.
+pub fn metadata_code(e: &MetadataError) -> i16 {
+    match e {
+        MetadataError::TopicExists(_) => E::TopicAlreadyExists,
+        MetadataError::UnknownTopic(_) => E::UnknownTopicOrPartition,
+        MetadataError::InvalidTopicName { .. } => E::InvalidTopicException,
+        MetadataError::InvalidPartitions(_) => E::InvalidPartitions,
+        MetadataError::InvalidReplicationFactor(_) => E::InvalidReplicationFactor,
+        MetadataError::InvalidReplicaAssignment(_) => E::InvalidReplicaAssignment,
+        MetadataError::InvalidConfig { .. } => E::InvalidConfig,
+        MetadataError::Storage(_) => E::KafkaStorageError,
+    }
+    .code()
+}
+
+/// The Kafka error code for a log error.
+pub fn log_code(e: &LogError) -> i16 {
+    match e {
+        LogError::Batch(BatchError::TooLarge { .. }) => E::MessageTooLarge,
+        LogError::Batch(BatchError::OldMagic(_)) => E::UnsupportedForMessageFormat,
+        LogError::Batch(BatchError::Transactional) => E::InvalidRecord,
+        LogError::Batch(BatchError::Invalid(_)) => E::InvalidRecord,
+        LogError::Batch(_) => E::CorruptMessage,
+        LogError::OffsetOutOfRange { .. } => E::OffsetOutOfRange,
+        LogError::OutOfOrderSequence { .. } => E::OutOfOrderSequenceNumber,
+        LogError::InvalidProducerEpoch { .. } => E::InvalidProducerEpoch,
+        LogError::Storage(_) | LogError::Corrupt(_) => E::KafkaStorageError,
+    }
+    .code()
+}
+
+/// The Kafka error code when a partition cannot be served here.
+pub fn leader_code(e: LeaderError) -> i16 {
+    match e {
+        LeaderError::UnknownPartition => E::UnknownTopicOrPartition,
+        LeaderError::NotLeader => E::NotLeaderOrFollower,
+    }
+    .code()
+}
+
+pub const NONE: i16 = 0;
+
+pub fn code(e: E) -> i16 {
+    e.code()
+}

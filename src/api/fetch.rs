@@ -1,0 +1,117 @@
+//! Fetch (key 1): whole batches below the high watermark, with long polling — the request
+//! waits up to `max_wait_ms` until `min_bytes` are available, waking on every append.
+//!
+//! Fetch sessions (KIP-227) are not kept: every response carries session id 0, which tells
+//! clients to send full fetch requests, as Kafka does when it has no session slot free.
+
+use std::time::Duration;
+
+use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+use kafka_protocol::messages::{FetchRequest, FetchResponse};
+use kafka_protocol::ResponseError;
+use tokio::time::Instant;
+
+use super::errors::{code, leader_code, log_code};
+use super::RequestContext;
+use crate::broker::Broker;
+
+pub async fn handle(broker: &Broker, ctx: &RequestContext, req: FetchRequest) -> FetchResponse {
+    let wait = Duration::from_millis(req.max_wait_ms.max(0) as u64);
+    let deadline = Instant::now() + wait;
+    loop {
+        // Register for the wake-up before reading, so an append in between is not missed.
+        let notified = broker.logs.appended().notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        let (resp, bytes, had_error) = read(broker, ctx, &req);
+        if bytes >= req.min_bytes.max(0) as usize || had_error || Instant::now() >= deadline {
+            return resp;
+        }
+        if tokio::time::timeout_at(deadline, notified).await.is_err() {
+            // Timed out: answer with whatever is there now.
+            return read(broker, ctx, &req).0;
+        }
+    }
+}
+
+/// One pass over the requested partitions: the response, its record bytes, and whether
+/// any partition had an error (errors are answered at once, without waiting).
+fn read(broker: &Broker, ctx: &RequestContext, req: &FetchRequest) -> (FetchResponse, usize, bool) {
+    let image = broker.metadata.image();
+    let response_max = if ctx.api_version >= 3 {
+        req.max_bytes.max(0) as usize
+    } else {
+        usize::MAX
+    };
+    let mut total = 0usize;
+    let mut had_error = false;
+    let mut responses = Vec::with_capacity(req.topics.len());
+    for ft in &req.topics {
+        let topic = image.topics.get(ft.topic.0.as_str());
+        let mut partitions = Vec::with_capacity(ft.partitions.len());
+        for fp in &ft.partitions {
+            let mut pd = PartitionData::default()
+                .with_partition_index(fp.partition)
+                .with_high_watermark(-1);
+            let Some(topic) = topic else {
+                had_error = true;
+                partitions.push(pd.with_error_code(code(ResponseError::UnknownTopicOrPartition)));
+                continue;
+            };
+            let (meta, log) = match broker.leader_log(topic, fp.partition) {
+                Ok(x) => x,
+                Err(e) => {
+                    had_error = true;
+                    partitions.push(pd.with_error_code(leader_code(e)));
+                    continue;
+                }
+            };
+            if ctx.api_version >= 9 && fp.current_leader_epoch >= 0 {
+                let err = if fp.current_leader_epoch < meta.leader_epoch {
+                    Some(ResponseError::FencedLeaderEpoch)
+                } else if fp.current_leader_epoch > meta.leader_epoch {
+                    Some(ResponseError::UnknownLeaderEpoch)
+                } else {
+                    None
+                };
+                if let Some(e) = err {
+                    had_error = true;
+                    partitions.push(pd.with_error_code(code(e)));
+                    continue;
+                }
+            }
+            let budget =
+                (fp.partition_max_bytes.max(0) as usize).min(response_max.saturating_sub(total));
+            match log.read(fp.fetch_offset, budget, total == 0) {
+                Ok(r) => {
+                    total += r.records.len();
+                    pd = pd
+                        .with_high_watermark(r.offsets.high_watermark)
+                        .with_last_stable_offset(r.offsets.high_watermark)
+                        .with_log_start_offset(r.offsets.log_start)
+                        .with_records(Some(r.records));
+                }
+                Err(e) => {
+                    had_error = true;
+                    let o = log.offsets();
+                    pd = pd
+                        .with_error_code(log_code(&e))
+                        .with_high_watermark(o.high_watermark)
+                        .with_last_stable_offset(o.high_watermark)
+                        .with_log_start_offset(o.log_start);
+                }
+            }
+            partitions.push(pd);
+        }
+        responses.push(
+            FetchableTopicResponse::default()
+                .with_topic(ft.topic.clone())
+                .with_partitions(partitions),
+        );
+    }
+    (
+        FetchResponse::default().with_responses(responses),
+        total,
+        had_error,
+    )
+}

@@ -1,0 +1,96 @@
+//! ListOffsets (key 2): earliest (-2), latest (-1) and by-timestamp lookups. v0 answers in
+//! the old "offsets array" form.
+
+use kafka_protocol::messages::list_offsets_response::{
+    ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
+};
+use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
+use kafka_protocol::ResponseError;
+
+use super::errors::{code, leader_code, log_code};
+use super::RequestContext;
+use crate::broker::Broker;
+
+const LATEST: i64 = -1;
+const EARLIEST: i64 = -2;
+
+pub async fn handle(
+    broker: &Broker,
+    ctx: &RequestContext,
+    req: ListOffsetsRequest,
+) -> ListOffsetsResponse {
+    let v = ctx.api_version;
+    let image = broker.metadata.image();
+    let mut topics = Vec::with_capacity(req.topics.len());
+    for t in req.topics {
+        let topic = image.topics.get(t.name.0.as_str());
+        let mut partitions = Vec::with_capacity(t.partitions.len());
+        for p in t.partitions {
+            let base =
+                ListOffsetsPartitionResponse::default().with_partition_index(p.partition_index);
+            let result = match topic {
+                None => Err(code(ResponseError::UnknownTopicOrPartition)),
+                Some(topic) => lookup(
+                    broker,
+                    topic,
+                    p.partition_index,
+                    p.timestamp,
+                    p.current_leader_epoch,
+                    v,
+                ),
+            };
+            partitions.push(match result {
+                Err(e) => base.with_error_code(e),
+                Ok((offset, ts, epoch)) if v == 0 => {
+                    let _ = (ts, epoch);
+                    base.with_old_style_offsets(if offset >= 0 { vec![offset] } else { vec![] })
+                }
+                Ok((offset, ts, epoch)) => {
+                    let r = base.with_offset(offset).with_timestamp(ts);
+                    if v >= 4 {
+                        r.with_leader_epoch(epoch)
+                    } else {
+                        r
+                    }
+                }
+            });
+        }
+        topics.push(
+            ListOffsetsTopicResponse::default()
+                .with_name(t.name)
+                .with_partitions(partitions),
+        );
+    }
+    ListOffsetsResponse::default().with_topics(topics)
+}
+
+/// Returns (offset, timestamp, leader epoch) for one partition.
+fn lookup(
+    broker: &Broker,
+    topic: &crate::metadata::TopicMeta,
+    partition: i32,
+    timestamp: i64,
+    current_leader_epoch: i32,
+    version: i16,
+) -> Result<(i64, i64, i32), i16> {
+    let (meta, log) = broker.leader_log(topic, partition).map_err(leader_code)?;
+    if version >= 4 && current_leader_epoch >= 0 {
+        if current_leader_epoch < meta.leader_epoch {
+            return Err(code(ResponseError::FencedLeaderEpoch));
+        }
+        if current_leader_epoch > meta.leader_epoch {
+            return Err(code(ResponseError::UnknownLeaderEpoch));
+        }
+    }
+    let o = log.offsets();
+    match timestamp {
+        LATEST => Ok((o.high_watermark, -1, meta.leader_epoch)),
+        EARLIEST => Ok((o.log_start, -1, meta.leader_epoch)),
+        ts if ts >= 0 => match log.offset_for_timestamp(ts).map_err(|e| log_code(&e))? {
+            Some((offset, found_ts)) => Ok((offset, found_ts, meta.leader_epoch)),
+            // No record that new: Kafka answers offset -1, timestamp -1.
+            None => Ok((-1, -1, -1)),
+        },
+        _ => Err(code(ResponseError::UnsupportedVersion)),
+    }
+}

@@ -1,0 +1,228 @@
+//! Kafka APIs: one module per API, and the table that drives both the router and the
+//! ApiVersions answer, so what is advertised is exactly what is handled.
+//!
+//! May depend on: `protocol`, `broker` (and through it `metadata`, `log`), the codec's
+//! message types. Not on sockets: [`dispatch`] turns one request frame into one response frame.
+
+mod api_versions;
+mod create_partitions;
+mod create_topics;
+mod delete_topics;
+mod describe_cluster;
+mod describe_configs;
+pub mod errors;
+mod fetch;
+mod init_producer_id;
+mod list_offsets;
+mod metadata;
+mod produce;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::messages::*;
+use kafka_protocol::protocol::{Decodable, Request};
+
+use crate::broker::Broker;
+use crate::protocol::header::{decode_header, peek_header, HeaderError};
+use crate::protocol::response::encode_response;
+
+/// An API and the versions of it this broker handles.
+#[derive(Debug, Clone, Copy)]
+pub struct ApiSpec {
+    pub key: ApiKey,
+    pub min: i16,
+    pub max: i16,
+}
+
+const fn api(key: ApiKey, min: i16, max: i16) -> ApiSpec {
+    ApiSpec { key, min, max }
+}
+
+/// Every API raftka handles. Ranges start as low as the codec decodes (old librdkafka only
+/// enables features when old versions are advertised) and stop where raftka fills in every
+/// field the version carries.
+pub const APIS: &[ApiSpec] = &[
+    api(ApiKey::Produce, 0, 11),
+    // Up to 12: versions 13+ address topics by id and raftka reports zero topic ids.
+    api(ApiKey::Fetch, 0, 12),
+    // Up to 6: v7 adds max-timestamp lookups (-3), not implemented yet.
+    api(ApiKey::ListOffsets, 0, 6),
+    api(ApiKey::Metadata, 0, 12),
+    api(ApiKey::ApiVersions, 0, 3),
+    api(ApiKey::CreateTopics, 0, 7),
+    api(ApiKey::DeleteTopics, 0, 6),
+    api(ApiKey::InitProducerId, 0, 4),
+    api(ApiKey::DescribeConfigs, 0, 4),
+    api(ApiKey::CreatePartitions, 0, 3),
+    api(ApiKey::DescribeCluster, 0, 1),
+];
+
+/// The spec for an API key, if raftka handles that API.
+pub fn spec(key: i16) -> Option<&'static ApiSpec> {
+    APIS.iter().find(|s| s.key as i16 == key)
+}
+
+/// What the connection should do after a request.
+#[derive(Debug)]
+pub enum Outcome {
+    Reply(BytesMut),
+    /// acks=0 produce: Kafka sends nothing back.
+    NoReply,
+}
+
+/// A request that cannot be answered; the connection is closed.
+#[derive(Debug, thiserror::Error)]
+pub enum DispatchError {
+    #[error("unknown or unsupported API key {0}")]
+    UnknownApi(i16),
+    #[error("unsupported version {version} of {key:?} (supported {min}-{max})")]
+    UnsupportedVersion {
+        key: ApiKey,
+        version: i16,
+        min: i16,
+        max: i16,
+    },
+    #[error(transparent)]
+    Header(#[from] HeaderError),
+    #[error("cannot decode {key:?} v{version}: {reason}")]
+    Decode {
+        key: ApiKey,
+        version: i16,
+        reason: String,
+    },
+    #[error("cannot encode {key:?} v{version} response (broker bug): {reason}")]
+    Encode {
+        key: ApiKey,
+        version: i16,
+        reason: String,
+    },
+}
+
+/// Facts about the request a handler may need besides its body.
+#[derive(Debug, Clone)]
+pub struct RequestContext {
+    pub api_version: i16,
+    pub correlation_id: i32,
+    pub client_id: Option<String>,
+}
+
+/// Decodes one request frame, runs its handler and encodes the response.
+pub async fn dispatch(broker: &Arc<Broker>, mut frame: Bytes) -> Result<Outcome, DispatchError> {
+    let prefix = peek_header(&frame)?;
+    let spec = spec(prefix.api_key).ok_or(DispatchError::UnknownApi(prefix.api_key))?;
+    let version = prefix.api_version;
+    if version < spec.min || version > spec.max {
+        if spec.key == ApiKey::ApiVersions {
+            // Answer with a v0 body so the client can pick a version we know.
+            return api_versions::unsupported(prefix.correlation_id)
+                .map(Outcome::Reply)
+                .map_err(|e| encode_error(spec.key, 0, e));
+        }
+        return Err(DispatchError::UnsupportedVersion {
+            key: spec.key,
+            version,
+            min: spec.min,
+            max: spec.max,
+        });
+    }
+    let header = decode_header(spec.key, version, &mut frame)?;
+    let ctx = RequestContext {
+        api_version: version,
+        correlation_id: header.correlation_id,
+        client_id: header.client_id.as_ref().map(|c| c.to_string()),
+    };
+    let b = broker;
+    match spec.key {
+        ApiKey::Produce => {
+            let req: ProduceRequest = decode(spec.key, &mut frame, version)?;
+            let acks = req.acks;
+            let resp = produce::handle(b, &ctx, req).await;
+            if acks == 0 {
+                return Ok(Outcome::NoReply);
+            }
+            reply(spec.key, &ctx, &resp)
+        }
+        ApiKey::Fetch => serve(spec.key, &ctx, frame, |r| fetch::handle(b, &ctx, r)).await,
+        ApiKey::ListOffsets => {
+            serve(spec.key, &ctx, frame, |r| list_offsets::handle(b, &ctx, r)).await
+        }
+        ApiKey::Metadata => serve(spec.key, &ctx, frame, |r| metadata::handle(b, &ctx, r)).await,
+        ApiKey::ApiVersions => {
+            serve(spec.key, &ctx, frame, |r| api_versions::handle(&ctx, r)).await
+        }
+        ApiKey::CreateTopics => {
+            serve(spec.key, &ctx, frame, |r| create_topics::handle(b, &ctx, r)).await
+        }
+        ApiKey::DeleteTopics => {
+            serve(spec.key, &ctx, frame, |r| delete_topics::handle(b, &ctx, r)).await
+        }
+        ApiKey::InitProducerId => {
+            serve(spec.key, &ctx, frame, |r| {
+                init_producer_id::handle(b, &ctx, r)
+            })
+            .await
+        }
+        ApiKey::DescribeConfigs => {
+            serve(spec.key, &ctx, frame, |r| {
+                describe_configs::handle(b, &ctx, r)
+            })
+            .await
+        }
+        ApiKey::CreatePartitions => {
+            serve(spec.key, &ctx, frame, |r| {
+                create_partitions::handle(b, &ctx, r)
+            })
+            .await
+        }
+        ApiKey::DescribeCluster => {
+            serve(spec.key, &ctx, frame, |r| {
+                describe_cluster::handle(b, &ctx, r)
+            })
+            .await
+        }
+        other => Err(DispatchError::UnknownApi(other as i16)),
+    }
+}
+
+fn decode<T: Decodable>(key: ApiKey, frame: &mut Bytes, version: i16) -> Result<T, DispatchError> {
+    T::decode(frame, version).map_err(|e| DispatchError::Decode {
+        key,
+        version,
+        reason: e.to_string(),
+    })
+}
+
+fn encode_error(key: ApiKey, version: i16, e: anyhow::Error) -> DispatchError {
+    DispatchError::Encode {
+        key,
+        version,
+        reason: e.to_string(),
+    }
+}
+
+fn reply<R>(key: ApiKey, ctx: &RequestContext, resp: &R) -> Result<Outcome, DispatchError>
+where
+    R: kafka_protocol::protocol::Encodable + kafka_protocol::protocol::HeaderVersion,
+{
+    encode_response(ctx.correlation_id, ctx.api_version, resp)
+        .map(Outcome::Reply)
+        .map_err(|e| encode_error(key, ctx.api_version, e))
+}
+
+async fn serve<Req, F, Fut>(
+    key: ApiKey,
+    ctx: &RequestContext,
+    mut frame: Bytes,
+    handler: F,
+) -> Result<Outcome, DispatchError>
+where
+    Req: Request,
+    F: FnOnce(Req) -> Fut,
+    Fut: Future<Output = Req::Response>,
+{
+    let req: Req = decode(key, &mut frame, ctx.api_version)?;
+    let resp = handler(req).await;
+    reply(key, ctx, &resp)
+}

@@ -1,0 +1,461 @@
+//! Broker settings: one table of Kafka-named settings drives the config file, the
+//! `RAFTKA_*` environment variables, the command-line flags and DescribeConfigs.
+//!
+//! Depends on nothing else in the crate. Precedence, lowest to highest: built-in default,
+//! `--config FILE` (Java properties), environment, command-line flags.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// Errors found while reading settings; each names the setting and what is wrong with it.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    ReadFile {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{origin}: unknown setting `{name}` (run `raftka --help` for the list)")]
+    Unknown { origin: String, name: String },
+    #[error("setting `{name}`: invalid value `{value}`: {reason}")]
+    Invalid {
+        name: String,
+        value: String,
+        reason: String,
+    },
+    #[error("{0}")]
+    Cli(String),
+}
+
+/// The type of a setting's value, used for validation and reported by DescribeConfigs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ValueType {
+    Bool,
+    Int,
+    Long,
+    Str,
+    List,
+}
+
+/// One broker setting as the table describes it.
+#[derive(Debug)]
+pub struct SettingDef {
+    pub name: &'static str,
+    pub default: &'static str,
+    pub kind: ValueType,
+    pub doc: &'static str,
+}
+
+/// Every broker setting raftka understands. Names and defaults follow Apache Kafka where
+/// Kafka has the setting; `sled.*` settings are raftka's own.
+pub const SETTINGS: &[SettingDef] = &[
+    SettingDef { name: "node.id", default: "1", kind: ValueType::Int, doc: "This broker's id." },
+    SettingDef { name: "listeners", default: "PLAINTEXT://127.0.0.1:9092", kind: ValueType::List, doc: "Where the Kafka listener binds, as NAME://host:port." },
+    SettingDef { name: "advertised.listeners", default: "", kind: ValueType::List, doc: "Addresses given to clients in Metadata; empty means the same as listeners." },
+    SettingDef { name: "log.dirs", default: "./data", kind: ValueType::Str, doc: "Directory of the broker's sled database." },
+    SettingDef { name: "num.partitions", default: "1", kind: ValueType::Int, doc: "Partitions of a topic created without an explicit count." },
+    SettingDef { name: "default.replication.factor", default: "1", kind: ValueType::Int, doc: "Replication factor of a topic created without an explicit one." },
+    SettingDef { name: "auto.create.topics.enable", default: "true", kind: ValueType::Bool, doc: "Create unknown topics on Metadata and Produce requests." },
+    SettingDef { name: "message.max.bytes", default: "1048588", kind: ValueType::Int, doc: "Largest record batch the broker accepts (topic override: max.message.bytes)." },
+    SettingDef { name: "socket.request.max.bytes", default: "104857600", kind: ValueType::Int, doc: "Largest request frame; bigger frames close the connection." },
+    SettingDef { name: "log.flush.interval.ms", default: "500", kind: ValueType::Long, doc: "Period of sled's background flush to disk." },
+    SettingDef { name: "log.flush.interval.messages", default: "9223372036854775807", kind: ValueType::Long, doc: "1 = flush to disk before answering every produce request; otherwise rely on the periodic flush." },
+    SettingDef { name: "log.retention.hours", default: "168", kind: ValueType::Int, doc: "Default retention time in hours (topic config retention.ms)." },
+    SettingDef { name: "log.retention.ms", default: "", kind: ValueType::Long, doc: "Default retention time in ms; overrides log.retention.hours when set." },
+    SettingDef { name: "log.retention.bytes", default: "-1", kind: ValueType::Long, doc: "Default retention size per partition (topic config retention.bytes)." },
+    SettingDef { name: "log.retention.check.interval.ms", default: "300000", kind: ValueType::Long, doc: "How often retention is checked." },
+    SettingDef { name: "log.cleanup.policy", default: "delete", kind: ValueType::List, doc: "Default cleanup.policy of topics." },
+    SettingDef { name: "min.insync.replicas", default: "1", kind: ValueType::Int, doc: "Default min.insync.replicas of topics." },
+    SettingDef { name: "sled.cache.capacity.bytes", default: "67108864", kind: ValueType::Long, doc: "Size of sled's page cache (sled's own default is 1 GiB)." },
+];
+
+/// Looks up a setting definition by name.
+pub fn setting(name: &str) -> Option<&'static SettingDef> {
+    SETTINGS.iter().find(|s| s.name == name)
+}
+
+/// Where a setting's value came from (reported by DescribeConfigs as the config source).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    Default,
+    Static,
+}
+
+/// A listener: its name, bind address and the address advertised to clients.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listener {
+    pub name: String,
+    pub bind: SocketAddr,
+    pub advertised_host: String,
+    pub advertised_port: u16,
+}
+
+/// The broker's settings after all sources have been merged and validated.
+#[derive(Debug, Clone)]
+pub struct BrokerConfig {
+    /// Raw values by name, with where each came from; DescribeConfigs reports these.
+    values: BTreeMap<&'static str, (String, Source)>,
+    pub node_id: i32,
+    pub listeners: Vec<Listener>,
+    pub data_dir: PathBuf,
+    pub num_partitions: i32,
+    pub default_replication_factor: i16,
+    pub auto_create_topics: bool,
+    pub message_max_bytes: i32,
+    pub socket_request_max_bytes: usize,
+    pub flush_interval_ms: u64,
+    /// True when every produce waits for an fsync of sled before it is answered.
+    pub flush_every_produce: bool,
+    pub sled_cache_bytes: u64,
+    pub retention_ms: i64,
+    pub retention_bytes: i64,
+    pub retention_check_interval_ms: u64,
+    pub min_insync_replicas: i32,
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        Self::from_pairs(Vec::<(String, String, String)>::new())
+            .expect("the built-in defaults are valid")
+    }
+}
+
+impl BrokerConfig {
+    /// Reads settings from the process's arguments and environment.
+    pub fn from_env_and_args(args: Vec<String>) -> Result<Self, ConfigError> {
+        let matches = cli().try_get_matches_from(args).map_err(|e| {
+            // --help and --version are not errors for the user; clap prints them itself.
+            if matches!(
+                e.kind(),
+                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion
+            ) {
+                let _ = e.print();
+                std::process::exit(0);
+            }
+            ConfigError::Cli(e.to_string())
+        })?;
+        let mut pairs: Vec<(String, String, String)> = Vec::new();
+        if let Some(path) = matches.get_one::<String>("config") {
+            let path = PathBuf::from(path);
+            let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::ReadFile {
+                path: path.clone(),
+                source,
+            })?;
+            for (name, value) in parse_properties(&text) {
+                pairs.push((format!("config file {}", path.display()), name, value));
+            }
+        }
+        for def in SETTINGS {
+            if let Ok(value) = std::env::var(env_name(def.name)) {
+                pairs.push((
+                    format!("environment {}", env_name(def.name)),
+                    def.name.to_string(),
+                    value,
+                ));
+            }
+        }
+        for def in SETTINGS {
+            if let Some(value) = matches.get_one::<String>(def.name) {
+                pairs.push(("command line".into(), def.name.to_string(), value.clone()));
+            }
+        }
+        Self::from_pairs(pairs)
+    }
+
+    /// Builds a config from `(origin, name, value)` triples, later ones winning.
+    pub fn from_pairs<I>(pairs: I) -> Result<Self, ConfigError>
+    where
+        I: IntoIterator<Item = (String, String, String)>,
+    {
+        let mut values: BTreeMap<&'static str, (String, Source)> = SETTINGS
+            .iter()
+            .map(|d| (d.name, (d.default.to_string(), Source::Default)))
+            .collect();
+        for (origin, name, value) in pairs {
+            let def = setting(&name).ok_or_else(|| ConfigError::Unknown {
+                origin,
+                name: name.clone(),
+            })?;
+            check_type(def, &value)?;
+            values.insert(def.name, (value, Source::Static));
+        }
+        let get = |n: &str| values[n].0.clone();
+        let int = |n: &str| -> Result<i64, ConfigError> {
+            get(n)
+                .trim()
+                .parse::<i64>()
+                .map_err(|e| invalid(n, &get(n), &e.to_string()))
+        };
+        let node_id = i32::try_from(int("node.id")?)
+            .ok()
+            .filter(|id| *id >= 0)
+            .ok_or_else(|| invalid("node.id", &get("node.id"), "must be 0 or more"))?;
+        let listeners = parse_listeners(&get("listeners"), &get("advertised.listeners"))?;
+        let positive = |n: &str| -> Result<i64, ConfigError> {
+            let v = int(n)?;
+            if v <= 0 {
+                return Err(invalid(n, &get(n), "must be greater than 0"));
+            }
+            Ok(v)
+        };
+        let retention_ms = match get("log.retention.ms").trim() {
+            "" => int("log.retention.hours")?.saturating_mul(3_600_000),
+            _ => int("log.retention.ms")?,
+        };
+        Ok(Self {
+            node_id,
+            listeners,
+            data_dir: PathBuf::from(get("log.dirs")),
+            num_partitions: clamp_i32("num.partitions", positive("num.partitions")?)?,
+            default_replication_factor: i16::try_from(positive("default.replication.factor")?)
+                .map_err(|_| {
+                    invalid(
+                        "default.replication.factor",
+                        &get("default.replication.factor"),
+                        "too large",
+                    )
+                })?,
+            auto_create_topics: get("auto.create.topics.enable").trim() == "true",
+            message_max_bytes: clamp_i32("message.max.bytes", positive("message.max.bytes")?)?,
+            socket_request_max_bytes: positive("socket.request.max.bytes")? as usize,
+            flush_interval_ms: positive("log.flush.interval.ms")? as u64,
+            flush_every_produce: positive("log.flush.interval.messages")? == 1,
+            sled_cache_bytes: positive("sled.cache.capacity.bytes")? as u64,
+            retention_ms,
+            retention_bytes: int("log.retention.bytes")?,
+            retention_check_interval_ms: positive("log.retention.check.interval.ms")? as u64,
+            min_insync_replicas: clamp_i32(
+                "min.insync.replicas",
+                positive("min.insync.replicas")?,
+            )?,
+            values,
+        })
+    }
+
+    /// The value of a setting and where it came from.
+    pub fn raw(&self, name: &str) -> Option<(&str, Source)> {
+        self.values.get(name).map(|(v, s)| (v.as_str(), *s))
+    }
+}
+
+fn clamp_i32(name: &str, v: i64) -> Result<i32, ConfigError> {
+    i32::try_from(v).map_err(|_| invalid(name, &v.to_string(), "too large"))
+}
+
+fn invalid(name: &str, value: &str, reason: &str) -> ConfigError {
+    ConfigError::Invalid {
+        name: name.to_string(),
+        value: value.to_string(),
+        reason: reason.to_string(),
+    }
+}
+
+fn check_type(def: &SettingDef, value: &str) -> Result<(), ConfigError> {
+    let v = value.trim();
+    let ok = match def.kind {
+        ValueType::Bool => v == "true" || v == "false",
+        ValueType::Int => v.parse::<i32>().is_ok(),
+        ValueType::Long => v.is_empty() && def.default.is_empty() || v.parse::<i64>().is_ok(),
+        ValueType::Str | ValueType::List => true,
+    };
+    if ok {
+        Ok(())
+    } else {
+        let expected = match def.kind {
+            ValueType::Bool => "expected true or false",
+            ValueType::Int => "expected a 32-bit integer",
+            _ => "expected a 64-bit integer",
+        };
+        Err(invalid(def.name, value, expected))
+    }
+}
+
+/// The environment variable that sets `name`: `RAFTKA_` + upper snake case.
+pub fn env_name(name: &str) -> String {
+    format!("RAFTKA_{}", name.replace(['.', '-'], "_").to_uppercase())
+}
+
+/// Parses Java-properties style text: `key=value` (or `key: value`) lines, `#`/`!` comments.
+pub fn parse_properties(text: &str) -> Vec<(String, String)> {
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#') && !l.starts_with('!'))
+        .filter_map(|l| {
+            let idx = l.find(['=', ':'])?;
+            Some((l[..idx].trim().to_string(), l[idx + 1..].trim().to_string()))
+        })
+        .collect()
+}
+
+fn parse_listeners(listeners: &str, advertised: &str) -> Result<Vec<Listener>, ConfigError> {
+    let split = |s: &str| -> Vec<String> {
+        s.split(',')
+            .map(|x| x.trim().to_string())
+            .filter(|x| !x.is_empty())
+            .collect()
+    };
+    let parse_one = |setting: &str, item: &str| -> Result<(String, String, u16), ConfigError> {
+        let (name, hostport) = item
+            .split_once("://")
+            .ok_or_else(|| invalid(setting, item, "expected NAME://host:port"))?;
+        let (host, port) = hostport
+            .rsplit_once(':')
+            .ok_or_else(|| invalid(setting, item, "expected NAME://host:port"))?;
+        let port: u16 = port
+            .parse()
+            .map_err(|_| invalid(setting, item, "port must be 0-65535"))?;
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        Ok((name.to_string(), host.to_string(), port))
+    };
+    let adv: Vec<(String, String, u16)> = split(advertised)
+        .iter()
+        .map(|a| parse_one("advertised.listeners", a))
+        .collect::<Result<_, _>>()?;
+    let mut out = Vec::new();
+    for item in split(listeners) {
+        let (name, host, port) = parse_one("listeners", &item)?;
+        let bind_host = if host.is_empty() { "0.0.0.0" } else { &host };
+        let bind: SocketAddr = format!("{bind_host}:{port}")
+            .parse()
+            .or_else(|_| {
+                std::net::ToSocketAddrs::to_socket_addrs(&(bind_host, port))
+                    .ok()
+                    .and_then(|mut a| a.next())
+                    .ok_or(())
+            })
+            .map_err(|_| {
+                invalid(
+                    "listeners",
+                    &item,
+                    "host is not an address or a resolvable name",
+                )
+            })?;
+        let (advertised_host, advertised_port) = match adv.iter().find(|a| a.0 == name) {
+            Some((_, h, p)) => (h.clone(), *p),
+            None => (bind.ip().to_string(), port),
+        };
+        out.push(Listener {
+            name,
+            bind,
+            advertised_host,
+            advertised_port,
+        });
+    }
+    if out.is_empty() {
+        return Err(invalid(
+            "listeners",
+            listeners,
+            "at least one listener is needed",
+        ));
+    }
+    Ok(out)
+}
+
+/// The command line: `--config FILE` plus one `--<name> <value>` flag per setting.
+fn cli() -> clap::Command {
+    let mut cmd = clap::Command::new("raftka")
+        .about("A Kafka-compatible, Raft-replicated event streaming broker")
+        .after_help(
+            "Every setting can also be given in the config file (name=value) or as the \
+             environment variable RAFTKA_<NAME_IN_UPPER_SNAKE>, e.g. RAFTKA_NUM_PARTITIONS=3.",
+        )
+        .arg(
+            clap::Arg::new("config")
+                .long("config")
+                .value_name("FILE")
+                .help("Java-properties file with settings (name=value)"),
+        );
+    for def in SETTINGS {
+        cmd = cmd.arg(
+            clap::Arg::new(def.name)
+                .long(def.name)
+                .value_name("VALUE")
+                .help(format!("{} [default: {}]", def.doc, def.default)),
+        );
+    }
+    cmd
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_names_are_upper_snake() {
+        assert_eq!(
+            env_name("auto.create.topics.enable"),
+            "RAFTKA_AUTO_CREATE_TOPICS_ENABLE"
+        );
+    }
+
+    #[test]
+    fn later_sources_win_and_are_reported_static() {
+        let c = BrokerConfig::from_pairs(vec![
+            ("file".into(), "num.partitions".into(), "3".into()),
+            ("env".into(), "num.partitions".into(), "5".into()),
+        ])
+        .unwrap();
+        assert_eq!(c.num_partitions, 5);
+        assert_eq!(c.raw("num.partitions"), Some(("5", Source::Static)));
+        assert_eq!(
+            c.raw("message.max.bytes"),
+            Some(("1048588", Source::Default))
+        );
+    }
+
+    #[test]
+    fn bad_values_name_the_setting() {
+        let e = BrokerConfig::from_pairs(vec![("x".into(), "num.partitions".into(), "0".into())])
+            .unwrap_err();
+        assert!(e.to_string().contains("num.partitions"), "{e}");
+        let e =
+            BrokerConfig::from_pairs(vec![("x".into(), "nope".into(), "1".into())]).unwrap_err();
+        assert!(matches!(e, ConfigError::Unknown { .. }));
+        let e = BrokerConfig::from_pairs(vec![(
+            "x".into(),
+            "auto.create.topics.enable".into(),
+            "yes".into(),
+        )])
+        .unwrap_err();
+        assert!(e.to_string().contains("true or false"));
+    }
+
+    #[test]
+    fn flags_parse_with_kafka_names() {
+        let c = BrokerConfig::from_env_and_args(
+            [
+                "raftka",
+                "--num.partitions",
+                "4",
+                "--listeners=PLAINTEXT://127.0.0.1:19092",
+            ]
+            .map(String::from)
+            .to_vec(),
+        )
+        .unwrap();
+        assert_eq!(c.num_partitions, 4);
+        assert_eq!(c.listeners[0].bind.port(), 19092);
+        assert_eq!(c.listeners[0].advertised_host, "127.0.0.1");
+    }
+
+    #[test]
+    fn properties_and_listeners() {
+        let p = parse_properties("# c\nnum.partitions = 3\n\nlisteners=PLAINTEXT://0.0.0.0:9092\n");
+        assert_eq!(p[0], ("num.partitions".into(), "3".into()));
+        let l = parse_listeners("PLAINTEXT://0.0.0.0:9092", "PLAINTEXT://broker1:19092").unwrap();
+        assert_eq!(l[0].advertised_host, "broker1");
+        assert_eq!(l[0].advertised_port, 19092);
+        assert!(parse_listeners("localhost9092", "").is_err());
+    }
+
+    #[test]
+    fn retention_ms_overrides_hours() {
+        let c = BrokerConfig::default();
+        assert_eq!(c.retention_ms, 168 * 3_600_000);
+        let c =
+            BrokerConfig::from_pairs(vec![("x".into(), "log.retention.ms".into(), "1000".into())])
+                .unwrap();
+        assert_eq!(c.retention_ms, 1000);
+    }
+}

@@ -1,0 +1,52 @@
+//! raftka: a Kafka-compatible event streaming broker.
+//!
+//! The crate, from the wire inwards:
+//! - [`server`]: accept loop and per-connection tasks, graceful shutdown.
+//! - [`protocol`]: frames, request headers, response encoding (no tokio, no storage).
+//! - [`api`]: one module per Kafka API and the table behind ApiVersions and the router.
+//! - [`broker`]: the broker's shared state and topic lifecycle operations.
+//! - [`metadata`]: the cluster image (brokers, topics, partitions, configs) and its store.
+//! - [`log`]: partition logs in sled, idempotent-producer state.
+//! - [`config`]: Kafka-named settings from file, environment and flags.
+//!
+//! Dependencies point inwards: `server → api → broker → {metadata, log} → config`.
+
+pub mod api;
+pub mod broker;
+pub mod config;
+pub mod log;
+pub mod metadata;
+pub mod protocol;
+pub mod server;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+pub use broker::Broker;
+pub use config::BrokerConfig;
+
+/// Opens the broker, binds its listeners and serves until `shutdown` is cancelled; then
+/// flushes storage.
+pub async fn run(config: BrokerConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let broker = Broker::open(config)?;
+    let mut servers = tokio::task::JoinSet::new();
+    for l in &broker.config.listeners {
+        let listener = TcpListener::bind(l.bind)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot bind listener {} on {}: {e}", l.name, l.bind))?;
+        tracing::info!(
+            node_id = broker.config.node_id,
+            listener = %l.name,
+            addr = %listener.local_addr()?,
+            advertised = %format!("{}:{}", l.advertised_host, l.advertised_port),
+            "raftka broker listening"
+        );
+        servers.spawn(server::serve(listener, broker.clone(), shutdown.clone()));
+    }
+    while let Some(r) = servers.join_next().await {
+        r??;
+    }
+    broker.logs.flush()?;
+    tracing::info!("raftka broker stopped; data flushed");
+    Ok(())
+}

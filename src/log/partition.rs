@@ -1,0 +1,380 @@
+//! One partition's log in its own sled tree.
+//!
+//! Keys: `b` + base offset (big-endian) → the stamped batch; `s` → log start, log end and
+//! high watermark; `p` + producer id → that producer's [`ProducerEntry`]. An append writes
+//! the batches, the new log end / high watermark and the producer entries in one atomic sled
+//! batch, so after a crash either all of them are there or none.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::records::RecordBatchDecoder;
+
+use super::batch::{stamp, BatchHeader};
+use super::producer::{self, ProducerEntry, SeqCheck};
+use super::LogError;
+
+const STATE_KEY: &[u8] = b"s";
+
+fn batch_key(offset: i64) -> [u8; 9] {
+    let mut k = [0u8; 9];
+    k[0] = b'b';
+    k[1..].copy_from_slice(&offset.to_be_bytes());
+    k
+}
+
+fn producer_key(pid: i64) -> [u8; 9] {
+    let mut k = [0u8; 9];
+    k[0] = b'p';
+    k[1..].copy_from_slice(&pid.to_be_bytes());
+    k
+}
+
+/// Offsets that bound the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Offsets {
+    /// First offset still in the log.
+    pub log_start: i64,
+    /// Offset the next appended record gets.
+    pub log_end: i64,
+    /// Records below this offset are committed and visible to consumers.
+    pub high_watermark: i64,
+}
+
+impl Offsets {
+    fn encode(&self) -> [u8; 24] {
+        let mut b = [0u8; 24];
+        b[..8].copy_from_slice(&self.log_start.to_be_bytes());
+        b[8..16].copy_from_slice(&self.log_end.to_be_bytes());
+        b[16..].copy_from_slice(&self.high_watermark.to_be_bytes());
+        b
+    }
+
+    fn decode(b: &[u8]) -> Result<Self, LogError> {
+        if b.len() != 24 {
+            return Err(LogError::Corrupt(
+                "partition state has the wrong size".into(),
+            ));
+        }
+        let at = |o: usize| {
+            let mut a = [0u8; 8];
+            a.copy_from_slice(&b[o..o + 8]);
+            i64::from_be_bytes(a)
+        };
+        Ok(Self {
+            log_start: at(0),
+            log_end: at(8),
+            high_watermark: at(16),
+        })
+    }
+}
+
+/// The result of an append.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppendOutcome {
+    /// Offset of the first appended record (or of the original, for a duplicate).
+    pub base_offset: i64,
+    /// Offset after the last appended record.
+    pub log_end: i64,
+    pub log_start: i64,
+    /// True when every batch was a retry of data already in the log.
+    pub duplicate: bool,
+}
+
+/// Batches read for a fetch.
+#[derive(Debug, Clone, Default)]
+pub struct ReadResult {
+    pub records: Bytes,
+    pub offsets: Offsets,
+}
+
+/// In-memory view of a partition, guarded by one mutex so appends are serialised.
+#[derive(Debug)]
+struct State {
+    offsets: Offsets,
+    producers: HashMap<i64, ProducerEntry>,
+}
+
+/// A partition log. Cheap to share behind an `Arc`.
+#[derive(Debug)]
+pub struct PartitionLog {
+    tree: sled::Tree,
+    state: Mutex<State>,
+}
+
+impl PartitionLog {
+    /// Opens (or creates) the log stored in `tree`.
+    pub fn open(tree: sled::Tree) -> Result<Self, LogError> {
+        let mut offsets = match tree.get(STATE_KEY)? {
+            Some(v) => Offsets::decode(&v)?,
+            None => Offsets::default(),
+        };
+        // The state is written in the same atomic batch as the data, but recompute the log end
+        // from the last batch anyway so a damaged state cannot hand out used offsets.
+        if let Some((_, v)) = tree
+            .range(batch_key(0)..=batch_key(i64::MAX))
+            .next_back()
+            .transpose()?
+        {
+            let h = BatchHeader::read(&v).map_err(|e| LogError::Corrupt(e.to_string()))?;
+            offsets.log_end = offsets.log_end.max(h.last_offset() + 1);
+        }
+        offsets.high_watermark = offsets.high_watermark.min(offsets.log_end);
+        let mut producers = HashMap::new();
+        for kv in tree.scan_prefix(b"p") {
+            let (k, v) = kv?;
+            if k.len() != 9 {
+                continue;
+            }
+            let mut pid = [0u8; 8];
+            pid.copy_from_slice(&k[1..]);
+            let entry: ProducerEntry = serde_json::from_slice(&v)
+                .map_err(|e| LogError::Corrupt(format!("producer state: {e}")))?;
+            producers.insert(i64::from_be_bytes(pid), entry);
+        }
+        Ok(Self {
+            tree,
+            state: Mutex::new(State { offsets, producers }),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        // A panic while holding the lock cannot leave sled inconsistent (writes are atomic
+        // batches), so a poisoned lock is still safe to use.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn offsets(&self) -> Offsets {
+        self.lock().offsets
+    }
+
+    /// Appends validated batches (see [`super::batch::split_batches`]) with the partition's
+    /// current leader epoch. The high watermark moves to the new log end: on a single
+    /// replica an append is committed once it is written.
+    pub fn append(&self, batches: &[Bytes], leader_epoch: i32) -> Result<AppendOutcome, LogError> {
+        let mut st = self.lock();
+        let mut next = st.offsets.log_end;
+        let mut write = sled::Batch::default();
+        let mut first_base = None;
+        let mut all_duplicates = true;
+        let mut touched: HashMap<i64, ProducerEntry> = HashMap::new();
+        for raw in batches {
+            let h = BatchHeader::read(raw)?;
+            if h.has_producer_id() && h.base_sequence >= 0 {
+                let entry = touched
+                    .get(&h.producer_id)
+                    .or_else(|| st.producers.get(&h.producer_id));
+                match producer::check(entry, &h)? {
+                    SeqCheck::Duplicate { base_offset } => {
+                        first_base.get_or_insert(base_offset);
+                        continue;
+                    }
+                    SeqCheck::Append => {
+                        let mut e = entry.cloned().unwrap_or_default();
+                        producer::record(&mut e, &h, next);
+                        touched.insert(h.producer_id, e);
+                    }
+                }
+            }
+            all_duplicates = false;
+            first_base.get_or_insert(next);
+            let stamped = stamp(raw, next, leader_epoch);
+            write.insert(&batch_key(next), stamped.as_ref());
+            next += h.last_offset_delta as i64 + 1;
+        }
+        if all_duplicates {
+            return Ok(AppendOutcome {
+                base_offset: first_base.unwrap_or(st.offsets.log_end),
+                log_end: st.offsets.log_end,
+                log_start: st.offsets.log_start,
+                duplicate: true,
+            });
+        }
+        let offsets = Offsets {
+            log_start: st.offsets.log_start,
+            log_end: next,
+            high_watermark: next,
+        };
+        write.insert(STATE_KEY, &offsets.encode());
+        for (pid, entry) in &touched {
+            let v = serde_json::to_vec(entry).map_err(|e| LogError::Corrupt(e.to_string()))?;
+            write.insert(&producer_key(*pid), v);
+        }
+        self.tree.apply_batch(write)?;
+        st.offsets = offsets;
+        st.producers.extend(touched);
+        Ok(AppendOutcome {
+            base_offset: first_base.unwrap_or(offsets.log_end),
+            log_end: offsets.log_end,
+            log_start: offsets.log_start,
+            duplicate: false,
+        })
+    }
+
+    /// Reads whole batches starting with the one that holds `offset`, below the high
+    /// watermark, up to `max_bytes` — but always at least one batch when `min_one` is set
+    /// (Kafka's rule, so a record larger than the fetch size still makes progress).
+    pub fn read(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        min_one: bool,
+    ) -> Result<ReadResult, LogError> {
+        let offsets = self.offsets();
+        if offset < offsets.log_start || offset > offsets.log_end {
+            return Err(LogError::OffsetOutOfRange {
+                offset,
+                log_start: offsets.log_start,
+                log_end: offsets.log_end,
+            });
+        }
+        let limit = offsets.high_watermark;
+        let mut out = BytesMut::new();
+        if offset >= limit {
+            return Ok(ReadResult {
+                records: out.freeze(),
+                offsets,
+            });
+        }
+        // Start at the batch containing `offset`, if it begins below it.
+        let start = match self
+            .tree
+            .range(batch_key(0)..=batch_key(offset))
+            .next_back()
+            .transpose()?
+        {
+            Some((k, v))
+                if BatchHeader::read(&v)
+                    .map(|h| h.last_offset() >= offset)
+                    .unwrap_or(false) =>
+            {
+                key_offset(&k)
+            }
+            _ => offset,
+        };
+        for kv in self.tree.range(batch_key(start)..batch_key(limit)) {
+            let (_, v) = kv?;
+            if !out.is_empty() || !min_one {
+                if out.len() + v.len() > max_bytes {
+                    break;
+                }
+            }
+            out.extend_from_slice(&v);
+        }
+        Ok(ReadResult {
+            records: out.freeze(),
+            offsets,
+        })
+    }
+
+    /// The offset of the first record whose timestamp is at least `ts`, with that record's
+    /// timestamp, or `None` when every record is older.
+    pub fn offset_for_timestamp(&self, ts: i64) -> Result<Option<(i64, i64)>, LogError> {
+        let offsets = self.offsets();
+        for kv in self
+            .tree
+            .range(batch_key(offsets.log_start.max(0))..batch_key(offsets.high_watermark))
+        {
+            let (_, v) = kv?;
+            let h = BatchHeader::read(&v)?;
+            if h.max_timestamp < ts {
+                continue;
+            }
+            let mut buf = Bytes::copy_from_slice(&v);
+            let set = RecordBatchDecoder::decode(&mut buf)
+                .map_err(|e| LogError::Corrupt(format!("stored batch does not decode: {e}")))?;
+            if let Some(r) = set
+                .records
+                .iter()
+                .find(|r| r.timestamp >= ts && r.offset >= offsets.log_start)
+            {
+                return Ok(Some((r.offset, r.timestamp)));
+            }
+        }
+        Ok(None)
+    }
+}
+
+fn key_offset(k: &[u8]) -> i64 {
+    let mut a = [0u8; 8];
+    a.copy_from_slice(&k[1..9]);
+    i64::from_be_bytes(a)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::log::batch::tests::make_batch;
+
+    fn open() -> (PartitionLog, sled::Db) {
+        let db = sled::Config::new().temporary(true).open().unwrap();
+        (PartitionLog::open(db.open_tree("t").unwrap()).unwrap(), db)
+    }
+
+    #[test]
+    fn appends_assign_offsets_and_reads_return_whole_batches() {
+        let (log, _db) = open();
+        let a = log.append(&[make_batch(3, -1, -1)], 0).unwrap();
+        assert_eq!((a.base_offset, a.log_end), (0, 3));
+        let b = log.append(&[make_batch(2, -1, -1)], 0).unwrap();
+        assert_eq!((b.base_offset, b.log_end), (3, 5));
+        // Offset 4 lives in the second batch, which is returned from its start.
+        let r = log.read(4, 1 << 20, true).unwrap();
+        assert_eq!(BatchHeader::read(&r.records).unwrap().base_offset, 3);
+        // A tiny max_bytes still returns one whole batch.
+        let r = log.read(0, 1, true).unwrap();
+        assert_eq!(BatchHeader::read(&r.records).unwrap().last_offset(), 2);
+        assert_eq!(r.records.len(), make_batch(3, -1, -1).len());
+        assert!(log.read(5, 100, true).unwrap().records.is_empty());
+        assert!(matches!(
+            log.read(6, 100, true),
+            Err(LogError::OffsetOutOfRange { .. })
+        ));
+    }
+
+    #[test]
+    fn idempotent_retries_are_not_appended_twice() {
+        let (log, _db) = open();
+        let first = log.append(&[make_batch(3, 7, 0)], 0).unwrap();
+        let retry = log.append(&[make_batch(3, 7, 0)], 0).unwrap();
+        assert!(retry.duplicate);
+        assert_eq!(retry.base_offset, first.base_offset);
+        assert_eq!(log.offsets().log_end, 3);
+        assert!(matches!(
+            log.append(&[make_batch(1, 7, 9)], 0),
+            Err(LogError::OutOfOrderSequence { .. })
+        ));
+        assert_eq!(
+            log.append(&[make_batch(1, 7, 3)], 0).unwrap().base_offset,
+            3
+        );
+    }
+
+    #[test]
+    fn state_survives_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let db = sled::open(dir.path()).unwrap();
+            let log = PartitionLog::open(db.open_tree("t").unwrap()).unwrap();
+            log.append(&[make_batch(3, 7, 0)], 0).unwrap();
+            db.flush().unwrap();
+        }
+        let db = sled::open(dir.path()).unwrap();
+        let log = PartitionLog::open(db.open_tree("t").unwrap()).unwrap();
+        assert_eq!(log.offsets().log_end, 3);
+        assert_eq!(log.offsets().high_watermark, 3);
+        // The producer's sequence state came back too: the retry is still a duplicate.
+        assert!(log.append(&[make_batch(3, 7, 0)], 0).unwrap().duplicate);
+    }
+
+    #[test]
+    fn timestamps_find_the_exact_record() {
+        let (log, _db) = open();
+        log.append(&[make_batch(3, -1, -1)], 0).unwrap(); // timestamps 1000..1002
+        log.append(&[make_batch(3, -1, -1)], 0).unwrap(); // again 1000..1002 at offsets 3..5
+        assert_eq!(log.offset_for_timestamp(1001).unwrap(), Some((1, 1001)));
+        assert_eq!(log.offset_for_timestamp(0).unwrap(), Some((0, 1000)));
+        assert_eq!(log.offset_for_timestamp(5000).unwrap(), None);
+    }
+}

@@ -1,0 +1,122 @@
+//! The broker's sled database and the partition logs open in it.
+//!
+//! One sled `Db` per broker; each partition is its own tree named `log:<topic>:<partition>`
+//! (topic names cannot contain `:`). Appends wake long-polling fetches through [`LogStore::appended`].
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, RwLock};
+
+use tokio::sync::Notify;
+
+use super::{LogError, PartitionLog};
+
+/// Identifies a partition.
+pub type PartitionKey = (String, i32);
+
+/// All partition logs of this broker.
+pub struct LogStore {
+    db: sled::Db,
+    partitions: RwLock<HashMap<PartitionKey, Arc<PartitionLog>>>,
+    /// Notified after every append; fetches waiting for `min_bytes` re-check on it.
+    appended: Notify,
+    /// When set, every append is followed by a sled flush (fsync) before it is acknowledged.
+    flush_every_append: bool,
+}
+
+fn tree_name(topic: &str, partition: i32) -> String {
+    format!("log:{topic}:{partition}")
+}
+
+impl LogStore {
+    /// Opens the database at `dir`.
+    pub fn open(
+        dir: &Path,
+        cache_bytes: u64,
+        flush_every_ms: u64,
+        flush_every_append: bool,
+    ) -> Result<Self, LogError> {
+        let db = sled::Config::new()
+            .path(dir)
+            .cache_capacity(cache_bytes)
+            .flush_every_ms(Some(flush_every_ms))
+            .open()?;
+        Ok(Self::with_db(db, flush_every_append))
+    }
+
+    /// Wraps an already open database (tests use a temporary one).
+    pub fn with_db(db: sled::Db, flush_every_append: bool) -> Self {
+        Self {
+            db,
+            partitions: RwLock::new(HashMap::new()),
+            appended: Notify::new(),
+            flush_every_append,
+        }
+    }
+
+    /// The underlying database, shared with the metadata store.
+    pub fn db(&self) -> &sled::Db {
+        &self.db
+    }
+
+    /// Opens or creates the log of a partition.
+    pub fn open_partition(
+        &self,
+        topic: &str,
+        partition: i32,
+    ) -> Result<Arc<PartitionLog>, LogError> {
+        let key = (topic.to_string(), partition);
+        if let Some(p) = self.read_map().get(&key) {
+            return Ok(p.clone());
+        }
+        let log = Arc::new(PartitionLog::open(
+            self.db.open_tree(tree_name(topic, partition))?,
+        )?);
+        let mut map = self.partitions.write().unwrap_or_else(|p| p.into_inner());
+        Ok(map.entry(key).or_insert(log).clone())
+    }
+
+    /// The log of a partition, if it is open.
+    pub fn partition(&self, topic: &str, partition: i32) -> Option<Arc<PartitionLog>> {
+        self.read_map()
+            .get(&(topic.to_string(), partition))
+            .cloned()
+    }
+
+    /// Removes a partition's log and its data.
+    pub fn delete_partition(&self, topic: &str, partition: i32) -> Result<(), LogError> {
+        self.partitions
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&(topic.to_string(), partition));
+        self.db.drop_tree(tree_name(topic, partition))?;
+        Ok(())
+    }
+
+    fn read_map(&self) -> std::sync::RwLockReadGuard<'_, HashMap<PartitionKey, Arc<PartitionLog>>> {
+        self.partitions.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Waits until the next append (callers re-check their condition afterwards).
+    pub fn appended(&self) -> &Notify {
+        &self.appended
+    }
+
+    /// Called after appends: makes them durable if configured, then wakes fetches.
+    pub async fn after_append(&self) -> Result<(), LogError> {
+        if self.flush_every_append {
+            let db = self.db.clone();
+            tokio::task::spawn_blocking(move || db.flush())
+                .await
+                .map_err(|e| LogError::Corrupt(format!("flush task failed: {e}")))??;
+        }
+        self.appended.notify_waiters();
+        Ok(())
+    }
+
+    /// Flushes everything to disk (used on shutdown).
+    pub fn flush(&self) -> Result<(), LogError> {
+        self.db.flush()?;
+        Ok(())
+    }
+}

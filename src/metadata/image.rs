@@ -1,0 +1,270 @@
+//! The metadata image and the commands that change it. `apply` is deterministic and pure
+//! apart from the image itself, so every broker applying the same commands in the same order
+//! ends with the same image.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::MetadataError;
+
+/// A broker as clients see it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BrokerMeta {
+    pub id: i32,
+    pub host: String,
+    pub port: i32,
+    pub rack: Option<String>,
+}
+
+/// A partition's replica set and leadership.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionMeta {
+    pub index: i32,
+    pub replicas: Vec<i32>,
+    pub isr: Vec<i32>,
+    /// -1 when no replica can lead.
+    pub leader: i32,
+    /// Grows by one at every leader change; never goes backwards.
+    pub leader_epoch: i32,
+}
+
+/// A topic.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopicMeta {
+    pub name: String,
+    pub partitions: Vec<PartitionMeta>,
+    /// Configs set on the topic (overrides); defaults come from the broker config.
+    pub configs: BTreeMap<String, String>,
+}
+
+impl TopicMeta {
+    pub fn replication_factor(&self) -> i16 {
+        self.partitions
+            .first()
+            .map(|p| p.replicas.len() as i16)
+            .unwrap_or(0)
+    }
+}
+
+/// A change to the metadata.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MetadataCommand {
+    RegisterBroker(BrokerMeta),
+    CreateTopic {
+        name: String,
+        /// Replica list of each partition, in partition order; the first replica leads.
+        assignments: Vec<Vec<i32>>,
+        configs: BTreeMap<String, String>,
+    },
+    DeleteTopic {
+        name: String,
+    },
+    CreatePartitions {
+        name: String,
+        /// Replica lists of the new partitions, appended after the existing ones.
+        assignments: Vec<Vec<i32>>,
+    },
+}
+
+/// Everything a broker knows about the cluster.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterImage {
+    pub cluster_id: String,
+    pub controller_id: i32,
+    pub brokers: BTreeMap<i32, BrokerMeta>,
+    pub topics: BTreeMap<String, TopicMeta>,
+}
+
+impl ClusterImage {
+    /// Applies a command, or explains why it cannot apply (the image is then unchanged).
+    pub fn apply(&mut self, cmd: &MetadataCommand) -> Result<(), MetadataError> {
+        match cmd {
+            MetadataCommand::RegisterBroker(b) => {
+                self.brokers.insert(b.id, b.clone());
+            }
+            MetadataCommand::CreateTopic {
+                name,
+                assignments,
+                configs,
+            } => {
+                if self.topics.contains_key(name) {
+                    return Err(MetadataError::TopicExists(name.clone()));
+                }
+                self.check_assignments(assignments)?;
+                let partitions = assignments
+                    .iter()
+                    .enumerate()
+                    .map(|(i, r)| new_partition(i as i32, r))
+                    .collect();
+                self.topics.insert(
+                    name.clone(),
+                    TopicMeta {
+                        name: name.clone(),
+                        partitions,
+                        configs: configs.clone(),
+                    },
+                );
+            }
+            MetadataCommand::DeleteTopic { name } => {
+                if self.topics.remove(name).is_none() {
+                    return Err(MetadataError::UnknownTopic(name.clone()));
+                }
+            }
+            MetadataCommand::CreatePartitions { name, assignments } => {
+                self.check_assignments(assignments)?;
+                let topic = self
+                    .topics
+                    .get_mut(name)
+                    .ok_or_else(|| MetadataError::UnknownTopic(name.clone()))?;
+                let start = topic.partitions.len() as i32;
+                for (i, r) in assignments.iter().enumerate() {
+                    topic.partitions.push(new_partition(start + i as i32, r));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn check_assignments(&self, assignments: &[Vec<i32>]) -> Result<(), MetadataError> {
+        if assignments.is_empty() {
+            return Err(MetadataError::InvalidPartitions(
+                "number of partitions must be larger than 0".into(),
+            ));
+        }
+        for (i, replicas) in assignments.iter().enumerate() {
+            if replicas.is_empty() {
+                return Err(MetadataError::InvalidReplicaAssignment(format!(
+                    "partition {i} has no replicas"
+                )));
+            }
+            let mut seen = replicas.clone();
+            seen.sort_unstable();
+            seen.dedup();
+            if seen.len() != replicas.len() {
+                return Err(MetadataError::InvalidReplicaAssignment(format!(
+                    "partition {i} lists a broker twice: {replicas:?}"
+                )));
+            }
+            if let Some(b) = replicas.iter().find(|b| !self.brokers.contains_key(b)) {
+                return Err(MetadataError::InvalidReplicaAssignment(format!(
+                    "partition {i} names unknown broker {b}"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Spreads `count` partitions with `rf` replicas over the known brokers, round-robin,
+    /// starting at partition index `first` so leaders keep rotating when partitions are added.
+    pub fn place_replicas(
+        &self,
+        count: i32,
+        rf: i16,
+        first: i32,
+    ) -> Result<Vec<Vec<i32>>, MetadataError> {
+        let ids: Vec<i32> = self.brokers.keys().copied().collect();
+        if rf < 1 || rf as usize > ids.len() {
+            return Err(MetadataError::InvalidReplicationFactor(format!(
+                "replication factor {rf} is invalid: it must be between 1 and the number of \
+                 available brokers ({})",
+                ids.len()
+            )));
+        }
+        if count < 1 {
+            return Err(MetadataError::InvalidPartitions(
+                "number of partitions must be larger than 0".into(),
+            ));
+        }
+        Ok((0..count)
+            .map(|p| {
+                (0..rf as usize)
+                    .map(|r| ids[(first as usize + p as usize + r) % ids.len()])
+                    .collect()
+            })
+            .collect())
+    }
+}
+
+fn new_partition(index: i32, replicas: &[i32]) -> PartitionMeta {
+    PartitionMeta {
+        index,
+        replicas: replicas.to_vec(),
+        isr: replicas.to_vec(),
+        leader: replicas[0],
+        leader_epoch: 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn image(n: i32) -> ClusterImage {
+        let mut img = ClusterImage::default();
+        for id in 1..=n {
+            img.apply(&MetadataCommand::RegisterBroker(BrokerMeta {
+                id,
+                host: "h".into(),
+                port: 1,
+                rack: None,
+            }))
+            .unwrap();
+        }
+        img
+    }
+
+    #[test]
+    fn create_delete_and_grow_topics() {
+        let mut img = image(1);
+        let a = img.place_replicas(2, 1, 0).unwrap();
+        let create = MetadataCommand::CreateTopic {
+            name: "t".into(),
+            assignments: a,
+            configs: Default::default(),
+        };
+        img.apply(&create).unwrap();
+        assert_eq!(
+            img.apply(&create),
+            Err(MetadataError::TopicExists("t".into()))
+        );
+        img.apply(&MetadataCommand::CreatePartitions {
+            name: "t".into(),
+            assignments: vec![vec![1]],
+        })
+        .unwrap();
+        let t = &img.topics["t"];
+        assert_eq!(t.partitions.len(), 3);
+        assert_eq!(t.partitions[2].index, 2);
+        assert_eq!(t.partitions[2].leader, 1);
+        img.apply(&MetadataCommand::DeleteTopic { name: "t".into() })
+            .unwrap();
+        assert!(img
+            .apply(&MetadataCommand::DeleteTopic { name: "t".into() })
+            .is_err());
+    }
+
+    #[test]
+    fn placement_spreads_leaders_and_checks_rf() {
+        let img = image(3);
+        let a = img.place_replicas(3, 2, 0).unwrap();
+        let leaders: Vec<i32> = a.iter().map(|r| r[0]).collect();
+        assert_eq!(leaders, vec![1, 2, 3]);
+        assert!(a.iter().all(|r| r.len() == 2 && r[0] != r[1]));
+        assert!(img.place_replicas(1, 4, 0).is_err());
+        assert!(img.place_replicas(0, 1, 0).is_err());
+    }
+
+    #[test]
+    fn bad_assignments_leave_the_image_unchanged() {
+        let mut img = image(1);
+        let before = img.clone();
+        let r = img.apply(&MetadataCommand::CreateTopic {
+            name: "t".into(),
+            assignments: vec![vec![1, 1]],
+            configs: Default::default(),
+        });
+        assert!(matches!(r, Err(MetadataError::InvalidReplicaAssignment(_))));
+        assert_eq!(img, before);
+    }
+}

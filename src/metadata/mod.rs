@@ -1,0 +1,83 @@
+//! Cluster metadata: brokers, topics, partitions (replicas, leader, leader epoch, ISR) and
+//! topic configs. Handlers read an immutable [`ClusterImage`] snapshot; changes are
+//! [`MetadataCommand`]s applied by [`ClusterImage::apply`] — the state-machine shape the
+//! Raft quorum will feed — and persisted by [`MetadataStore`].
+//!
+//! Reads are local and may lag a concurrent change by one command; every handler that
+//! changes metadata goes through the store, which serialises commands.
+//!
+//! May depend on: `config` (defaults), `sled`, `serde`. Not on the network or the log.
+
+pub mod image;
+pub mod store;
+pub mod topic_config;
+
+pub use image::{BrokerMeta, ClusterImage, MetadataCommand, PartitionMeta, TopicMeta};
+pub use store::MetadataStore;
+
+/// Errors of the metadata layer; `api::errors` maps them to Kafka error codes.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum MetadataError {
+    #[error("topic '{0}' already exists")]
+    TopicExists(String),
+    #[error("topic '{0}' does not exist")]
+    UnknownTopic(String),
+    #[error("invalid topic name '{name}': {reason}")]
+    InvalidTopicName { name: String, reason: String },
+    #[error("{0}")]
+    InvalidPartitions(String),
+    #[error("{0}")]
+    InvalidReplicationFactor(String),
+    #[error("{0}")]
+    InvalidReplicaAssignment(String),
+    #[error("invalid value for config '{key}': {reason}")]
+    InvalidConfig { key: String, reason: String },
+    #[error("metadata storage error: {0}")]
+    Storage(String),
+}
+
+impl From<sled::Error> for MetadataError {
+    fn from(e: sled::Error) -> Self {
+        MetadataError::Storage(e.to_string())
+    }
+}
+
+/// Kafka's topic name rule: 1-249 characters from `[a-zA-Z0-9._-]`, not `.` or `..`.
+pub fn validate_topic_name(name: &str) -> Result<(), MetadataError> {
+    let bad = |reason: &str| {
+        Err(MetadataError::InvalidTopicName {
+            name: name.to_string(),
+            reason: reason.to_string(),
+        })
+    };
+    if name.is_empty() {
+        return bad("the name is empty");
+    }
+    if name == "." || name == ".." {
+        return bad("'.' and '..' are not allowed");
+    }
+    if name.len() > 249 {
+        return bad("longer than 249 characters");
+    }
+    if !name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '_' || c == '-')
+    {
+        return bad("only ASCII letters, digits, '.', '_' and '-' are allowed");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topic_names_follow_kafka_rules() {
+        assert!(validate_topic_name("quickstart-events").is_ok());
+        assert!(validate_topic_name("a.b_c-1").is_ok());
+        for bad in ["", ".", "..", "bad name!", "ü", &"x".repeat(250)] {
+            assert!(validate_topic_name(bad).is_err(), "{bad}");
+        }
+    }
+}

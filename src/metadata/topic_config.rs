@@ -1,0 +1,190 @@
+//! Topic configs raftka accepts, their broker-level synonyms and validation.
+//!
+//! A config that is not in [`TOPIC_CONFIGS`] is refused with INVALID_CONFIG rather than
+//! stored and ignored; values raftka cannot honour (e.g. broker-side recompression) are
+//! refused with a reason.
+
+use crate::config::{BrokerConfig, Source, ValueType};
+
+use super::MetadataError;
+
+/// One topic config.
+#[derive(Debug)]
+pub struct TopicConfigDef {
+    pub name: &'static str,
+    /// The broker setting that supplies the default, if any.
+    pub broker_synonym: Option<&'static str>,
+    /// The default when there is no broker synonym.
+    pub default: &'static str,
+    pub kind: ValueType,
+    pub doc: &'static str,
+}
+
+pub const TOPIC_CONFIGS: &[TopicConfigDef] = &[
+    TopicConfigDef {
+        name: "cleanup.policy",
+        broker_synonym: Some("log.cleanup.policy"),
+        default: "delete",
+        kind: ValueType::List,
+        doc: "delete or compact (compaction arrives with the retention work).",
+    },
+    TopicConfigDef {
+        name: "compression.type",
+        broker_synonym: None,
+        default: "producer",
+        kind: ValueType::Str,
+        doc: "Only 'producer': batches are stored as the producer compressed them.",
+    },
+    TopicConfigDef {
+        name: "delete.retention.ms",
+        broker_synonym: None,
+        default: "86400000",
+        kind: ValueType::Long,
+        doc: "How long tombstones are kept in compacted topics.",
+    },
+    TopicConfigDef {
+        name: "max.message.bytes",
+        broker_synonym: Some("message.max.bytes"),
+        default: "1048588",
+        kind: ValueType::Int,
+        doc: "Largest record batch accepted for this topic.",
+    },
+    TopicConfigDef {
+        name: "message.timestamp.type",
+        broker_synonym: None,
+        default: "CreateTime",
+        kind: ValueType::Str,
+        doc: "Only CreateTime.",
+    },
+    TopicConfigDef {
+        name: "min.insync.replicas",
+        broker_synonym: Some("min.insync.replicas"),
+        default: "1",
+        kind: ValueType::Int,
+        doc: "Replicas that must have a write before acks=all succeeds.",
+    },
+    TopicConfigDef {
+        name: "retention.bytes",
+        broker_synonym: Some("log.retention.bytes"),
+        default: "-1",
+        kind: ValueType::Long,
+        doc: "Size limit per partition; -1 = none.",
+    },
+    TopicConfigDef {
+        name: "retention.ms",
+        broker_synonym: Some("log.retention.ms"),
+        default: "604800000",
+        kind: ValueType::Long,
+        doc: "Time limit of records; -1 = none.",
+    },
+    TopicConfigDef {
+        name: "unclean.leader.election.enable",
+        broker_synonym: None,
+        default: "false",
+        kind: ValueType::Bool,
+        doc: "Allow a replica outside the ISR to become leader.",
+    },
+];
+
+pub fn topic_config(name: &str) -> Option<&'static TopicConfigDef> {
+    TOPIC_CONFIGS.iter().find(|d| d.name == name)
+}
+
+/// The default of a topic config on this broker and where that default comes from.
+pub fn broker_default(def: &TopicConfigDef, broker: &BrokerConfig) -> (String, Source) {
+    match def.broker_synonym {
+        Some("log.retention.ms") => {
+            let src = match (
+                broker.raw("log.retention.ms"),
+                broker.raw("log.retention.hours"),
+            ) {
+                (Some((_, Source::Static)), _) | (_, Some((_, Source::Static))) => Source::Static,
+                _ => Source::Default,
+            };
+            (broker.retention_ms.to_string(), src)
+        }
+        Some(syn) => match broker.raw(syn) {
+            Some((v, s)) => (v.to_string(), s),
+            None => (def.default.to_string(), Source::Default),
+        },
+        None => (def.default.to_string(), Source::Default),
+    }
+}
+
+/// Checks one topic config key and value.
+pub fn validate(key: &str, value: &str) -> Result<(), MetadataError> {
+    let bad = |reason: &str| {
+        Err(MetadataError::InvalidConfig {
+            key: key.to_string(),
+            reason: reason.to_string(),
+        })
+    };
+    let Some(def) = topic_config(key) else {
+        return bad("unknown or unsupported topic config");
+    };
+    let v = value.trim();
+    match def.kind {
+        ValueType::Bool if v != "true" && v != "false" => return bad("expected true or false"),
+        ValueType::Int if v.parse::<i32>().is_err() => return bad("expected a 32-bit integer"),
+        ValueType::Long if v.parse::<i64>().is_err() => return bad("expected a 64-bit integer"),
+        _ => {}
+    }
+    match key {
+        "cleanup.policy" => {
+            if v.is_empty()
+                || !v
+                    .split(',')
+                    .all(|p| matches!(p.trim(), "delete" | "compact"))
+            {
+                return bad("expected delete, compact or compact,delete");
+            }
+        }
+        "compression.type" if v != "producer" => {
+            return bad("only 'producer' is supported: raftka never recompresses batches")
+        }
+        "message.timestamp.type" if v != "CreateTime" => {
+            return bad("only CreateTime is supported")
+        }
+        "max.message.bytes" | "delete.retention.ms" if v.starts_with('-') => {
+            return bad("must be 0 or more")
+        }
+        "min.insync.replicas" if v.parse::<i32>().map(|n| n < 1).unwrap_or(true) => {
+            return bad("must be at least 1")
+        }
+        "retention.ms" | "retention.bytes" if v.parse::<i64>().map(|n| n < -1).unwrap_or(true) => {
+            return bad("must be -1 or more")
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn validation_names_key_and_reason() {
+        assert!(validate("retention.ms", "1000").is_ok());
+        assert!(validate("cleanup.policy", "compact,delete").is_ok());
+        let e = validate("retention.ms", "soon").unwrap_err();
+        assert!(e.to_string().contains("retention.ms"), "{e}");
+        assert!(validate("segment.bytes", "1").is_err());
+        assert!(validate("compression.type", "gzip").is_err());
+        assert!(validate("min.insync.replicas", "0").is_err());
+    }
+
+    #[test]
+    fn defaults_follow_broker_settings() {
+        let b = BrokerConfig::from_pairs(vec![(
+            "t".into(),
+            "message.max.bytes".into(),
+            "2000".into(),
+        )])
+        .unwrap();
+        let d = topic_config("max.message.bytes").unwrap();
+        assert_eq!(broker_default(d, &b), ("2000".into(), Source::Static));
+        let d = topic_config("retention.ms").unwrap();
+        assert_eq!(broker_default(d, &b), ("604800000".into(), Source::Default));
+    }
+}

@@ -1,0 +1,58 @@
+//! One client connection: read frames, dispatch them in order, write responses in order.
+//! A frame that cannot be parsed closes this connection only.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_util::sync::CancellationToken;
+
+use crate::api::{dispatch, Outcome};
+use crate::broker::Broker;
+use crate::protocol::FrameReader;
+
+pub async fn run(
+    mut socket: TcpStream,
+    peer: SocketAddr,
+    broker: Arc<Broker>,
+    shutdown: CancellationToken,
+) {
+    let mut reader = FrameReader::new(broker.config.socket_request_max_bytes);
+    loop {
+        let frame = match reader.parse() {
+            Ok(Some(frame)) => frame,
+            Ok(None) => {
+                let read = tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    r = socket.read_buf(&mut reader.buf) => r,
+                };
+                match read {
+                    Ok(0) => return,
+                    Ok(_) => continue,
+                    Err(e) => {
+                        tracing::debug!(%peer, error = %e, "read failed");
+                        return;
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::warn!(%peer, error = %e, "closing connection");
+                return;
+            }
+        };
+        match dispatch(&broker, frame).await {
+            Ok(Outcome::Reply(bytes)) => {
+                if let Err(e) = socket.write_all(&bytes).await {
+                    tracing::debug!(%peer, error = %e, "write failed");
+                    return;
+                }
+            }
+            Ok(Outcome::NoReply) => {}
+            Err(e) => {
+                tracing::warn!(%peer, error = %e, "closing connection");
+                return;
+            }
+        }
+    }
+}
