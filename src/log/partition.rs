@@ -255,10 +255,8 @@ impl PartitionLog {
         };
         for kv in self.tree.range(batch_key(start)..batch_key(limit)) {
             let (_, v) = kv?;
-            if !out.is_empty() || !min_one {
-                if out.len() + v.len() > max_bytes {
-                    break;
-                }
+            if (!out.is_empty() || !min_one) && out.len() + v.len() > max_bytes {
+                break;
             }
             out.extend_from_slice(&v);
         }

@@ -130,14 +130,13 @@ pub fn validate(key: &str, value: &str) -> Result<(), MetadataError> {
         _ => {}
     }
     match key {
-        "cleanup.policy" => {
+        "cleanup.policy"
             if v.is_empty()
                 || !v
                     .split(',')
-                    .all(|p| matches!(p.trim(), "delete" | "compact"))
-            {
-                return bad("expected delete, compact or compact,delete");
-            }
+                    .all(|p| matches!(p.trim(), "delete" | "compact")) =>
+        {
+            return bad("expected delete, compact or compact,delete")
         }
         "compression.type" if v != "producer" => {
             return bad("only 'producer' is supported: raftka never recompresses batches")
