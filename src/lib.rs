@@ -8,9 +8,11 @@
 //! - [`metadata`]: the cluster image (brokers, topics, partitions, configs) and its store.
 //! - [`log`]: partition logs in sled, idempotent-producer state.
 //! - [`config`]: Kafka-named settings from file, environment and flags.
+//! - [`alloc`]: the global allocator guard against hostile array lengths in requests.
 //!
 //! Dependencies point inwards: `server → api → broker → {metadata, log} → config`.
 
+pub mod alloc;
 pub mod api;
 pub mod broker;
 pub mod config;

@@ -1,6 +1,9 @@
 //! The `raftka` binary: reads settings, starts the broker, stops it cleanly on SIGTERM/SIGINT.
 
 use tokio_util::sync::CancellationToken;
+
+#[global_allocator]
+static ALLOC: raftka::alloc::GuardedAlloc = raftka::alloc::GuardedAlloc;
 use tracing_subscriber::EnvFilter;
 
 fn main() -> std::process::ExitCode {

@@ -136,6 +136,21 @@ fn bad_frames_close_only_their_connection_and_bad_records_get_kafka_errors() {
             &[0, 3, 0, 1, 0, 0, 0, 1, 0xff, 0xff, 0x7f, 0xff][..],
         ]
         .concat(), // truncated body
+        // Metadata v1 declaring 2^31-1 topics in 4 bytes: the codec would reserve ~150 GB.
+        [
+            &12i32.to_be_bytes()[..],
+            &[0, 3, 0, 1, 0, 0, 0, 1, 0xff, 0xff, 0x7f, 0xff, 0xff, 0xff][..],
+        ]
+        .concat()[..]
+            .to_vec(),
+        // Metadata v12 (flexible) declaring 2^32-2 topics as a compact array.
+        [
+            &16i32.to_be_bytes()[..],
+            &[
+                0, 3, 0, 12, 0, 0, 0, 1, 0xff, 0xff, 0, 0xff, 0xff, 0xff, 0xff, 0x0f,
+            ][..],
+        ]
+        .concat(),
     ];
     for (i, frame) in cases.iter().enumerate() {
         let mut s = connect(&b);
