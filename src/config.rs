@@ -333,6 +333,8 @@ fn parse_listeners(listeners: &str, advertised: &str) -> Result<Vec<Listener>, C
             })?;
         let (advertised_host, advertised_port) = match adv.iter().find(|a| a.0 == name) {
             Some((_, h, p)) => (h.clone(), *p),
+            // A wildcard bind address is no use to clients: advertise the host name instead.
+            None if bind.ip().is_unspecified() => (host_name(), port),
             None => (bind.ip().to_string(), port),
         };
         out.push(Listener {
@@ -350,6 +352,15 @@ fn parse_listeners(listeners: &str, advertised: &str) -> Result<Vec<Listener>, C
         ));
     }
     Ok(out)
+}
+
+/// This machine's host name (what Kafka advertises for a wildcard listener).
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".to_string())
 }
 
 /// The command line: `--config FILE` plus one `--<name> <value>` flag per setting.
@@ -447,6 +458,8 @@ mod tests {
         assert_eq!(l[0].advertised_host, "broker1");
         assert_eq!(l[0].advertised_port, 19092);
         assert!(parse_listeners("localhost9092", "").is_err());
+        let l = parse_listeners("PLAINTEXT://0.0.0.0:9092", "").unwrap();
+        assert_ne!(l[0].advertised_host, "0.0.0.0");
     }
 
     #[test]
