@@ -13,7 +13,7 @@
 //! (`sled.cache.capacity.bytes`, `log.flush.interval.ms`). Prints `name=value` pairs; the
 //! `sled_ceiling_*` figures are the faster of those two runs.
 //!
-//! A third, informational run (`sled_blob*`, skipped with `--blob-records 0`) stores one value
+//! A third, informational run (`sled_blob*`, run first, skipped with `--blob-records 0`) stores one value
 //! of `--blob-records` x `--size` bytes per key (key = base offset), the layout of a broker
 //! that keeps each Kafka record batch as one sled value: fewer, larger writes for the same
 //! bytes, so it is usually faster than the per-record ceiling.
@@ -111,6 +111,18 @@ fn run(records: u64, size: usize, mode: Mode, cache: u64, flush_ms: u64) -> sled
     Ok(Run { secs })
 }
 
+/// This process's peak resident memory so far (VmHWM), in MiB; for comparison with the broker's.
+fn peak_rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        })
+        .map_or(f64::NAN, |kb| kb / 1024.0)
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let flags = match parse_flags(&args) {
@@ -130,21 +142,23 @@ fn main() -> ExitCode {
     let mb = records as f64 * size as f64 / (1024.0 * 1024.0);
 
     let mut best: Option<(f64, String)> = None;
-    let mut modes = vec![
-        ("insert".to_string(), Mode::Insert),
-        (format!("batch{batch}"), Mode::Batch(batch)),
-    ];
+    // The broker-layout run goes first so the peak RSS printed after it is its own (VmHWM
+    // only grows).
+    let mut modes = Vec::new();
     if blob > 0 {
         modes.push((format!("blob{blob}"), Mode::Blob(blob)));
     }
+    modes.push(("insert".to_string(), Mode::Insert));
+    modes.push((format!("batch{batch}"), Mode::Batch(batch)));
     for (mode, m) in modes {
         match run(records, size, m, cache, flush_ms) {
             Ok(r) => {
                 println!(
-                    "sled_{mode}_mb_s={:.2} sled_{mode}_records_s={:.0} sled_{mode}_seconds={:.3}",
+                    "sled_{mode}_mb_s={:.2} sled_{mode}_records_s={:.0} sled_{mode}_seconds={:.3} peak_rss_mib_so_far={:.1}",
                     mb / r.secs,
                     records as f64 / r.secs,
-                    r.secs
+                    r.secs,
+                    peak_rss_mib()
                 );
                 let is_ceiling_mode = !matches!(m, Mode::Blob(_));
                 if is_ceiling_mode && best.as_ref().is_none_or(|(s, _)| r.secs < *s) {
