@@ -68,6 +68,7 @@ impl Broker {
             host: listener.advertised_host.clone(),
             port: listener.advertised_port as i32,
             rack: None,
+            fenced: false,
         };
         let metadata = MetadataStore::open(logs.db(), config.node_id, me)?;
         let broker = Self {

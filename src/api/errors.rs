@@ -16,6 +16,11 @@ pub fn metadata_code(e: &MetadataError) -> i16 {
         MetadataError::InvalidReplicationFactor(_) => E::InvalidReplicationFactor,
         MetadataError::InvalidReplicaAssignment(_) => E::InvalidReplicaAssignment,
         MetadataError::InvalidConfig { .. } => E::InvalidConfig,
+        MetadataError::UnknownBroker(_) => E::BrokerNotAvailable,
+        MetadataError::FencedLeaderEpoch(_) => E::FencedLeaderEpoch,
+        MetadataError::InvalidUpdateVersion(_) => E::InvalidUpdateVersion,
+        // INELIGIBLE_REPLICA (107) is newer than the codec crate's error table.
+        MetadataError::IneligibleReplica(_) => E::Unknown(107),
         MetadataError::Storage(_) => E::KafkaStorageError,
     }
     .code()

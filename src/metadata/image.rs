@@ -15,6 +15,9 @@ pub struct BrokerMeta {
     pub host: String,
     pub port: i32,
     pub rack: Option<String>,
+    /// A fenced broker's lease expired: it leads nothing and is in no ISR it can be removed from.
+    #[serde(default)]
+    pub fenced: bool,
 }
 
 /// A partition's replica set and leadership.
@@ -27,6 +30,10 @@ pub struct PartitionMeta {
     pub leader: i32,
     /// Grows by one at every leader change; never goes backwards.
     pub leader_epoch: i32,
+    /// Grows by one at every change of the partition (leader or ISR); lets the controller
+    /// refuse ISR updates computed from a stale view (Kafka's partition epoch).
+    #[serde(default)]
+    pub partition_epoch: i32,
 }
 
 /// A topic.
@@ -65,6 +72,29 @@ pub enum MetadataCommand {
         /// Replica lists of the new partitions, appended after the existing ones.
         assignments: Vec<Vec<i32>>,
     },
+    /// The broker's lease expired: move leadership away from it and shrink ISRs.
+    FenceBroker {
+        id: i32,
+    },
+    /// A fenced broker heartbeats again: it may lead partitions that have no leader.
+    UnfenceBroker {
+        id: i32,
+    },
+    /// A partition leader changes its ISR (shrink for lagging followers, expand for caught-up
+    /// ones). Refused when computed from a stale leader or partition epoch.
+    AlterPartition {
+        topic: String,
+        partition: i32,
+        leader: i32,
+        leader_epoch: i32,
+        partition_epoch: i32,
+        isr: Vec<i32>,
+    },
+    /// Move leadership back to the preferred (first) replica if it is in the ISR and unfenced.
+    ElectPreferredLeader {
+        topic: String,
+        partition: i32,
+    },
 }
 
 /// Everything a broker knows about the cluster.
@@ -82,6 +112,69 @@ impl ClusterImage {
         match cmd {
             MetadataCommand::RegisterBroker(b) => {
                 self.brokers.insert(b.id, b.clone());
+            }
+            MetadataCommand::FenceBroker { id } => self.fence(*id)?,
+            MetadataCommand::UnfenceBroker { id } => self.unfence(*id)?,
+            MetadataCommand::AlterPartition {
+                topic,
+                partition,
+                leader,
+                leader_epoch,
+                partition_epoch,
+                isr,
+            } => {
+                let fenced = self.fenced_ids();
+                let p = self.partition_mut(topic, *partition)?;
+                if *leader != p.leader || *leader_epoch != p.leader_epoch {
+                    return Err(MetadataError::FencedLeaderEpoch(format!(
+                        "{topic}-{partition}: request from leader {leader} epoch {leader_epoch}, \
+                         current leader {} epoch {}",
+                        p.leader, p.leader_epoch
+                    )));
+                }
+                if *partition_epoch != p.partition_epoch {
+                    return Err(MetadataError::InvalidUpdateVersion(format!(
+                        "{topic}-{partition}: partition epoch {partition_epoch} is stale, \
+                         current is {}",
+                        p.partition_epoch
+                    )));
+                }
+                if !isr.contains(leader) || isr.iter().any(|b| !p.replicas.contains(b)) {
+                    return Err(MetadataError::InvalidReplicaAssignment(format!(
+                        "{topic}-{partition}: ISR {isr:?} must contain the leader and only replicas"
+                    )));
+                }
+                if let Some(b) = isr
+                    .iter()
+                    .find(|b| !p.isr.contains(b) && fenced.contains(b))
+                {
+                    return Err(MetadataError::IneligibleReplica(format!(
+                        "{topic}-{partition}: fenced broker {b} cannot join the ISR"
+                    )));
+                }
+                let mut sorted = isr.clone();
+                sorted.sort_unstable();
+                sorted.dedup();
+                p.isr = p
+                    .replicas
+                    .iter()
+                    .copied()
+                    .filter(|r| sorted.contains(r))
+                    .collect();
+                p.partition_epoch += 1;
+            }
+            MetadataCommand::ElectPreferredLeader { topic, partition } => {
+                let fenced = self.fenced_ids();
+                let p = self.partition_mut(topic, *partition)?;
+                let preferred = p.replicas[0];
+                if p.leader != preferred
+                    && p.isr.contains(&preferred)
+                    && !fenced.contains(&preferred)
+                {
+                    p.leader = preferred;
+                    p.leader_epoch += 1;
+                    p.partition_epoch += 1;
+                }
             }
             MetadataCommand::CreateTopic {
                 name,
@@ -121,6 +214,104 @@ impl ClusterImage {
                 for (i, r) in assignments.iter().enumerate() {
                     topic.partitions.push(new_partition(start + i as i32, r));
                 }
+            }
+        }
+        Ok(())
+    }
+
+    fn fenced_ids(&self) -> Vec<i32> {
+        self.brokers
+            .values()
+            .filter(|b| b.fenced)
+            .map(|b| b.id)
+            .collect()
+    }
+
+    fn partition_mut(
+        &mut self,
+        topic: &str,
+        partition: i32,
+    ) -> Result<&mut PartitionMeta, MetadataError> {
+        self.topics
+            .get_mut(topic)
+            .and_then(|t| {
+                usize::try_from(partition)
+                    .ok()
+                    .and_then(|i| t.partitions.get_mut(i))
+            })
+            .ok_or_else(|| MetadataError::UnknownTopic(format!("{topic}-{partition}")))
+    }
+
+    /// Fences a broker: for every partition it led, the first replica in assignment order
+    /// that is in the ISR and not fenced becomes leader (epoch + 1), or none (-1) — never a
+    /// replica outside the ISR unless the topic allows unclean election. The broker leaves
+    /// every ISR except where it is the last member (Kafka keeps the last one, so the
+    /// partition can come back when that broker does).
+    fn fence(&mut self, id: i32) -> Result<(), MetadataError> {
+        let b = self
+            .brokers
+            .get_mut(&id)
+            .ok_or_else(|| MetadataError::UnknownBroker(id))?;
+        b.fenced = true;
+        let fenced = self.fenced_ids();
+        for topic in self.topics.values_mut() {
+            let unclean = topic
+                .configs
+                .get("unclean.leader.election.enable")
+                .is_some_and(|v| v == "true");
+            for p in &mut topic.partitions {
+                let mut changed = false;
+                if p.isr.contains(&id) && p.isr.len() > 1 {
+                    p.isr.retain(|r| *r != id);
+                    changed = true;
+                }
+                if p.leader == id {
+                    let from_isr = p
+                        .replicas
+                        .iter()
+                        .copied()
+                        .find(|r| p.isr.contains(r) && !fenced.contains(r));
+                    let new_leader = match from_isr {
+                        Some(r) => r,
+                        None if unclean => {
+                            match p.replicas.iter().copied().find(|r| !fenced.contains(r)) {
+                                Some(r) => {
+                                    p.isr = vec![r];
+                                    r
+                                }
+                                None => -1,
+                            }
+                        }
+                        None => -1,
+                    };
+                    p.leader = new_leader;
+                    p.leader_epoch += 1;
+                    changed = true;
+                }
+                if changed {
+                    p.partition_epoch += 1;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Unfences a broker; leaderless partitions whose ISR holds it get it as leader.
+    fn unfence(&mut self, id: i32) -> Result<(), MetadataError> {
+        let b = self
+            .brokers
+            .get_mut(&id)
+            .ok_or_else(|| MetadataError::UnknownBroker(id))?;
+        b.fenced = false;
+        for p in self
+            .topics
+            .values_mut()
+            .flat_map(|t| t.partitions.iter_mut())
+        {
+            if p.leader == -1 && p.isr.contains(&id) {
+                p.leader = id;
+                p.leader_epoch += 1;
+                p.partition_epoch += 1;
             }
         }
         Ok(())
@@ -193,6 +384,7 @@ fn new_partition(index: i32, replicas: &[i32]) -> PartitionMeta {
         isr: replicas.to_vec(),
         leader: replicas[0],
         leader_epoch: 0,
+        partition_epoch: 0,
     }
 }
 
@@ -208,6 +400,7 @@ mod tests {
                 host: "h".into(),
                 port: 1,
                 rack: None,
+                fenced: false,
             }))
             .unwrap();
         }

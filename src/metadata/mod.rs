@@ -8,6 +8,7 @@
 //!
 //! May depend on: `config` (defaults), `sled`, `serde`. Not on the network or the log.
 
+pub mod controller;
 pub mod image;
 pub mod store;
 pub mod topic_config;
@@ -32,6 +33,14 @@ pub enum MetadataError {
     InvalidReplicaAssignment(String),
     #[error("invalid value for config '{key}': {reason}")]
     InvalidConfig { key: String, reason: String },
+    #[error("broker {0} is not registered")]
+    UnknownBroker(i32),
+    #[error("stale leader epoch: {0}")]
+    FencedLeaderEpoch(String),
+    #[error("ineligible replica: {0}")]
+    IneligibleReplica(String),
+    #[error("stale partition epoch: {0}")]
+    InvalidUpdateVersion(String),
     #[error("metadata storage error: {0}")]
     Storage(String),
 }
