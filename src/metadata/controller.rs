@@ -212,12 +212,10 @@ mod tests {
                     self.replicas.get_mut(&id).unwrap().alive = true;
                 }
                 // The leader appends a record (a produce).
-                10..=59 => {
-                    if p.leader >= 0 && self.replicas[&p.leader].alive {
-                        let id = self.next_record;
-                        self.next_record += 1;
-                        self.replicas.get_mut(&p.leader).unwrap().log.push(id);
-                    }
+                10..=59 if p.leader >= 0 && self.replicas[&p.leader].alive => {
+                    let id = self.next_record;
+                    self.next_record += 1;
+                    self.replicas.get_mut(&p.leader).unwrap().log.push(id);
                 }
                 _ => {}
             }

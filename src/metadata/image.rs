@@ -251,7 +251,7 @@ impl ClusterImage {
         let b = self
             .brokers
             .get_mut(&id)
-            .ok_or_else(|| MetadataError::UnknownBroker(id))?;
+            .ok_or(MetadataError::UnknownBroker(id))?;
         b.fenced = true;
         let fenced = self.fenced_ids();
         for topic in self.topics.values_mut() {
@@ -301,7 +301,7 @@ impl ClusterImage {
         let b = self
             .brokers
             .get_mut(&id)
-            .ok_or_else(|| MetadataError::UnknownBroker(id))?;
+            .ok_or(MetadataError::UnknownBroker(id))?;
         b.fenced = false;
         for p in self
             .topics
