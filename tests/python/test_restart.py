@@ -55,3 +55,28 @@ def test_restart_twice_and_deleted_topic_stays_deleted(cluster):
     names = set(admin(b).list_topics(timeout=10).topics)
     assert keep in names and gone not in names
     assert [m.value() for m in consume_to_end(b, keep, [0])[0]] == [b"a"]
+
+
+def test_stop_is_prompt_while_a_consumer_long_polls(cluster):
+    """SIGTERM must not wait for parked Fetch long-polls: a consumer with fetch.wait.max.ms=20000
+    on an idle partition must not hold the broker's shutdown for those 20 s."""
+    import time
+
+    from confluent_kafka import TopicPartition
+
+    from helpers import consumer
+
+    b = cluster.bootstrap
+    topic = create_topic(b, topic_name("longpoll-stop"), 1)
+    c = consumer(b, **{"fetch.wait.max.ms": 20000})
+    try:
+        c.assign([TopicPartition(topic, 0, 0)])
+        assert c.poll(1.5) is None  # the consumer's long-polling Fetch is now parked in the broker
+        t0 = time.monotonic()
+        cluster.stop(1)
+        elapsed = time.monotonic() - t0
+    finally:
+        c.close()
+        if cluster.status()[1][2] == "stopped":
+            cluster.start(1)
+    assert elapsed < 5, f"clean shutdown took {elapsed:.1f}s while a Fetch was long-polling"
