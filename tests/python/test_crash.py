@@ -68,3 +68,67 @@ def test_acked_records_survive_sigkill(cluster):
     assert not missing, f"{len(missing)} of {len(acked)} acked records lost or changed, e.g. {sorted(missing.items())[:5]}"
     for part, msgs in got.items():
         assert [m.offset() for m in msgs] == list(range(len(msgs))), f"partition {part}: offsets not contiguous"
+
+
+def test_idempotent_producer_across_sigkill(cluster):
+    """An idempotent producer (acks=all) across a SIGKILL and restart: every acked record is
+    there once, nothing is duplicated, order per partition is produce order."""
+    b = cluster.bootstrap
+    partitions = 2
+    topic = create_topic(b, topic_name("crash-idem"), partitions)
+    fatal, errors, acked, sent = [], [], [], []
+    p = Producer({
+        "bootstrap.servers": b,
+        "enable.idempotence": True,
+        "acks": "all",
+        "linger.ms": 2,
+        "message.timeout.ms": 60000,
+        "reconnect.backoff.ms": 50,
+        "reconnect.backoff.max.ms": 200,
+        "error_cb": lambda err: fatal.append(err) if err.fatal() else None,
+    })
+
+    def cb(err, msg):
+        (errors.append(err) if err else acked.append((msg.partition(), msg.offset(), msg.value())))
+
+    total = 2000
+    stop = threading.Event()
+
+    def produce_loop():
+        for i in range(total):
+            v = f"r-{i}".encode()
+            while True:
+                try:
+                    p.produce(topic, value=v, partition=i % partitions, on_delivery=cb)
+                    break
+                except BufferError:
+                    p.poll(0.01)
+            sent.append((i % partitions, v))
+            p.poll(0)
+            if i % 10 == 0:
+                p.poll(0.01)
+        while not stop.is_set():
+            p.poll(0.05)
+
+    t = threading.Thread(target=produce_loop, daemon=True)
+    t.start()
+    try:
+        wait_until(lambda: len(acked) >= 300, timeout=30, what="acks before the kill")
+        cluster.kill(1)
+        cluster.start(1)
+        wait_until(lambda: len(sent) == total, timeout=60, what="all records handed to the producer")
+    finally:
+        stop.set()
+        t.join(60)
+    remaining = p.flush(60)
+    assert not fatal, f"fatal producer error: {fatal}"
+    got = consume_to_end(b, topic, list(range(partitions)), timeout=60)
+    stored = {(m.partition(), m.offset()): m.value() for msgs in got.values() for m in msgs}
+    lost = [a for a in acked if stored.get(a[:2]) != a[2]]
+    assert not lost, f"{len(lost)} acked records lost, e.g. {lost[:3]}"
+    for part in range(partitions):
+        values = [m.value() for m in got[part]]
+        assert len(values) == len(set(values)), f"partition {part}: {len(values) - len(set(values))} duplicates"
+        expected = [v for q, v in sent if q == part]
+        assert values == expected, f"partition {part}: content or order differs"
+    assert remaining == 0 and not errors, f"{remaining} undelivered, {len(errors)} failed, e.g. {errors[:3]}"

@@ -104,3 +104,66 @@ def test_idempotent_producer_no_duplicates_after_request_timeouts(cluster):
         assert [m.offset() for m in got[part]] == list(range(len(values)))
     stored = {(m.partition(), m.offset()): m.value() for msgs in got.values() for m in msgs}
     assert all(stored.get((p, o)) == v for p, o, v in acked), "an ack named the wrong offset"
+
+
+def test_idempotent_producer_across_broker_restart(cluster):
+    """An idempotent producer keeps producing while the broker is stopped and started again
+    (clean SIGTERM restart): its producer id and sequence state must survive, so nothing is
+    duplicated or lost and the producer hits no fatal error."""
+    b = cluster.bootstrap
+    partitions = 2
+    topic = create_topic(b, topic_name("idem-restart"), partitions)
+    fatal = []
+    p = Producer({
+        "bootstrap.servers": b,
+        "enable.idempotence": True,
+        "acks": "all",
+        "linger.ms": 5,
+        "message.timeout.ms": 60000,
+        "reconnect.backoff.ms": 50,
+        "reconnect.backoff.max.ms": 200,
+        "error_cb": lambda err: fatal.append(err) if err.fatal() else None,
+    })
+    acked, errors, sent = [], [], []
+
+    def cb(err, msg):
+        (errors.append(err) if err else acked.append((msg.partition(), msg.offset(), msg.value())))
+
+    total = 2000
+    stop = threading.Event()
+
+    def produce_loop():
+        for i in range(total):
+            v = f"r-{i}".encode()
+            while True:
+                try:
+                    p.produce(topic, value=v, partition=i % partitions, on_delivery=cb)
+                    break
+                except BufferError:
+                    p.poll(0.01)
+            sent.append((i % partitions, v))
+            p.poll(0)
+            if i % 10 == 0:
+                p.poll(0.01)
+        while not stop.is_set():
+            p.poll(0.05)
+
+    t = threading.Thread(target=produce_loop, daemon=True)
+    t.start()
+    try:
+        wait_until(lambda: len(acked) >= 300, timeout=30, what="acks before the restart")
+        cluster.stop(1)
+        cluster.start(1)
+        wait_until(lambda: len(sent) == total, timeout=60, what="all records handed to the producer")
+    finally:
+        stop.set()
+        t.join(60)
+    remaining = p.flush(60)
+    assert not fatal, f"fatal producer error: {fatal}"
+    assert remaining == 0 and not errors, f"{remaining} undelivered, {len(errors)} failed, e.g. {errors[:3]}"
+    got = consume_to_end(b, topic, list(range(partitions)), timeout=60)
+    for part in range(partitions):
+        values = [m.value() for m in got[part]]
+        expected = [v for q, v in sent if q == part]
+        assert len(values) == len(set(values)), f"partition {part}: {len(values) - len(set(values))} duplicates"
+        assert values == expected, f"partition {part}: content or order differs"
