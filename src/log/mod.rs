@@ -8,6 +8,7 @@
 pub mod batch;
 pub mod partition;
 pub mod producer;
+mod replica;
 pub mod store;
 
 pub use partition::{AppendOutcome, PartitionLog, ReadResult};

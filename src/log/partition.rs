@@ -1,11 +1,15 @@
 //! One partition's log in its own sled tree.
 //!
 //! Keys: `b` + base offset (big-endian) → the stamped batch; `s` → log start, log end and
-//! high watermark; `p` + producer id → that producer's [`ProducerEntry`]. An append writes
-//! the batches, the new log end / high watermark and the producer entries in one atomic sled
-//! batch, so after a crash either all of them are there or none.
+//! high watermark; `p` + producer id → that producer's [`ProducerEntry`]; `e` + leader epoch →
+//! the first offset written in that epoch (the leader-epoch cache used for truncation). An
+//! append writes the batches, the new offsets, producer entries and epoch entries in one
+//! atomic sled batch, so after a crash either all of them are there or none.
+//!
+//! Follower-side operations (appending replicated batches, truncation, epoch lookups) live
+//! in `replica.rs`.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 
 use bytes::{Bytes, BytesMut};
@@ -15,16 +19,24 @@ use super::batch::{stamp, BatchHeader};
 use super::producer::{self, ProducerEntry, SeqCheck};
 use super::LogError;
 
-const STATE_KEY: &[u8] = b"s";
+pub(super) const STATE_KEY: &[u8] = b"s";
 
-fn batch_key(offset: i64) -> [u8; 9] {
+pub(super) fn epoch_key(epoch: i32) -> [u8; 5] {
+    let mut k = [0u8; 5];
+    k[0] = b'e';
+    // Epochs are >= 0, so big-endian bytes sort numerically.
+    k[1..].copy_from_slice(&epoch.to_be_bytes());
+    k
+}
+
+pub(super) fn batch_key(offset: i64) -> [u8; 9] {
     let mut k = [0u8; 9];
     k[0] = b'b';
     k[1..].copy_from_slice(&offset.to_be_bytes());
     k
 }
 
-fn producer_key(pid: i64) -> [u8; 9] {
+pub(super) fn producer_key(pid: i64) -> [u8; 9] {
     let mut k = [0u8; 9];
     k[0] = b'p';
     k[1..].copy_from_slice(&pid.to_be_bytes());
@@ -43,7 +55,7 @@ pub struct Offsets {
 }
 
 impl Offsets {
-    fn encode(&self) -> [u8; 24] {
+    pub(super) fn encode(&self) -> [u8; 24] {
         let mut b = [0u8; 24];
         b[..8].copy_from_slice(&self.log_start.to_be_bytes());
         b[8..16].copy_from_slice(&self.log_end.to_be_bytes());
@@ -91,16 +103,20 @@ pub struct ReadResult {
 
 /// In-memory view of a partition, guarded by one mutex so appends are serialised.
 #[derive(Debug)]
-struct State {
-    offsets: Offsets,
-    producers: HashMap<i64, ProducerEntry>,
+pub(super) struct State {
+    pub(super) offsets: Offsets,
+    pub(super) producers: HashMap<i64, ProducerEntry>,
+    /// Leader epoch → first offset written in it, ascending.
+    pub(super) epochs: BTreeMap<i32, i64>,
 }
 
 /// A partition log. Cheap to share behind an `Arc`.
 #[derive(Debug)]
 pub struct PartitionLog {
-    tree: sled::Tree,
-    state: Mutex<State>,
+    pub(super) tree: sled::Tree,
+    pub(super) state: Mutex<State>,
+    /// The high watermark, published for acks=all waiters and followers' fetch sessions.
+    pub(super) hw: tokio::sync::watch::Sender<i64>,
 }
 
 impl PartitionLog {
@@ -133,13 +149,33 @@ impl PartitionLog {
                 .map_err(|e| LogError::Corrupt(format!("producer state: {e}")))?;
             producers.insert(i64::from_be_bytes(pid), entry);
         }
+        let mut epochs = BTreeMap::new();
+        for kv in tree.scan_prefix(b"e") {
+            let (k, v) = kv?;
+            if k.len() != 5 || v.len() != 8 {
+                return Err(LogError::Corrupt(
+                    "leader epoch entry has the wrong size".into(),
+                ));
+            }
+            let mut e = [0u8; 4];
+            e.copy_from_slice(&k[1..]);
+            let mut o = [0u8; 8];
+            o.copy_from_slice(&v);
+            epochs.insert(i32::from_be_bytes(e), i64::from_be_bytes(o));
+        }
+        let (hw, _) = tokio::sync::watch::channel(offsets.high_watermark);
         Ok(Self {
             tree,
-            state: Mutex::new(State { offsets, producers }),
+            state: Mutex::new(State {
+                offsets,
+                producers,
+                epochs,
+            }),
+            hw,
         })
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+    pub(super) fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         // A panic while holding the lock cannot leave sled inconsistent (writes are atomic
         // batches), so a poisoned lock is still safe to use.
         self.state.lock().unwrap_or_else(|p| p.into_inner())
@@ -150,9 +186,20 @@ impl PartitionLog {
     }
 
     /// Appends validated batches (see [`super::batch::split_batches`]) with the partition's
-    /// current leader epoch. The high watermark moves to the new log end: on a single
+    /// current leader epoch, and moves the high watermark to the new log end: on a single
     /// replica an append is committed once it is written.
     pub fn append(&self, batches: &[Bytes], leader_epoch: i32) -> Result<AppendOutcome, LogError> {
+        self.append_as_leader(batches, leader_epoch, true)
+    }
+
+    /// Appends as the partition leader. With `advance_hw` false the high watermark stays
+    /// where it is; replication moves it once the in-sync replicas have the data.
+    pub fn append_as_leader(
+        &self,
+        batches: &[Bytes],
+        leader_epoch: i32,
+        advance_hw: bool,
+    ) -> Result<AppendOutcome, LogError> {
         let mut st = self.lock();
         let mut next = st.offsets.log_end;
         let mut write = sled::Batch::default();
@@ -194,16 +241,32 @@ impl PartitionLog {
         let offsets = Offsets {
             log_start: st.offsets.log_start,
             log_end: next,
-            high_watermark: next,
+            high_watermark: if advance_hw {
+                next
+            } else {
+                st.offsets.high_watermark
+            },
         };
         write.insert(STATE_KEY, &offsets.encode());
+        let new_epoch = st
+            .epochs
+            .last_key_value()
+            .is_none_or(|(e, _)| leader_epoch > *e);
+        if new_epoch {
+            write.insert(&epoch_key(leader_epoch), &st.offsets.log_end.to_be_bytes());
+        }
         for (pid, entry) in &touched {
             let v = serde_json::to_vec(entry).map_err(|e| LogError::Corrupt(e.to_string()))?;
             write.insert(&producer_key(*pid), v);
         }
         self.tree.apply_batch(write)?;
+        if new_epoch {
+            let start = st.offsets.log_end;
+            st.epochs.insert(leader_epoch, start);
+        }
         st.offsets = offsets;
         st.producers.extend(touched);
+        self.hw.send_replace(offsets.high_watermark);
         Ok(AppendOutcome {
             base_offset: first_base.unwrap_or(offsets.log_end),
             log_end: offsets.log_end,
@@ -221,6 +284,21 @@ impl PartitionLog {
         max_bytes: usize,
         min_one: bool,
     ) -> Result<ReadResult, LogError> {
+        self.read_below(offset, max_bytes, min_one, false)
+    }
+
+    /// Like [`PartitionLog::read`] but up to the log end, for followers replicating the log.
+    pub fn read_for_follower(&self, offset: i64, max_bytes: usize) -> Result<ReadResult, LogError> {
+        self.read_below(offset, max_bytes, true, true)
+    }
+
+    fn read_below(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        min_one: bool,
+        uncommitted: bool,
+    ) -> Result<ReadResult, LogError> {
         let offsets = self.offsets();
         if offset < offsets.log_start || offset > offsets.log_end {
             return Err(LogError::OffsetOutOfRange {
@@ -229,7 +307,11 @@ impl PartitionLog {
                 log_end: offsets.log_end,
             });
         }
-        let limit = offsets.high_watermark;
+        let limit = if uncommitted {
+            offsets.log_end
+        } else {
+            offsets.high_watermark
+        };
         let mut out = BytesMut::new();
         if offset >= limit {
             return Ok(ReadResult {
