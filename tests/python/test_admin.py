@@ -287,3 +287,45 @@ def test_kafka_python_describe_cluster(kadmin):
     desc = kadmin.describe_cluster()
     assert desc["controller_id"] == 1
     assert [b.get("broker_id", b.get("node_id")) for b in desc["brokers"]] == [1]
+
+
+def test_create_partitions_unknown_topic(bootstrap):
+    name = topic_name("nopart")
+    a = admin(bootstrap)
+    with pytest.raises(KafkaException) as ei:
+        a.create_partitions([NewPartitions(name, 4)], operation_timeout=10)[name].result(timeout=20)
+    assert ei.value.args[0].code() == KafkaError.UNKNOWN_TOPIC_OR_PART
+    assert name not in list_topic_names(bootstrap)
+
+
+def test_create_partitions_validate_only(bootstrap):
+    name = create_topic(bootstrap, topic_name("partsval"), 2)
+    a = admin(bootstrap)
+    a.create_partitions([NewPartitions(name, 6)], validate_only=True, operation_timeout=10)[name].result(timeout=20)
+    assert len(wait_for_topic(bootstrap, name).partitions) == 2
+
+
+def test_longest_valid_topic_name(bootstrap):
+    name = "n" * 239 + topic_name("")[1:]  # 249 characters, Kafka's maximum
+    assert len(name) == 249
+    assert create_result(bootstrap, [NewTopic(name, 1, 1)]) == {name: None}
+    wait_for_topic(bootstrap, name, 1)
+
+
+def test_colliding_topic_names(bootstrap):
+    """'.' and '_' collide in metric names, so Kafka refuses a topic that differs from an
+    existing one only by them (INVALID_TOPIC_EXCEPTION)."""
+    base = topic_name("collide")
+    create_topic(bootstrap, base + ".x", 1)
+    assert create_result(bootstrap, [NewTopic(base + "_x", 1, 1)]) == {base + "_x": KafkaError.TOPIC_EXCEPTION}
+
+
+def test_kafka_python_describe_configs_filtered(bootstrap, kadmin):
+    name = create_topic(bootstrap, topic_name("kpcfg"), 1, config={"retention.ms": "123456"})
+    res = kadmin.describe_configs([KConfigResource(KConfigResourceType.TOPIC, name, configs={"retention.ms": None})])
+    if isinstance(res, dict):
+        entries = res["topic"][name]
+    else:
+        entries = {e[0]: {"value": e[1]} for r in res for resource in r.resources for e in resource[4]}
+    assert set(entries) == {"retention.ms"}
+    assert entries["retention.ms"]["value"] == "123456"

@@ -27,7 +27,7 @@ def sample_records(n, partition=0, base_ts=None):
     base_ts = base_ts or (int(time.time() * 1000) - 60_000)
     out = []
     for i in range(n):
-        key = None if i % 7 == 3 else f"key-{i % 5}".encode()
+        key = None if i % 7 == 3 else b"" if i % 13 == 2 else f"key-{i % 5}".encode()
         if i % 11 == 5:
             value = None  # tombstone
         elif i % 11 == 6:
@@ -236,4 +236,18 @@ def test_kafka_python_reads_librdkafka_batches(bootstrap):
     got = kp_consume_all(bootstrap, topic, 0, len(sent))
     assert [(m.offset, m.key, m.value, list(m.headers)) for m in got] == [
         (i, r["key"], r["value"], r["headers"]) for i, r in enumerate(sent)
+    ]
+
+
+def test_null_header_values_and_empty_keys(bootstrap):
+    topic = create_topic(bootstrap, topic_name("nullhdr"), 1)
+    sent = [
+        {"key": b"", "value": b"empty key", "headers": [("n", None), ("e", b"")], "partition": 0},
+        {"key": None, "value": b"", "headers": [("", b"empty name")], "partition": 0},
+    ]
+    produce_all(producer(bootstrap), topic, sent)
+    got = consume_to_end(bootstrap, topic, [0])[0]
+    assert [(m.key(), m.value(), headers_of(m)) for m in got] == [
+        (b"", b"empty key", [("n", None), ("e", b"")]),
+        (None, b"", [("", b"empty name")]),
     ]
