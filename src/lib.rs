@@ -19,6 +19,7 @@ pub mod config;
 pub mod log;
 pub mod metadata;
 pub mod protocol;
+pub mod replication;
 pub mod server;
 
 use tokio::net::TcpListener;

@@ -1,0 +1,131 @@
+//! The follower's side of replication for one partition: what to ask the leader for, and
+//! how to apply the answer (truncate on divergence, append, follow the high watermark).
+
+use crate::log::batch::split_batches;
+use crate::log::{LogError, PartitionLog};
+
+use super::{FetchRefusal, PartitionFetch, PartitionFetchResult};
+
+/// The next fetch for a partition this broker follows in `leader_epoch`.
+pub fn next_fetch(
+    log: &PartitionLog,
+    topic: &str,
+    partition: i32,
+    leader_epoch: i32,
+) -> PartitionFetch {
+    PartitionFetch {
+        topic: topic.to_string(),
+        partition,
+        leader_epoch,
+        fetch_offset: log.offsets().log_end,
+        last_fetched_epoch: log.latest_epoch().unwrap_or(-1),
+    }
+}
+
+/// What applying a fetch result did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Applied {
+    /// Records (possibly none) were appended; the log end is now this.
+    Appended { log_end: i64 },
+    /// The log diverged from the leader's and was truncated to this offset; fetch again.
+    Truncated { log_end: i64 },
+    /// The leader refused; the caller backs off and refreshes its view of leadership.
+    Refused(FetchRefusal),
+}
+
+/// Applies the leader's answer to the local log.
+pub fn apply(log: &PartitionLog, r: &PartitionFetchResult) -> Result<Applied, LogError> {
+    if let Some(refusal) = r.refusal {
+        return Ok(Applied::Refused(refusal));
+    }
+    if let Some((epoch, leader_end)) = r.diverging {
+        // Truncate to where the leader's copy of that epoch ends, or where ours does if ours
+        // ends earlier (KIP-279); an epoch the leader does not have at all means our whole
+        // log from the leader's start is suspect.
+        let own_end = if epoch >= 0 {
+            log.own_end_for_epoch(epoch).unwrap_or(leader_end)
+        } else {
+            leader_end
+        };
+        let log_end = log.truncate_to(leader_end.min(own_end))?;
+        return Ok(Applied::Truncated { log_end });
+    }
+    let mut log_end = log.offsets().log_end;
+    if !r.records.is_empty() {
+        let batches = split_batches(&r.records, usize::MAX)?;
+        log_end = log.append_replicated(&batches)?;
+    }
+    log.set_high_watermark(r.high_watermark.min(log_end))?;
+    Ok(Applied::Appended { log_end })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::log::batch::tests::make_batch;
+    use crate::metadata::PartitionMeta;
+    use crate::replication::leader::LeaderState;
+
+    fn log() -> (PartitionLog, sled::Db) {
+        let db = sled::Config::new().temporary(true).open().unwrap();
+        (PartitionLog::open(db.open_tree("t").unwrap()).unwrap(), db)
+    }
+
+    /// Runs fetch rounds between a leader and a follower until the follower is caught up.
+    fn sync(leader: &PartitionLog, st: &mut LeaderState, follower: &PartitionLog, id: i32) {
+        for round in 0..10 {
+            let f = next_fetch(follower, "t", 0, st.leader_epoch);
+            let r = st.on_fetch(leader, id, &f, 1 << 20, round);
+            st.advance_high_watermark(leader).unwrap();
+            if let Applied::Appended { log_end } = apply(follower, &r).unwrap() {
+                if log_end == leader.offsets().log_end && r.records.is_empty() {
+                    return;
+                }
+            }
+        }
+        panic!("follower did not catch up");
+    }
+
+    #[test]
+    fn failover_keeps_committed_records_and_drops_the_divergent_tail() {
+        // Epoch 0: broker 1 leads, brokers 1 and 2 replicate 3 committed records.
+        let (b1, _d1) = log();
+        let (b2, _d2) = log();
+        let m0 = PartitionMeta {
+            index: 0,
+            replicas: vec![1, 2],
+            isr: vec![1, 2],
+            leader: 1,
+            leader_epoch: 0,
+            partition_epoch: 0,
+        };
+        let mut st = LeaderState::new(&m0, &b1, 0);
+        b1.append_as_leader(&[make_batch(3, 5, 0)], 0, false)
+            .unwrap();
+        sync(&b1, &mut st, &b2, 2);
+        assert_eq!(b1.offsets().high_watermark, 3);
+        // Broker 1 appends 2 more records that nobody replicates, then dies.
+        b1.append_as_leader(&[make_batch(2, 5, 3)], 0, false)
+            .unwrap();
+        // Epoch 1: broker 2 leads and takes a new write (the producer's retry of seq 3..4
+        // lands here once; here a different producer writes).
+        let m1 = PartitionMeta {
+            leader: 2,
+            leader_epoch: 1,
+            partition_epoch: 1,
+            ..m0.clone()
+        };
+        let mut st2 = LeaderState::new(&m1, &b2, 0);
+        b2.append_as_leader(&[make_batch(1, 6, 0)], 1, false)
+            .unwrap();
+        // Broker 1 returns as follower: it must truncate its uncommitted tail and converge.
+        sync(&b2, &mut st2, &b1, 1);
+        let a = b1.read_for_follower(0, 1 << 20).unwrap().records;
+        let b = b2.read_for_follower(0, 1 << 20).unwrap().records;
+        assert_eq!(a, b, "logs identical after failover");
+        assert_eq!(b1.offsets().log_end, 4);
+        assert_eq!(b2.offsets().high_watermark, 4);
+        // The committed records 0..2 are still there, with their original content.
+        assert_eq!(b1.end_offset_for_epoch(0), Some((0, 3)));
+    }
+}

@@ -1,0 +1,300 @@
+//! The leader's view of one partition's replication: each follower's log end and when it was
+//! last caught up, the high watermark that follows from them, and the ISR changes to propose.
+//!
+//! Rules (Apache Kafka's): the high watermark is the minimum log end over the ISR (plus
+//! followers whose addition is pending), never moving backwards; a follower is dropped from
+//! the ISR when it has not been caught up to the leader's log end for `replica.lag.time.max.ms`;
+//! a follower joins when its log end reaches the high watermark and the start of the
+//! leader's current epoch.
+
+use std::collections::HashMap;
+
+use crate::log::{LogError, PartitionLog};
+use crate::metadata::PartitionMeta;
+
+use super::{FetchRefusal, PartitionFetch, PartitionFetchResult};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Progress {
+    /// The follower's log end offset (its last fetch offset).
+    log_end: i64,
+    /// When the follower last fetched up to the leader's log end.
+    last_caught_up_ms: u64,
+}
+
+/// Replication state of a partition this broker leads, for one leader epoch.
+#[derive(Debug, Clone)]
+pub struct LeaderState {
+    pub leader: i32,
+    pub leader_epoch: i32,
+    pub partition_epoch: i32,
+    pub replicas: Vec<i32>,
+    pub isr: Vec<i32>,
+    followers: HashMap<i32, Progress>,
+    /// First offset of this leader's epoch: a follower below it cannot join the ISR.
+    epoch_start: i64,
+}
+
+impl LeaderState {
+    /// Starts leading `meta` at `now_ms`. Followers get a full lag period of grace.
+    pub fn new(meta: &PartitionMeta, log: &PartitionLog, now_ms: u64) -> Self {
+        let epoch_start = log.offsets().log_end;
+        let followers = meta
+            .replicas
+            .iter()
+            .filter(|r| **r != meta.leader)
+            .map(|r| {
+                (
+                    *r,
+                    Progress {
+                        log_end: -1,
+                        last_caught_up_ms: now_ms,
+                    },
+                )
+            })
+            .collect();
+        Self {
+            leader: meta.leader,
+            leader_epoch: meta.leader_epoch,
+            partition_epoch: meta.partition_epoch,
+            replicas: meta.replicas.clone(),
+            isr: meta.isr.clone(),
+            followers,
+            epoch_start,
+        }
+    }
+
+    /// Takes a committed ISR change of the same leader epoch.
+    pub fn update(&mut self, meta: &PartitionMeta) {
+        self.isr = meta.isr.clone();
+        self.partition_epoch = meta.partition_epoch;
+    }
+
+    /// Answers a follower's fetch for this partition and records its progress. Returns the
+    /// result; the caller then calls [`LeaderState::advance_high_watermark`].
+    pub fn on_fetch(
+        &mut self,
+        log: &PartitionLog,
+        replica: i32,
+        f: &PartitionFetch,
+        max_bytes: usize,
+        now_ms: u64,
+    ) -> PartitionFetchResult {
+        let offsets = log.offsets();
+        let mut out = PartitionFetchResult {
+            topic: f.topic.clone(),
+            partition: f.partition,
+            refusal: None,
+            high_watermark: offsets.high_watermark,
+            log_start: offsets.log_start,
+            diverging: None,
+            records: Default::default(),
+        };
+        if !self.followers.contains_key(&replica) {
+            out.refusal = Some(FetchRefusal::UnknownPartition);
+            return out;
+        }
+        if f.leader_epoch < self.leader_epoch {
+            out.refusal = Some(FetchRefusal::FencedLeaderEpoch);
+            return out;
+        }
+        if f.leader_epoch > self.leader_epoch {
+            out.refusal = Some(FetchRefusal::UnknownLeaderEpoch);
+            return out;
+        }
+        // Divergence check (Fetch v12's DivergingEpoch): where does the follower's last
+        // epoch end in the leader's log?
+        if f.last_fetched_epoch >= 0 {
+            match log.end_offset_for_epoch(f.last_fetched_epoch) {
+                Some((epoch, end)) if epoch < f.last_fetched_epoch || end < f.fetch_offset => {
+                    out.diverging = Some((epoch, end));
+                    return out;
+                }
+                None => {
+                    out.diverging = Some((-1, offsets.log_start));
+                    return out;
+                }
+                _ => {}
+            }
+        }
+        match log.read_for_follower(f.fetch_offset, max_bytes) {
+            Ok(r) => out.records = r.records,
+            Err(LogError::OffsetOutOfRange { .. }) => {
+                out.refusal = Some(FetchRefusal::OffsetOutOfRange);
+                return out;
+            }
+            Err(_) => {
+                out.refusal = Some(FetchRefusal::Storage);
+                return out;
+            }
+        }
+        let p = self.followers.entry(replica).or_insert(Progress {
+            log_end: -1,
+            last_caught_up_ms: now_ms,
+        });
+        p.log_end = f.fetch_offset;
+        if f.fetch_offset >= offsets.log_end {
+            p.last_caught_up_ms = now_ms;
+        }
+        out
+    }
+
+    /// The high watermark the ISR supports now (never below the current one).
+    pub fn high_watermark(&self, log: &PartitionLog) -> i64 {
+        let o = log.offsets();
+        let min_follower = self
+            .isr
+            .iter()
+            .filter(|r| **r != self.leader)
+            .map(|r| self.followers.get(r).map(|p| p.log_end).unwrap_or(-1))
+            .min()
+            .unwrap_or(o.log_end);
+        o.high_watermark.max(min_follower.min(o.log_end))
+    }
+
+    /// Moves the log's high watermark to what the ISR supports; returns the new value.
+    pub fn advance_high_watermark(&self, log: &PartitionLog) -> Result<i64, LogError> {
+        let hw = self.high_watermark(log);
+        log.set_high_watermark(hw)?;
+        Ok(log.offsets().high_watermark)
+    }
+
+    /// The ISR this leader wants now, if it differs from the committed one: followers lagging
+    /// longer than `lag_ms` leave, followers caught up to the high watermark and the epoch
+    /// start join. Followers that are fenced (`eligible` false) do not join.
+    pub fn wanted_isr(
+        &self,
+        log: &PartitionLog,
+        now_ms: u64,
+        lag_ms: u64,
+        eligible: impl Fn(i32) -> bool,
+    ) -> Option<Vec<i32>> {
+        let hw = log.offsets().high_watermark;
+        let mut isr: Vec<i32> = self
+            .replicas
+            .iter()
+            .copied()
+            .filter(|r| {
+                if *r == self.leader {
+                    return true;
+                }
+                let Some(p) = self.followers.get(r) else {
+                    return false;
+                };
+                if self.isr.contains(r) {
+                    now_ms.saturating_sub(p.last_caught_up_ms) <= lag_ms
+                } else {
+                    eligible(*r) && p.log_end >= hw && p.log_end >= self.epoch_start
+                }
+            })
+            .collect();
+        isr.sort_unstable();
+        let mut current = self.isr.clone();
+        current.sort_unstable();
+        (isr != current).then_some(isr)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::log::batch::{split_batches, tests::make_batch};
+
+    fn meta() -> PartitionMeta {
+        PartitionMeta {
+            index: 0,
+            replicas: vec![1, 2, 3],
+            isr: vec![1, 2, 3],
+            leader: 1,
+            leader_epoch: 4,
+            partition_epoch: 7,
+        }
+    }
+
+    fn log() -> (PartitionLog, sled::Db) {
+        let db = sled::Config::new().temporary(true).open().unwrap();
+        (PartitionLog::open(db.open_tree("t").unwrap()).unwrap(), db)
+    }
+
+    fn fetch(offset: i64, last_epoch: i32) -> PartitionFetch {
+        PartitionFetch {
+            topic: "t".into(),
+            partition: 0,
+            leader_epoch: 4,
+            fetch_offset: offset,
+            last_fetched_epoch: last_epoch,
+        }
+    }
+
+    #[test]
+    fn high_watermark_is_the_isr_minimum_and_only_grows() {
+        let (l, _db) = log();
+        let mut st = LeaderState::new(&meta(), &l, 0);
+        l.append_as_leader(&[make_batch(5, -1, -1)], 4, false)
+            .unwrap();
+        assert_eq!(st.advance_high_watermark(&l).unwrap(), 0);
+        let r = st.on_fetch(&l, 2, &fetch(0, -1), 1 << 20, 10);
+        assert_eq!(split_batches(&r.records, 1 << 20).unwrap().len(), 1);
+        st.on_fetch(&l, 2, &fetch(5, 4), 1 << 20, 20);
+        assert_eq!(
+            st.advance_high_watermark(&l).unwrap(),
+            0,
+            "broker 3 has nothing yet"
+        );
+        st.on_fetch(&l, 3, &fetch(3, 4), 1 << 20, 20);
+        assert_eq!(st.advance_high_watermark(&l).unwrap(), 3);
+        st.on_fetch(&l, 3, &fetch(5, 4), 1 << 20, 30);
+        assert_eq!(st.advance_high_watermark(&l).unwrap(), 5);
+    }
+
+    #[test]
+    fn lagging_followers_leave_and_caught_up_ones_join() {
+        let (l, _db) = log();
+        let mut st = LeaderState::new(&meta(), &l, 0);
+        l.append_as_leader(&[make_batch(5, -1, -1)], 4, false)
+            .unwrap();
+        st.on_fetch(&l, 2, &fetch(5, 4), 1 << 20, 100);
+        // Broker 3 never fetches: after the lag time it leaves the ISR.
+        assert_eq!(st.wanted_isr(&l, 20_000, 30_000, |_| true), None);
+        st.on_fetch(&l, 2, &fetch(5, 4), 1 << 20, 39_000);
+        assert_eq!(
+            st.wanted_isr(&l, 40_000, 30_000, |_| true),
+            Some(vec![1, 2])
+        );
+        let mut shrunk = meta();
+        shrunk.isr = vec![1, 2];
+        shrunk.partition_epoch = 8;
+        st.update(&shrunk);
+        st.on_fetch(&l, 2, &fetch(5, 4), 1 << 20, 40_000);
+        st.advance_high_watermark(&l).unwrap();
+        assert_eq!(l.offsets().high_watermark, 5);
+        // Broker 3 catches up: it may join, unless fenced.
+        st.on_fetch(&l, 3, &fetch(5, 4), 1 << 20, 41_000);
+        assert_eq!(st.wanted_isr(&l, 41_000, 30_000, |_| false), None);
+        assert_eq!(
+            st.wanted_isr(&l, 41_000, 30_000, |_| true),
+            Some(vec![1, 2, 3])
+        );
+    }
+
+    #[test]
+    fn stale_epochs_and_divergent_followers_are_told() {
+        let (l, _db) = log();
+        l.append(&[make_batch(3, -1, -1)], 2).unwrap(); // epoch 2: 0..2
+        l.append_as_leader(&[make_batch(2, -1, -1)], 4, false)
+            .unwrap(); // epoch 4: 3..4
+        let mut st = LeaderState::new(&meta(), &l, 0);
+        let mut old = fetch(0, -1);
+        old.leader_epoch = 3;
+        assert_eq!(
+            st.on_fetch(&l, 2, &old, 1 << 20, 0).refusal,
+            Some(FetchRefusal::FencedLeaderEpoch)
+        );
+        // A follower that wrote offsets 3..5 in epoch 3 (never committed) must truncate to 3.
+        let r = st.on_fetch(&l, 2, &fetch(6, 3), 1 << 20, 0);
+        assert_eq!(r.diverging, Some((2, 3)));
+        assert!(r.records.is_empty());
+        // Not divergent: same epoch, offset within it.
+        assert_eq!(st.on_fetch(&l, 2, &fetch(3, 2), 1 << 20, 0).diverging, None);
+    }
+}
