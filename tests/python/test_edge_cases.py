@@ -11,7 +11,7 @@ from confluent_kafka import KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import ConfigResource, NewTopic
 from kafka import KafkaConsumer
 
-from helpers import admin, consume_to_end, consumer, create_topic, list_topic_names, produce_all, producer, topic_name
+from helpers import admin, consume_to_end, consumer, create_topic, list_topic_names, produce_all, producer, topic_name, wait_until
 
 
 def first_message_or_error(c, timeout=15):
@@ -152,3 +152,56 @@ def test_concurrent_producers_one_partition(bootstrap):
         assert mine == [f"p{k}-{i}" for i in range(per)]
     all_offsets = sorted(o for r in results.values() for _, o in r)
     assert all_offsets == list(range(n_producers * per))
+
+
+def test_many_topics_in_one_request(bootstrap):
+    names = [topic_name(f"bulk{i}") for i in range(60)]
+    a = admin(bootstrap)
+    futs = a.create_topics([NewTopic(n, 2, 1) for n in names], operation_timeout=20)
+    for n, f in futs.items():
+        f.result(timeout=30)
+    md = a.list_topics(timeout=10)
+    assert set(names) <= set(md.topics)
+    assert all(len(md.topics[n].partitions) == 2 for n in names)
+    futs = a.delete_topics(names, operation_timeout=20)
+    for f in futs.values():
+        f.result(timeout=30)
+    assert not set(names) & list_topic_names(bootstrap)
+
+
+def test_fetch_from_deleted_topic_is_unknown_topic(bootstrap):
+    """Fetching a partition of a topic deleted meanwhile is answered with
+    UNKNOWN_TOPIC_OR_PARTITION, not records or an empty answer. librdkafka does not raise this
+    to an assign()ing application (it backs off and refreshes metadata), so the test reads the
+    Fetch error from librdkafka's fetch debug log."""
+    import logging
+
+    lines = []
+
+    class Collect(logging.Handler):
+        def emit(self, record):
+            lines.append(record.getMessage())
+
+    log = logging.getLogger(f"rdkafka-{topic_name('log')}")
+    log.setLevel(logging.DEBUG)
+    log.addHandler(Collect())
+    log.propagate = False
+
+    topic = create_topic(bootstrap, topic_name("gone"), 1)
+    produce_all(producer(bootstrap), topic, [{"value": b"x", "partition": 0}])
+    c = consumer(bootstrap, **{"debug": "fetch", "logger": log})
+    try:
+        c.assign([TopicPartition(topic, 0, 0)])
+        msg = first_message_or_error(c)
+        assert msg.error() is None and msg.value() == b"x"
+        a = admin(bootstrap)
+        a.delete_topics([topic], operation_timeout=10)[topic].result(timeout=20)
+
+        def fetch_error_seen():
+            m = c.poll(0.1)
+            assert m is None or m.error() is not None, f"record {m.offset()} from a deleted topic"
+            return any("Fetch failed" in ln and topic in ln and "UNKNOWN_TOPIC_OR_PART" in ln for ln in lines)
+
+        wait_until(fetch_error_seen, timeout=15, what="a Fetch answered with UNKNOWN_TOPIC_OR_PARTITION")
+    finally:
+        c.close()

@@ -58,8 +58,8 @@ def test_restart_twice_and_deleted_topic_stays_deleted(cluster):
 
 
 def test_stop_is_prompt_while_a_consumer_long_polls(cluster):
-    """SIGTERM must not wait for parked Fetch long-polls: a consumer with fetch.wait.max.ms=20000
-    on an idle partition must not hold the broker's shutdown for those 20 s."""
+    """SIGTERM must not wait for parked Fetch long-polls: a consumer with fetch.wait.max.ms=12000
+    on an idle partition must not hold the broker's shutdown for those 12 s."""
     import time
 
     from confluent_kafka import TopicPartition
@@ -68,7 +68,7 @@ def test_stop_is_prompt_while_a_consumer_long_polls(cluster):
 
     b = cluster.bootstrap
     topic = create_topic(b, topic_name("longpoll-stop"), 1)
-    c = consumer(b, **{"fetch.wait.max.ms": 20000})
+    c = consumer(b, **{"fetch.wait.max.ms": 12000})
     try:
         c.assign([TopicPartition(topic, 0, 0)])
         assert c.poll(1.5) is None  # the consumer's long-polling Fetch is now parked in the broker
