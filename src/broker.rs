@@ -42,7 +42,7 @@ pub struct CreateTopicSpec {
 pub struct Broker {
     pub config: BrokerConfig,
     pub metadata: MetadataStore,
-    pub logs: LogStore,
+    pub logs: Arc<LogStore>,
 }
 
 impl Broker {
@@ -74,7 +74,7 @@ impl Broker {
         let broker = Self {
             config,
             metadata,
-            logs,
+            logs: Arc::new(logs),
         };
         for topic in broker.metadata.image().topics.values() {
             broker.open_logs(topic)?;

@@ -10,6 +10,7 @@
 
 pub mod follower;
 pub mod leader;
+pub mod manager;
 
 use bytes::Bytes;
 

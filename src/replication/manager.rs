@@ -1,0 +1,384 @@
+//! The replica manager: turns the metadata image into this broker's roles (leader or
+//! follower of each partition), answers followers' fetches for the partitions it leads,
+//! runs one fetch loop per leader it follows, and proposes ISR changes.
+//!
+//! The network and the metadata quorum are behind two small traits, [`ReplicaTransport`] and
+//! [`IsrProposer`], so the rules can be tested with in-process fakes and wired to gRPC and
+//! Raft by the broker.
+
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::log::{LogError, LogStore};
+use crate::metadata::{ClusterImage, MetadataCommand};
+
+use super::follower::{self, Applied};
+use super::leader::LeaderState;
+use super::{FetchRefusal, PartitionFetchResult, ReplicaFetchRequest, ReplicaFetchResponse};
+
+/// A boxed future, so the traits stay object-safe without an extra crate.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Sends a follower's fetch to a leader broker.
+pub trait ReplicaTransport: Send + Sync + 'static {
+    fn fetch(
+        &self,
+        leader: i32,
+        req: ReplicaFetchRequest,
+    ) -> BoxFuture<'_, Result<ReplicaFetchResponse, String>>;
+}
+
+/// Submits ISR changes to the controller.
+pub trait IsrProposer: Send + Sync + 'static {
+    fn propose(&self, cmd: MetadataCommand) -> BoxFuture<'_, Result<(), String>>;
+}
+
+/// Replication settings (Kafka names in brackets).
+#[derive(Debug, Clone, Copy)]
+pub struct ReplicationConfig {
+    /// [`replica.lag.time.max.ms`] A follower not caught up for this long leaves the ISR.
+    pub lag_time_max_ms: u64,
+    /// [`replica.fetch.wait.max.ms`] Long-poll time of a follower fetch.
+    pub fetch_wait_max_ms: u64,
+    /// [`replica.fetch.max.bytes`]
+    pub fetch_max_bytes: usize,
+    /// Backoff after a failed or refused fetch ([`replica.fetch.backoff.ms`]).
+    pub fetch_backoff_ms: u64,
+}
+
+impl Default for ReplicationConfig {
+    fn default() -> Self {
+        Self {
+            lag_time_max_ms: 30_000,
+            fetch_wait_max_ms: 500,
+            fetch_max_bytes: 10 << 20,
+            fetch_backoff_ms: 100,
+        }
+    }
+}
+
+type Key = (String, i32);
+
+/// A partition this broker follows: its leader and epoch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Followed {
+    leader: i32,
+    leader_epoch: i32,
+}
+
+/// See the module documentation.
+pub struct ReplicaManager {
+    node_id: i32,
+    config: ReplicationConfig,
+    logs: Arc<LogStore>,
+    started: Instant,
+    leaders: Mutex<HashMap<Key, LeaderState>>,
+    followed: watch::Sender<BTreeMap<Key, Followed>>,
+    /// Fenced brokers as of the last image (they may not join an ISR).
+    fenced: Mutex<Vec<i32>>,
+    /// Leader ids with a running fetch loop.
+    loops: Mutex<Vec<i32>>,
+}
+
+impl ReplicaManager {
+    pub fn new(node_id: i32, config: ReplicationConfig, logs: Arc<LogStore>) -> Arc<Self> {
+        Arc::new(Self {
+            node_id,
+            config,
+            logs,
+            started: Instant::now(),
+            leaders: Mutex::new(HashMap::new()),
+            followed: watch::channel(BTreeMap::new()).0,
+            fenced: Mutex::new(Vec::new()),
+            loops: Mutex::new(Vec::new()),
+        })
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
+    /// Applies a new metadata image: become leader or follower where it says so.
+    pub fn on_metadata(
+        self: &Arc<Self>,
+        image: &ClusterImage,
+        transport: &Arc<dyn ReplicaTransport>,
+        shutdown: &CancellationToken,
+    ) -> Result<(), LogError> {
+        let now = self.now_ms();
+        let mut followed = BTreeMap::new();
+        {
+            let mut leaders = lock(&self.leaders);
+            let mut still_led = Vec::new();
+            for t in image.topics.values() {
+                for p in &t.partitions {
+                    if !p.replicas.contains(&self.node_id) {
+                        continue;
+                    }
+                    let key = (t.name.clone(), p.index);
+                    let log = self.logs.open_partition(&t.name, p.index)?;
+                    if p.leader == self.node_id {
+                        still_led.push(key.clone());
+                        match leaders.get_mut(&key) {
+                            Some(st) if st.leader_epoch == p.leader_epoch => st.update(p),
+                            _ => {
+                                tracing::info!(topic = %t.name, partition = p.index, epoch = p.leader_epoch, isr = ?p.isr, "became leader");
+                                let st = LeaderState::new(p, &log, now);
+                                st.advance_high_watermark(&log)?;
+                                leaders.insert(key, st);
+                            }
+                        }
+                    } else if p.leader >= 0 {
+                        followed.insert(
+                            key,
+                            Followed {
+                                leader: p.leader,
+                                leader_epoch: p.leader_epoch,
+                            },
+                        );
+                    }
+                }
+            }
+            leaders.retain(|k, _| still_led.contains(k));
+        }
+        *lock(&self.fenced) = image
+            .brokers
+            .values()
+            .filter(|b| b.fenced)
+            .map(|b| b.id)
+            .collect();
+        let leader_ids: Vec<i32> = followed.values().map(|f| f.leader).collect();
+        self.followed.send_replace(followed);
+        let mut loops = lock(&self.loops);
+        for leader in leader_ids {
+            if !loops.contains(&leader) {
+                loops.push(leader);
+                let me = self.clone();
+                let transport = transport.clone();
+                let shutdown = shutdown.clone();
+                tokio::spawn(async move { me.fetch_loop(leader, transport, shutdown).await });
+            }
+        }
+        Ok(())
+    }
+
+    /// After a leader append: move the high watermark as far as the ISR allows (all the way
+    /// when the leader is alone in the ISR).
+    pub fn after_leader_append(&self, topic: &str, partition: i32) -> Result<(), LogError> {
+        let leaders = lock(&self.leaders);
+        if let (Some(st), Some(log)) = (
+            leaders.get(&(topic.to_string(), partition)),
+            self.logs.partition(topic, partition),
+        ) {
+            st.advance_high_watermark(&log)?;
+        }
+        Ok(())
+    }
+
+    /// Answers a follower's fetch, long-polling up to `max_wait_ms` when there is nothing new.
+    pub async fn handle_fetch(&self, req: ReplicaFetchRequest) -> ReplicaFetchResponse {
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(req.max_wait_ms);
+        loop {
+            let notified = self.logs.appended().notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let resp = self.fetch_once(&req);
+            let has_news = resp
+                .partitions
+                .iter()
+                .any(|p| !p.records.is_empty() || p.refusal.is_some() || p.diverging.is_some());
+            if has_news || tokio::time::Instant::now() >= deadline {
+                return resp;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return self.fetch_once(&req);
+            }
+        }
+    }
+
+    fn fetch_once(&self, req: &ReplicaFetchRequest) -> ReplicaFetchResponse {
+        let now = self.now_ms();
+        let mut leaders = lock(&self.leaders);
+        let mut budget = req.max_bytes;
+        let mut hw_moved = false;
+        let partitions = req
+            .partitions
+            .iter()
+            .map(|f| {
+                let key = (f.topic.clone(), f.partition);
+                let (Some(st), Some(log)) = (leaders.get_mut(&key), self.logs.partition(&f.topic, f.partition)) else {
+                    return PartitionFetchResult {
+                        topic: f.topic.clone(),
+                        partition: f.partition,
+                        refusal: Some(FetchRefusal::NotLeader),
+                        high_watermark: -1,
+                        log_start: -1,
+                        diverging: None,
+                        records: Default::default(),
+                    };
+                };
+                let r = st.on_fetch(&log, req.replica_id, f, budget.max(1), now);
+                budget = budget.saturating_sub(r.records.len());
+                let before = log.offsets().high_watermark;
+                match st.advance_high_watermark(&log) {
+                    Ok(hw) => hw_moved |= hw > before,
+                    Err(e) => tracing::error!(topic = %f.topic, partition = f.partition, error = %e, "cannot advance high watermark"),
+                }
+                r
+            })
+            .collect();
+        drop(leaders);
+        if hw_moved {
+            // Newly committed records: wake consumers' long polls. (Only on a real move: the
+            // caller's own long poll listens to the same notifier.)
+            self.logs.appended().notify_waiters();
+        }
+        ReplicaFetchResponse { partitions }
+    }
+
+    /// ISR changes this broker wants as leader right now.
+    pub fn wanted_isr_changes(&self) -> Vec<MetadataCommand> {
+        let now = self.now_ms();
+        let fenced = lock(&self.fenced).clone();
+        let leaders = lock(&self.leaders);
+        leaders
+            .iter()
+            .filter_map(|((topic, partition), st)| {
+                let log = self.logs.partition(topic, *partition)?;
+                let isr = st.wanted_isr(&log, now, self.config.lag_time_max_ms, |b| {
+                    !fenced.contains(&b)
+                })?;
+                Some(MetadataCommand::AlterPartition {
+                    topic: topic.clone(),
+                    partition: *partition,
+                    leader: st.leader,
+                    leader_epoch: st.leader_epoch,
+                    partition_epoch: st.partition_epoch,
+                    isr,
+                })
+            })
+            .collect()
+    }
+
+    /// Proposes wanted ISR changes every `period` until shutdown.
+    pub async fn isr_loop(
+        self: Arc<Self>,
+        proposer: Arc<dyn IsrProposer>,
+        period: Duration,
+        shutdown: CancellationToken,
+    ) {
+        let mut tick = tokio::time::interval(period);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            for cmd in self.wanted_isr_changes() {
+                if let MetadataCommand::AlterPartition {
+                    topic,
+                    partition,
+                    isr,
+                    ..
+                } = &cmd
+                {
+                    tracing::info!(%topic, partition, ?isr, "proposing ISR change");
+                }
+                if let Err(e) = proposer.propose(cmd).await {
+                    tracing::debug!(error = %e, "ISR change refused");
+                }
+            }
+        }
+    }
+
+    async fn fetch_loop(
+        self: Arc<Self>,
+        leader: i32,
+        transport: Arc<dyn ReplicaTransport>,
+        shutdown: CancellationToken,
+    ) {
+        let mut rx = self.followed.subscribe();
+        let backoff = Duration::from_millis(self.config.fetch_backoff_ms);
+        loop {
+            if shutdown.is_cancelled() {
+                return;
+            }
+            let mine: Vec<(Key, Followed)> = rx
+                .borrow_and_update()
+                .iter()
+                .filter(|(_, f)| f.leader == leader)
+                .map(|(k, f)| (k.clone(), f.clone()))
+                .collect();
+            if mine.is_empty() {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = rx.changed() => continue,
+                }
+            }
+            let partitions = mine
+                .iter()
+                .filter_map(|((topic, p), f)| {
+                    let log = self.logs.partition(topic, *p)?;
+                    Some(follower::next_fetch(&log, topic, *p, f.leader_epoch))
+                })
+                .collect();
+            let req = ReplicaFetchRequest {
+                replica_id: self.node_id,
+                max_wait_ms: self.config.fetch_wait_max_ms,
+                max_bytes: self.config.fetch_max_bytes,
+                partitions,
+            };
+            let resp = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                // A leadership change interrupts a long poll so the next request is current.
+                _ = rx.changed() => continue,
+                r = transport.fetch(leader, req) => r,
+            };
+            let mut refused = false;
+            match resp {
+                Ok(resp) => {
+                    for r in &resp.partitions {
+                        let Some(log) = self.logs.partition(&r.topic, r.partition) else {
+                            continue;
+                        };
+                        match follower::apply(&log, r) {
+                            Ok(Applied::Refused(why)) => {
+                                tracing::debug!(topic = %r.topic, partition = r.partition, ?why, leader, "fetch refused");
+                                refused = true;
+                            }
+                            Ok(Applied::Truncated { log_end }) => {
+                                tracing::info!(node = self.node_id, topic = %r.topic, partition = r.partition, log_end, leader, "truncated divergent log tail");
+                            }
+                            Ok(Applied::Appended { .. }) => {}
+                            Err(e) => {
+                                tracing::warn!(topic = %r.topic, partition = r.partition, error = %e, "cannot apply fetched data");
+                                refused = true;
+                            }
+                        }
+                    }
+                    // A follower's high watermark moved: its consumers may read more.
+                    self.logs.appended().notify_waiters();
+                }
+                Err(e) => {
+                    tracing::debug!(leader, error = %e, "replica fetch failed");
+                    refused = true;
+                }
+            }
+            if refused {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+            }
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
