@@ -98,6 +98,14 @@ impl Broker {
         if image.topics.contains_key(&spec.name) {
             return Err(MetadataError::TopicExists(spec.name.clone()));
         }
+        // Kafka refuses names that differ only in '.' versus '_' (they collide in metric names).
+        let folded = spec.name.replace('.', "_");
+        if let Some(other) = image.topics.keys().find(|t| t.replace('.', "_") == folded) {
+            return Err(MetadataError::InvalidTopicName {
+                name: spec.name.clone(),
+                reason: format!("collides with existing topic '{other}'"),
+            });
+        }
         for (k, v) in &spec.configs {
             topic_config::validate(k, v)?;
         }

@@ -41,7 +41,13 @@ pub async fn run(
                 return;
             }
         };
-        match dispatch(&broker, frame).await {
+        // Long waits (fetch long polls, group joins) must not hold up shutdown; a request cut
+        // short here gets no answer and the client retries elsewhere or later.
+        let outcome = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            r = dispatch(&broker, frame) => r,
+        };
+        match outcome {
             Ok(Outcome::Reply(bytes)) => {
                 if let Err(e) = socket.write_all(&bytes).await {
                     tracing::debug!(%peer, error = %e, "write failed");
