@@ -6,12 +6,16 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use tokio_util::sync::CancellationToken;
+
 use crate::config::BrokerConfig;
 use crate::log::{LogError, LogStore, PartitionLog};
 use crate::metadata::{
     topic_config, validate_topic_name, BrokerMeta, MetadataCommand, MetadataError, MetadataStore,
     PartitionMeta, TopicMeta,
 };
+use crate::replication::manager::{BoxFuture, ReplicaManager, ReplicaTransport, ReplicationConfig};
+use crate::replication::{ReplicaFetchRequest, ReplicaFetchResponse};
 
 /// Failures while opening a broker.
 #[derive(Debug, thiserror::Error)]
@@ -43,6 +47,29 @@ pub struct Broker {
     pub config: BrokerConfig,
     pub metadata: MetadataStore,
     pub logs: Arc<LogStore>,
+    /// Leader/follower roles of this broker's partitions and the high watermarks.
+    pub replication: Arc<ReplicaManager>,
+    /// How followers reach partition leaders.
+    transport: Arc<dyn ReplicaTransport>,
+    /// Cancelled when the broker stops; background loops end with it.
+    pub shutdown: CancellationToken,
+}
+
+/// The transport of a broker without peers: there is never a leader to fetch from.
+struct NoPeers;
+
+impl ReplicaTransport for NoPeers {
+    fn fetch(
+        &self,
+        leader: i32,
+        _req: ReplicaFetchRequest,
+    ) -> BoxFuture<'_, Result<ReplicaFetchResponse, String>> {
+        Box::pin(async move {
+            Err(format!(
+                "broker {leader} is not reachable: no peers configured"
+            ))
+        })
+    }
 }
 
 impl Broker {
@@ -71,15 +98,28 @@ impl Broker {
             fenced: false,
         };
         let metadata = MetadataStore::open(logs.db(), config.node_id, me)?;
+        let logs = Arc::new(logs);
+        let replication =
+            ReplicaManager::new(config.node_id, ReplicationConfig::default(), logs.clone());
         let broker = Self {
             config,
             metadata,
-            logs: Arc::new(logs),
+            logs,
+            replication,
+            transport: Arc::new(NoPeers),
+            shutdown: CancellationToken::new(),
         };
         for topic in broker.metadata.image().topics.values() {
             broker.open_logs(topic)?;
         }
+        broker.sync_roles()?;
         Ok(Arc::new(broker))
+    }
+
+    /// Brings partition roles (leader/follower) in line with the current metadata image.
+    pub fn sync_roles(&self) -> Result<(), LogError> {
+        self.replication
+            .on_metadata(&self.metadata.image(), &self.transport, &self.shutdown)
     }
 
     fn open_logs(&self, topic: &TopicMeta) -> Result<(), LogError> {
@@ -152,6 +192,7 @@ impl Broker {
         let image = self.metadata.submit(&cmd)?;
         let topic = image.topics[&spec.name].clone();
         self.open_logs(&topic)
+            .and_then(|()| self.sync_roles())
             .map_err(|e| MetadataError::Storage(e.to_string()))?;
         tracing::info!(topic = %topic.name, partitions = topic.partitions.len(), "created topic");
         Ok(topic)
@@ -188,6 +229,8 @@ impl Broker {
         self.metadata.submit(&MetadataCommand::DeleteTopic {
             name: name.to_string(),
         })?;
+        self.sync_roles()
+            .map_err(|e| MetadataError::Storage(e.to_string()))?;
         for p in &topic.partitions {
             self.logs
                 .delete_partition(name, p.index)
@@ -242,6 +285,7 @@ impl Broker {
         }
         let image = self.metadata.submit(&cmd)?;
         self.open_logs(&image.topics[name])
+            .and_then(|()| self.sync_roles())
             .map_err(|e| MetadataError::Storage(e.to_string()))?;
         tracing::info!(topic = %name, partitions = count, "added partitions");
         Ok(())

@@ -44,8 +44,17 @@ pub async fn run(config: BrokerConfig, shutdown: CancellationToken) -> anyhow::R
             advertised = %format!("{}:{}", l.advertised_host, l.advertised_port),
             "raftka broker listening"
         );
-        servers.spawn(server::serve(listener, broker.clone(), shutdown.clone()));
+        servers.spawn(server::serve(
+            listener,
+            broker.clone(),
+            broker.shutdown.clone(),
+        ));
     }
+    let stop = broker.shutdown.clone();
+    tokio::spawn(async move {
+        shutdown.cancelled().await;
+        stop.cancel();
+    });
     while let Some(r) = servers.join_next().await {
         r??;
     }

@@ -1,9 +1,14 @@
 //! Produce (key 0): validate each partition's batches, append them to the leader's log,
 //! answer with the base offset. acks=0 requests are processed the same way but the caller
-//! sends no response. On a single replica the high watermark moves with the append, so
-//! acks=1 and acks=all are answered at the same point.
+//! sends no response; acks=1 is answered after the leader's append; acks=all after the high
+//! watermark passes the appended records (all in-sync replicas have them), honouring
+//! `min.insync.replicas` (NOT_ENOUGH_REPLICAS before appending, NOT_ENOUGH_REPLICAS_AFTER_APPEND
+//! when the ISR shrank below it while waiting) and the request's timeout (REQUEST_TIMED_OUT).
 
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use std::sync::Arc;
+use std::time::Duration;
+
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
@@ -12,6 +17,7 @@ use super::errors::{code, leader_code, log_code, metadata_code};
 use super::RequestContext;
 use crate::broker::Broker;
 use crate::log::batch::split_batches;
+use crate::log::PartitionLog;
 use crate::metadata::{validate_topic_name, TopicMeta};
 
 pub async fn handle(
@@ -22,6 +28,8 @@ pub async fn handle(
     let acks_ok = matches!(req.acks, -1..=1);
     let mut responses = Vec::with_capacity(req.topic_data.len());
     let mut appended = false;
+    // (topic index, partition index, log, log end after the append) for acks=all waits.
+    let mut waits: Vec<(usize, usize, Arc<PartitionLog>, i64, usize)> = Vec::new();
     for topic_data in req.topic_data {
         let name = topic_data.name.0.to_string();
         let topic = if acks_ok {
@@ -40,10 +48,13 @@ pub async fn handle(
                 (Ok(t), true) => append(broker, t, pd.index, req.acks, pd.records),
             };
             partitions.push(match result {
-                Ok((base_offset, log_start, wrote)) => {
-                    appended |= wrote;
-                    base.with_base_offset(base_offset)
-                        .with_log_start_offset(log_start)
+                Ok(a) => {
+                    appended |= a.wrote;
+                    if req.acks == -1 {
+                        waits.push((responses.len(), partitions.len(), a.log, a.end, a.min_isr));
+                    }
+                    base.with_base_offset(a.base_offset)
+                        .with_log_start_offset(a.log_start)
                 }
                 Err((error, message)) => base
                     .with_error_code(error)
@@ -70,7 +81,48 @@ pub async fn handle(
             }
         }
     }
+    if !waits.is_empty() {
+        wait_for_replication(broker, &mut responses, waits, req.timeout_ms).await;
+    }
     ProduceResponse::default().with_responses(responses)
+}
+
+/// Waits until the high watermark of every acks=all partition passes its appended records,
+/// or the request times out.
+async fn wait_for_replication(
+    broker: &Broker,
+    responses: &mut [TopicProduceResponse],
+    waits: Vec<(usize, usize, Arc<PartitionLog>, i64, usize)>,
+    timeout_ms: i32,
+) {
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(timeout_ms.max(0) as u64);
+    for (t, p, log, end, min_isr) in waits {
+        let mut hw = log.watch_high_watermark();
+        let reached = tokio::time::timeout_at(deadline, hw.wait_for(|h| *h >= end)).await;
+        let resp = &mut responses[t].partition_responses[p];
+        if !matches!(reached, Ok(Ok(_))) {
+            resp.error_code = code(ResponseError::RequestTimedOut);
+            resp.error_message = Some(StrBytes::from_static_str(
+                "the in-sync replicas did not confirm the write within the request timeout",
+            ));
+            continue;
+        }
+        let topic = responses[t].name.0.to_string();
+        let isr = broker
+            .metadata
+            .image()
+            .topics
+            .get(&topic)
+            .and_then(|tm| {
+                tm.partitions
+                    .get(resp.index as usize)
+                    .map(|pm| pm.isr.len())
+            })
+            .unwrap_or(0);
+        if isr < min_isr {
+            resp.error_code = code(ResponseError::NotEnoughReplicasAfterAppend);
+        }
+    }
 }
 
 fn resolve_topic(broker: &Broker, name: &str) -> Result<TopicMeta, i16> {
@@ -84,7 +136,19 @@ fn resolve_topic(broker: &Broker, name: &str) -> Result<TopicMeta, i16> {
     broker.auto_create(name).map_err(|e| metadata_code(&e))
 }
 
-type PartitionResult = Result<(i64, i64, bool), (i16, Option<String>)>;
+/// A successful append of one partition.
+struct Appended {
+    base_offset: i64,
+    log_start: i64,
+    /// False when every batch was a retry already in the log.
+    wrote: bool,
+    log: Arc<PartitionLog>,
+    /// The log end after the append: acks=all waits for the high watermark to reach it.
+    end: i64,
+    min_isr: usize,
+}
+
+type PartitionResult = Result<Appended, (i16, Option<String>)>;
 
 fn append(
     broker: &Broker,
@@ -96,15 +160,21 @@ fn append(
     let (meta, log) = broker
         .leader_log(topic, partition)
         .map_err(|e| (leader_code(e), None))?;
+    if !broker
+        .replication
+        .is_leading(&topic.name, partition, meta.leader_epoch)
+    {
+        return Err((code(ResponseError::NotLeaderOrFollower), None));
+    }
     let max = broker
         .topic_config_value(topic, "max.message.bytes")
         .and_then(|v| v.parse::<usize>().ok())
         .unwrap_or(broker.config.message_max_bytes as usize);
+    let min_isr = broker
+        .topic_config_value(topic, "min.insync.replicas")
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(1);
     if acks == -1 {
-        let min_isr = broker
-            .topic_config_value(topic, "min.insync.replicas")
-            .and_then(|v| v.parse::<usize>().ok())
-            .unwrap_or(1);
         if meta.isr.len() < min_isr {
             return Err((
                 code(ResponseError::NotEnoughReplicas),
@@ -121,10 +191,22 @@ fn append(
         (log_code(&e), Some(e.to_string()))
     })?;
     let out = log
-        .append(&batches, meta.leader_epoch)
+        .append_as_leader(&batches, meta.leader_epoch, false)
+        .map_err(|e| (log_code(&e), Some(e.to_string())))?;
+    broker
+        .replication
+        .after_leader_append(&topic.name, partition)
         .map_err(|e| (log_code(&e), Some(e.to_string())))?;
     if out.duplicate {
         tracing::debug!(topic = %topic.name, partition, base = out.base_offset, "duplicate batch answered from producer state");
     }
-    Ok((out.base_offset, out.log_start, !out.duplicate))
+    Ok(Appended {
+        base_offset: out.base_offset,
+        log_start: out.log_start,
+        wrote: !out.duplicate,
+        // A retried batch is acknowledged once everything up to the current end is committed.
+        end: out.log_end,
+        log,
+        min_isr,
+    })
 }

@@ -168,6 +168,14 @@ impl ReplicaManager {
         Ok(())
     }
 
+    /// True when this broker has taken up leadership of the partition in `leader_epoch`
+    /// (metadata may name it leader a moment before the roles are synchronised).
+    pub fn is_leading(&self, topic: &str, partition: i32, leader_epoch: i32) -> bool {
+        lock(&self.leaders)
+            .get(&(topic.to_string(), partition))
+            .is_some_and(|st| st.leader_epoch == leader_epoch)
+    }
+
     /// After a leader append: move the high watermark as far as the ISR allows (all the way
     /// when the leader is alone in the ISR).
     pub fn after_leader_append(&self, topic: &str, partition: i32) -> Result<(), LogError> {
