@@ -53,6 +53,9 @@ pub const SETTINGS: &[SettingDef] = &[
     SettingDef { name: "node.id", default: "1", kind: ValueType::Int, doc: "This broker's id." },
     SettingDef { name: "listeners", default: "PLAINTEXT://127.0.0.1:9092", kind: ValueType::List, doc: "Where the Kafka listener binds, as NAME://host:port." },
     SettingDef { name: "advertised.listeners", default: "", kind: ValueType::List, doc: "Addresses given to clients in Metadata; empty means the same as listeners." },
+    SettingDef { name: "controller.quorum.voters", default: "", kind: ValueType::List, doc: "Voters of the metadata quorum as id@host:port (the port is their raft.listener port), comma separated, the same list on every broker. Empty: this broker alone, at raft.listener." },
+    SettingDef { name: "raft.listener", default: "127.0.0.1:9093", kind: ValueType::Str, doc: "host:port where the broker's inter-broker gRPC service (Raft RPCs) binds." },
+    SettingDef { name: "controller.quorum.election.timeout.ms", default: "300", kind: ValueType::Int, doc: "Minimum Raft election timeout; the maximum is twice this and the leader heartbeat a third of it (about 1 s metadata failover at the default)." },
     SettingDef { name: "log.dirs", default: "./data", kind: ValueType::Str, doc: "Directory of the broker's sled database." },
     SettingDef { name: "num.partitions", default: "1", kind: ValueType::Int, doc: "Partitions of a topic created without an explicit count." },
     SettingDef { name: "default.replication.factor", default: "1", kind: ValueType::Int, doc: "Replication factor of a topic created without an explicit one." },
@@ -91,6 +94,26 @@ pub struct Listener {
     pub advertised_port: u16,
 }
 
+/// A voter of the metadata quorum, as `controller.quorum.voters` names it: `id@host:port`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QuorumVoter {
+    pub id: i32,
+    pub host: String,
+    /// The voter's `raft.listener` port.
+    pub port: u16,
+}
+
+impl QuorumVoter {
+    /// `host:port`, with IPv6 literals in brackets.
+    pub fn addr(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+}
+
 /// The broker's settings after all sources have been merged and validated.
 #[derive(Debug, Clone)]
 pub struct BrokerConfig {
@@ -98,6 +121,12 @@ pub struct BrokerConfig {
     values: BTreeMap<&'static str, (String, Source)>,
     pub node_id: i32,
     pub listeners: Vec<Listener>,
+    /// The metadata quorum's voters (`controller.quorum.voters`); empty: this broker alone.
+    pub quorum_voters: Vec<QuorumVoter>,
+    /// Bind address of the inter-broker gRPC service (`raft.listener`).
+    pub raft_listener: SocketAddr,
+    /// Minimum Raft election timeout (`controller.quorum.election.timeout.ms`).
+    pub quorum_election_timeout_ms: u64,
     pub data_dir: PathBuf,
     pub num_partitions: i32,
     pub default_replication_factor: i16,
@@ -192,6 +221,8 @@ impl BrokerConfig {
             .filter(|id| *id >= 0)
             .ok_or_else(|| invalid("node.id", &get("node.id"), "must be 0 or more"))?;
         let listeners = parse_listeners(&get("listeners"), &get("advertised.listeners"))?;
+        let quorum_voters = parse_voters(&get("controller.quorum.voters"))?;
+        let raft_listener = parse_bind("raft.listener", get("raft.listener").trim())?;
         let positive = |n: &str| -> Result<i64, ConfigError> {
             let v = int(n)?;
             if v <= 0 {
@@ -206,6 +237,9 @@ impl BrokerConfig {
         Ok(Self {
             node_id,
             listeners,
+            quorum_voters,
+            raft_listener,
+            quorum_election_timeout_ms: positive("controller.quorum.election.timeout.ms")? as u64,
             data_dir: PathBuf::from(get("log.dirs")),
             num_partitions: clamp_i32("num.partitions", positive("num.partitions")?)?,
             default_replication_factor: i16::try_from(positive("default.replication.factor")?)
@@ -354,6 +388,62 @@ fn parse_listeners(listeners: &str, advertised: &str) -> Result<Vec<Listener>, C
     Ok(out)
 }
 
+/// Parses `controller.quorum.voters`: `id@host:port,id@host:port,…` (Kafka's KRaft format).
+pub fn parse_voters(value: &str) -> Result<Vec<QuorumVoter>, ConfigError> {
+    const NAME: &str = "controller.quorum.voters";
+    let mut out: Vec<QuorumVoter> = Vec::new();
+    for item in value.split(',').map(str::trim).filter(|x| !x.is_empty()) {
+        let bad = |reason: &str| invalid(NAME, item, reason);
+        let (id, hostport) = item.split_once('@').ok_or_else(|| bad("expected id@host:port"))?;
+        let id: i32 = id
+            .trim()
+            .parse()
+            .ok()
+            .filter(|id| *id >= 0)
+            .ok_or_else(|| bad("the id must be a node.id (0 or more)"))?;
+        let (host, port) = hostport
+            .rsplit_once(':')
+            .ok_or_else(|| bad("expected id@host:port"))?;
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        if host.is_empty() {
+            return Err(bad("the host is empty"));
+        }
+        let port: u16 = port
+            .parse()
+            .ok()
+            .filter(|p| *p != 0)
+            .ok_or_else(|| bad("the port must be 1-65535"))?;
+        if out.iter().any(|v| v.id == id) {
+            return Err(bad("this id is listed twice"));
+        }
+        out.push(QuorumVoter {
+            id,
+            host: host.to_string(),
+            port,
+        });
+    }
+    Ok(out)
+}
+
+/// Parses a `host:port` bind address (an IP literal or a resolvable name).
+fn parse_bind(name: &str, value: &str) -> Result<SocketAddr, ConfigError> {
+    if let Ok(a) = value.parse() {
+        return Ok(a);
+    }
+    let (host, port) = value
+        .rsplit_once(':')
+        .ok_or_else(|| invalid(name, value, "expected host:port"))?;
+    let port: u16 = port
+        .parse()
+        .map_err(|_| invalid(name, value, "port must be 0-65535"))?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let host = if host.is_empty() { "0.0.0.0" } else { host };
+    std::net::ToSocketAddrs::to_socket_addrs(&(host, port))
+        .ok()
+        .and_then(|mut a| a.next())
+        .ok_or_else(|| invalid(name, value, "host is not an address or a resolvable name"))
+}
+
 /// This machine's host name (what Kafka advertises for a wildcard listener).
 fn host_name() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
@@ -460,6 +550,28 @@ mod tests {
         assert!(parse_listeners("localhost9092", "").is_err());
         let l = parse_listeners("PLAINTEXT://0.0.0.0:9092", "").unwrap();
         assert_ne!(l[0].advertised_host, "0.0.0.0");
+    }
+
+    #[test]
+    fn quorum_voters_in_kraft_format() {
+        let v = parse_voters("1@127.0.0.1:9093, 2@broker2:9093,3@[::1]:9095").unwrap();
+        assert_eq!(v.len(), 3);
+        assert_eq!(v[1].id, 2);
+        assert_eq!(v[1].addr(), "broker2:9093");
+        assert_eq!(v[2].addr(), "[::1]:9095");
+        assert!(parse_voters("").unwrap().is_empty());
+        for bad in ["1@h", "x@h:1", "1@:9093", "1@h:0", "1@h:1,1@g:2", "h:1"] {
+            let e = parse_voters(bad).unwrap_err();
+            assert!(e.to_string().contains("controller.quorum.voters"), "{bad}: {e}");
+        }
+        let c = BrokerConfig::from_pairs(vec![
+            ("x".into(), "controller.quorum.voters".into(), "1@a:1,2@b:2".into()),
+            ("x".into(), "raft.listener".into(), "0.0.0.0:19093".into()),
+        ])
+        .unwrap();
+        assert_eq!(c.quorum_voters.len(), 2);
+        assert_eq!(c.raft_listener.port(), 19093);
+        assert_eq!(c.quorum_election_timeout_ms, 300);
     }
 
     #[test]

@@ -6,11 +6,15 @@
 //! - [`api`]: one module per Kafka API and the table behind ApiVersions and the router.
 //! - [`broker`]: the broker's shared state and topic lifecycle operations.
 //! - [`metadata`]: the cluster image (brokers, topics, partitions, configs) and its store.
+//! - [`quorum`]: the metadata quorum node (openraft): bootstrap, submit, local reads.
+//! - [`raft`]: the quorum's Raft log and state machine in sled, and its openraft types.
+//! - [`rpc`]: gRPC between brokers (tonic): the Raft service and the per-peer clients.
 //! - [`log`]: partition logs in sled, idempotent-producer state.
 //! - [`config`]: Kafka-named settings from file, environment and flags.
 //! - [`alloc`]: the global allocator guard against hostile array lengths in requests.
 //!
-//! Dependencies point inwards: `server → api → broker → {metadata, log} → config`.
+//! Dependencies point inwards: `server → api → broker → {metadata, log} → config`;
+//! `quorum → {rpc → raft} → metadata` (not yet wired into `broker`).
 
 pub mod alloc;
 pub mod api;
@@ -19,7 +23,10 @@ pub mod config;
 pub mod log;
 pub mod metadata;
 pub mod protocol;
+pub mod quorum;
+pub mod raft;
 pub mod replication;
+pub mod rpc;
 pub mod server;
 
 use tokio::net::TcpListener;

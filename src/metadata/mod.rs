@@ -16,8 +16,10 @@ pub mod topic_config;
 pub use image::{BrokerMeta, ClusterImage, MetadataCommand, PartitionMeta, TopicMeta};
 pub use store::MetadataStore;
 
-/// Errors of the metadata layer; `api::errors` maps them to Kafka error codes.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+/// Errors of the metadata layer; `api::errors` maps them to Kafka error codes. Serializable
+/// because a command the Raft state machine rejects carries its error back to the submitter
+/// as data (possibly over gRPC from the leader).
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum MetadataError {
     #[error("topic '{0}' already exists")]
     TopicExists(String),
