@@ -394,7 +394,9 @@ pub fn parse_voters(value: &str) -> Result<Vec<QuorumVoter>, ConfigError> {
     let mut out: Vec<QuorumVoter> = Vec::new();
     for item in value.split(',').map(str::trim).filter(|x| !x.is_empty()) {
         let bad = |reason: &str| invalid(NAME, item, reason);
-        let (id, hostport) = item.split_once('@').ok_or_else(|| bad("expected id@host:port"))?;
+        let (id, hostport) = item
+            .split_once('@')
+            .ok_or_else(|| bad("expected id@host:port"))?;
         let id: i32 = id
             .trim()
             .parse()
@@ -562,10 +564,17 @@ mod tests {
         assert!(parse_voters("").unwrap().is_empty());
         for bad in ["1@h", "x@h:1", "1@:9093", "1@h:0", "1@h:1,1@g:2", "h:1"] {
             let e = parse_voters(bad).unwrap_err();
-            assert!(e.to_string().contains("controller.quorum.voters"), "{bad}: {e}");
+            assert!(
+                e.to_string().contains("controller.quorum.voters"),
+                "{bad}: {e}"
+            );
         }
         let c = BrokerConfig::from_pairs(vec![
-            ("x".into(), "controller.quorum.voters".into(), "1@a:1,2@b:2".into()),
+            (
+                "x".into(),
+                "controller.quorum.voters".into(),
+                "1@a:1,2@b:2".into(),
+            ),
             ("x".into(), "raft.listener".into(), "0.0.0.0:19093".into()),
         ])
         .unwrap();

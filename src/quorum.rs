@@ -419,7 +419,11 @@ impl MetadataQuorum {
     }
 
     /// Waits until this broker has applied the log up to `index` (or the deadline passes).
-    async fn wait_applied(&self, index: u64, deadline: Instant) -> Result<AppliedImage, QuorumError> {
+    async fn wait_applied(
+        &self,
+        index: u64,
+        deadline: Instant,
+    ) -> Result<AppliedImage, QuorumError> {
         let mut rx = self.images.clone();
         let waited =
             tokio::time::timeout_at(deadline, rx.wait_for(|a| a.applied_index() >= index)).await;
@@ -447,11 +451,10 @@ impl MetadataQuorum {
                     leader: f.leader_id,
                 })
             }
-            Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(e))) => {
-                Err(QuorumError::NotLeader { leader: None }).inspect_err(|_| {
-                    tracing::debug!(error = %e, "leadership not confirmed by a quorum")
-                })
-            }
+            Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(e))) => Err(
+                QuorumError::NotLeader { leader: None },
+            )
+            .inspect_err(|_| tracing::debug!(error = %e, "leadership not confirmed by a quorum")),
             Err(RaftError::Fatal(e)) => Err(QuorumError::Fatal(e.to_string())),
         }
     }

@@ -142,11 +142,10 @@ async fn store_snapshot(
     force: bool,
 ) -> Result<(), StorageError> {
     let _guard = lock.lock().await;
-    let write_err =
-        |e: &dyn std::error::Error| -> StorageError {
-            StorageIOError::write_snapshot(Some(meta.signature()), AnyError::error(e.to_string()))
-                .into()
-        };
+    let write_err = |e: &dyn std::error::Error| -> StorageError {
+        StorageIOError::write_snapshot(Some(meta.signature()), AnyError::error(e.to_string()))
+            .into()
+    };
     if !force {
         if let Some(v) = tree.get(KEY_SNAPSHOT_META).map_err(|e| write_err(&e))? {
             let current: Meta = serde_json::from_slice(&v).map_err(|e| write_err(&e))?;
