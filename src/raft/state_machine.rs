@@ -14,6 +14,10 @@
 //!   channel ([`StateMachine::subscribe`]): the broker reads the newest image with one
 //!   `borrow()` and an `Arc` clone, without going through Raft.
 
+// openraft's traits return its `StorageError` (over 200 bytes); the helpers here return the
+// same type so `?` carries it through unchanged instead of boxing and unboxing it.
+#![allow(clippy::result_large_err)]
+
 use std::io::Cursor;
 use std::sync::Arc;
 
