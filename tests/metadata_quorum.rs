@@ -30,6 +30,7 @@ fn register(id: i32) -> MetadataCommand {
         host: format!("broker{id}"),
         port: 9092,
         rack: None,
+        fenced: false,
     })
 }
 
