@@ -374,3 +374,36 @@ async fn a_restarted_cluster_keeps_its_state_and_does_not_bootstrap_again() {
     cluster.wait_all_applied(c.log_id.index).await;
     cluster.shutdown().await;
 }
+
+/// Failover figures over 10 leader stops (each followed by a restart of the stopped node):
+/// `cargo nextest run --test metadata_quorum --run-ignored ignored-only --no-capture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "measurement, ~20 s; run on demand"]
+async fn failover_figures_over_ten_leader_stops() {
+    let mut cluster = Cluster::start(|_| {}).await;
+    let mut times = Vec::new();
+    for round in 0..10 {
+        let old = cluster.wait_leader().await;
+        let survivor = cluster.nodes.iter().find(|n| n.id != old).unwrap().id;
+        let t0 = Instant::now();
+        cluster.node_mut(old).stop().await;
+        let c = cluster
+            .node(survivor)
+            .q()
+            .submit(register(round))
+            .await
+            .expect("write after failover");
+        times.push(t0.elapsed());
+        cluster.node_mut(old).restart().await;
+        cluster.wait_all_applied(c.log_id.index).await;
+    }
+    times.sort();
+    eprintln!(
+        "failover (leader stop → next acknowledged write) over {} stops: min {:?}, median {:?}, max {:?}",
+        times.len(),
+        times[0],
+        times[times.len() / 2],
+        times[times.len() - 1]
+    );
+    cluster.shutdown().await;
+}
