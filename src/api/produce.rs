@@ -174,8 +174,8 @@ fn append(
         .topic_config_value(topic, "min.insync.replicas")
         .and_then(|v| v.parse::<usize>().ok())
         .unwrap_or(1);
-    if acks == -1 {
-        if meta.isr.len() < min_isr {
+    if acks == -1 && meta.isr.len() < min_isr {
+        {
             return Err((
                 code(ResponseError::NotEnoughReplicas),
                 Some(format!(
