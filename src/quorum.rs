@@ -205,6 +205,17 @@ impl MetadataQuorum {
         db: &sled::Db,
         listener: TcpListener,
     ) -> Result<Self, QuorumError> {
+        Self::start_with(config, db, listener, None).await
+    }
+
+    /// Like [`MetadataQuorum::start`], also serving the broker's `Cluster` service on the same
+    /// gRPC listener.
+    pub async fn start_with(
+        config: QuorumConfig,
+        db: &sled::Db,
+        listener: TcpListener,
+        cluster: Option<crate::rpc::cluster::ClusterService>,
+    ) -> Result<Self, QuorumError> {
         let id = config.node_id;
         let raft_config = Arc::new(config.raft_config()?);
         let log = LogStore::open(db).map_err(|e| QuorumError::Storage(e.to_string()))?;
@@ -223,6 +234,7 @@ impl MetadataQuorum {
         let server = tokio::spawn(crate::rpc::serve(
             listener,
             RaftService::new(id, raft.clone()),
+            cluster,
             server_stop.clone(),
         ));
         tokio::spawn(log_leader_changes(raft.metrics()));

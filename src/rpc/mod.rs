@@ -1,6 +1,7 @@
 //! gRPC between brokers (tonic 0.14 + prost, services in `proto/raftka.proto`).
 //!
 //! - [`server`]: the `Raft` service, which hands each RPC to the local openraft node.
+//! - [`cluster`]: the `Cluster` service (heartbeats, replica fetch) and its clients.
 //! - [`network`]: openraft's `RaftNetworkFactory`/`RaftNetwork` over one long-lived, lazily
 //!   connected tonic `Channel` per peer, and the forwarding of metadata commands to the leader.
 //!
@@ -10,6 +11,7 @@
 //! May depend on: `raft` (types), `metadata` (through them). `metadata` and `raft` never
 //! depend on `rpc`.
 
+pub mod cluster;
 pub mod network;
 pub mod server;
 

@@ -96,11 +96,13 @@ impl RaftRpc for RaftService {
 pub async fn serve(
     listener: TcpListener,
     service: RaftService,
+    cluster: Option<super::cluster::ClusterService>,
     shutdown: CancellationToken,
 ) -> Result<(), tonic::transport::Error> {
     tonic::transport::Server::builder()
         .tcp_nodelay(true)
         .add_service(service.into_server())
+        .add_optional_service(cluster.map(|c| c.into_server()))
         .serve_with_incoming_shutdown(
             tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
             shutdown.cancelled_owned(),

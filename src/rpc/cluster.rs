@@ -1,0 +1,250 @@
+//! The `Cluster` gRPC service (heartbeats to the controller, follower fetches from partition
+//! leaders) and its client side: a [`ReplicaTransport`] and a heartbeat sender over one
+//! cached channel per broker. The protobuf messages are converted to the plain structs of
+//! `replication` here, at the edge.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Request, Response, Status};
+
+use super::pb::cluster_client::ClusterClient;
+use super::pb::cluster_server::{Cluster, ClusterServer};
+use super::pb::{self, HeartbeatReply, HeartbeatRequest, ReplicaFetchReply};
+use super::MAX_MESSAGE_BYTES;
+use crate::replication::manager::{BoxFuture, ReplicaTransport};
+use crate::replication::{
+    FetchRefusal, PartitionFetch, PartitionFetchResult, ReplicaFetchRequest, ReplicaFetchResponse,
+};
+
+/// What the broker does with the service's requests.
+pub trait ClusterHandler: Send + Sync + 'static {
+    /// Renews `broker`'s lease; `Err` when this broker is not the controller. Ok(fenced).
+    fn heartbeat(&self, broker: i32) -> Result<bool, String>;
+    /// Answers a follower's fetch.
+    fn replica_fetch(&self, req: ReplicaFetchRequest) -> BoxFuture<'_, ReplicaFetchResponse>;
+}
+
+/// The handler is bound after the broker is built (the quorum starts first); until then the
+/// service answers UNAVAILABLE.
+pub type HandlerSlot = Arc<OnceLock<Arc<dyn ClusterHandler>>>;
+
+/// The tonic service.
+#[derive(Clone)]
+pub struct ClusterService {
+    handler: HandlerSlot,
+}
+
+impl ClusterService {
+    pub fn new(handler: HandlerSlot) -> Self {
+        Self { handler }
+    }
+
+    pub fn into_server(self) -> ClusterServer<Self> {
+        ClusterServer::new(self)
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES)
+    }
+
+    fn handler(&self) -> Result<&Arc<dyn ClusterHandler>, Status> {
+        self.handler
+            .get()
+            .ok_or_else(|| Status::unavailable("broker is starting"))
+    }
+}
+
+#[tonic::async_trait]
+impl Cluster for ClusterService {
+    async fn heartbeat(
+        &self,
+        request: Request<HeartbeatRequest>,
+    ) -> Result<Response<HeartbeatReply>, Status> {
+        let req = request.into_inner();
+        match self.handler()?.heartbeat(req.broker_id) {
+            Ok(fenced) => Ok(Response::new(HeartbeatReply { fenced })),
+            Err(e) => Err(Status::failed_precondition(e)),
+        }
+    }
+
+    async fn replica_fetch(
+        &self,
+        request: Request<pb::ReplicaFetchRequest>,
+    ) -> Result<Response<ReplicaFetchReply>, Status> {
+        let req = from_pb_request(request.into_inner());
+        let resp = self.handler()?.replica_fetch(req).await;
+        Ok(Response::new(ReplicaFetchReply {
+            partitions: resp.partitions.into_iter().map(to_pb_result).collect(),
+        }))
+    }
+}
+
+fn from_pb_request(r: pb::ReplicaFetchRequest) -> ReplicaFetchRequest {
+    ReplicaFetchRequest {
+        replica_id: r.replica_id,
+        max_wait_ms: r.max_wait_ms.min(30_000),
+        max_bytes: usize::try_from(r.max_bytes).unwrap_or(usize::MAX),
+        partitions: r
+            .partitions
+            .into_iter()
+            .map(|p| PartitionFetch {
+                topic: p.topic,
+                partition: p.partition,
+                leader_epoch: p.leader_epoch,
+                fetch_offset: p.fetch_offset,
+                last_fetched_epoch: p.last_fetched_epoch,
+            })
+            .collect(),
+    }
+}
+
+fn to_pb_request(r: ReplicaFetchRequest) -> pb::ReplicaFetchRequest {
+    pb::ReplicaFetchRequest {
+        replica_id: r.replica_id,
+        max_wait_ms: r.max_wait_ms,
+        max_bytes: r.max_bytes as u64,
+        partitions: r
+            .partitions
+            .into_iter()
+            .map(|p| pb::PartitionFetch {
+                topic: p.topic,
+                partition: p.partition,
+                leader_epoch: p.leader_epoch,
+                fetch_offset: p.fetch_offset,
+                last_fetched_epoch: p.last_fetched_epoch,
+            })
+            .collect(),
+    }
+}
+
+fn to_pb_result(r: PartitionFetchResult) -> pb::PartitionFetchResult {
+    use pb::FetchRefusal as P;
+    let refusal = match r.refusal {
+        None => P::None,
+        Some(FetchRefusal::NotLeader) => P::NotLeader,
+        Some(FetchRefusal::FencedLeaderEpoch) => P::FencedLeaderEpoch,
+        Some(FetchRefusal::UnknownLeaderEpoch) => P::UnknownLeaderEpoch,
+        Some(FetchRefusal::OffsetOutOfRange) => P::OffsetOutOfRange,
+        Some(FetchRefusal::UnknownPartition) => P::UnknownPartition,
+        Some(FetchRefusal::Storage) => P::Storage,
+    };
+    let (diverging, de, deo) = match r.diverging {
+        Some((e, o)) => (true, e, o),
+        None => (false, -1, -1),
+    };
+    pb::PartitionFetchResult {
+        topic: r.topic,
+        partition: r.partition,
+        refusal: refusal as i32,
+        high_watermark: r.high_watermark,
+        log_start: r.log_start,
+        diverging,
+        diverging_epoch: de,
+        diverging_end_offset: deo,
+        records: r.records.to_vec(),
+    }
+}
+
+fn from_pb_result(r: pb::PartitionFetchResult) -> PartitionFetchResult {
+    use pb::FetchRefusal as P;
+    let refusal = match P::try_from(r.refusal).unwrap_or(P::Storage) {
+        P::None => None,
+        P::NotLeader => Some(FetchRefusal::NotLeader),
+        P::FencedLeaderEpoch => Some(FetchRefusal::FencedLeaderEpoch),
+        P::UnknownLeaderEpoch => Some(FetchRefusal::UnknownLeaderEpoch),
+        P::OffsetOutOfRange => Some(FetchRefusal::OffsetOutOfRange),
+        P::UnknownPartition => Some(FetchRefusal::UnknownPartition),
+        P::Storage => Some(FetchRefusal::Storage),
+    };
+    PartitionFetchResult {
+        topic: r.topic,
+        partition: r.partition,
+        refusal,
+        high_watermark: r.high_watermark,
+        log_start: r.log_start,
+        diverging: r
+            .diverging
+            .then_some((r.diverging_epoch, r.diverging_end_offset)),
+        records: r.records.into(),
+    }
+}
+
+/// Clients of the `Cluster` service on other brokers: one lazily connected channel each.
+pub struct ClusterPeers {
+    addrs: BTreeMap<i32, String>,
+    clients: Mutex<HashMap<i32, ClusterClient<Channel>>>,
+}
+
+impl ClusterPeers {
+    /// `addrs`: broker id → gRPC address (`host:port`).
+    pub fn new(addrs: BTreeMap<i32, String>) -> Arc<Self> {
+        Arc::new(Self {
+            addrs,
+            clients: Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn client(&self, broker: i32) -> Result<ClusterClient<Channel>, String> {
+        let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(c) = clients.get(&broker) {
+            return Ok(c.clone());
+        }
+        let addr = self
+            .addrs
+            .get(&broker)
+            .ok_or_else(|| format!("no gRPC address known for broker {broker}"))?;
+        let endpoint = Endpoint::from_shared(format!("http://{addr}"))
+            .map_err(|e| format!("bad gRPC address {addr} of broker {broker}: {e}"))?
+            .connect_timeout(Duration::from_millis(500))
+            .tcp_nodelay(true);
+        let client = ClusterClient::new(endpoint.connect_lazy())
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES);
+        clients.insert(broker, client.clone());
+        Ok(client)
+    }
+
+    /// Sends a heartbeat to `controller`; returns whether the controller sees us fenced.
+    pub async fn heartbeat(
+        &self,
+        controller: i32,
+        me: i32,
+        timeout: Duration,
+    ) -> Result<bool, String> {
+        let mut c = self.client(controller)?;
+        let mut req = Request::new(HeartbeatRequest { broker_id: me });
+        req.set_timeout(timeout);
+        c.heartbeat(req)
+            .await
+            .map(|r| r.into_inner().fenced)
+            .map_err(|s| s.message().to_string())
+    }
+}
+
+impl ReplicaTransport for ClusterPeers {
+    fn fetch(
+        &self,
+        leader: i32,
+        req: ReplicaFetchRequest,
+    ) -> BoxFuture<'_, Result<ReplicaFetchResponse, String>> {
+        Box::pin(async move {
+            let mut c = self.client(leader)?;
+            let wait = Duration::from_millis(req.max_wait_ms);
+            let mut r = Request::new(to_pb_request(req));
+            r.set_timeout(wait + Duration::from_secs(2));
+            let resp = c
+                .replica_fetch(r)
+                .await
+                .map_err(|s| format!("fetch from broker {leader}: {}", s.message()))?;
+            Ok(ReplicaFetchResponse {
+                partitions: resp
+                    .into_inner()
+                    .partitions
+                    .into_iter()
+                    .map(from_pb_result)
+                    .collect(),
+            })
+        })
+    }
+}
