@@ -11,9 +11,10 @@ use tokio_util::sync::CancellationToken;
 use crate::config::BrokerConfig;
 use crate::log::{LogError, LogStore, PartitionLog};
 use crate::metadata::{
-    topic_config, validate_topic_name, BrokerMeta, MetadataCommand, MetadataError, MetadataStore,
-    PartitionMeta, TopicMeta,
+    topic_config, validate_topic_name, BrokerMeta, ClusterImage, MetadataCommand, MetadataError,
+    MetadataStore, PartitionMeta, TopicMeta,
 };
+use crate::quorum::{MetadataQuorum, QuorumError};
 use crate::replication::manager::{BoxFuture, ReplicaManager, ReplicaTransport, ReplicationConfig};
 use crate::replication::{ReplicaFetchRequest, ReplicaFetchResponse};
 
@@ -26,6 +27,47 @@ pub enum BrokerError {
     Metadata(#[from] MetadataError),
     #[error("cannot open partition log: {0}")]
     Log(#[from] LogError),
+    #[error("cannot start the metadata quorum: {0}")]
+    Quorum(#[from] QuorumError),
+}
+
+/// Where metadata comes from: this broker alone, or the Raft quorum.
+pub enum MetadataSource {
+    /// A single broker without `controller.quorum.voters`: commands apply locally.
+    Local(MetadataStore),
+    /// A cluster member: commands go through Raft; reads are of this broker's applied image
+    /// (it may lag the leader by about a heartbeat, like a Kafka broker's metadata cache).
+    Quorum(MetadataQuorum),
+}
+
+impl MetadataSource {
+    /// The current image (a local read).
+    pub fn image(&self) -> Arc<ClusterImage> {
+        match self {
+            MetadataSource::Local(s) => s.image(),
+            MetadataSource::Quorum(q) => q.image(),
+        }
+    }
+
+    /// Applies a command (through Raft in a cluster) and returns the image that has it.
+    pub async fn submit(&self, cmd: &MetadataCommand) -> Result<Arc<ClusterImage>, MetadataError> {
+        match self {
+            MetadataSource::Local(s) => s.submit(cmd),
+            MetadataSource::Quorum(q) => match q.submit(cmd.clone()).await {
+                Ok(_) => Ok(q.image()),
+                Err(QuorumError::Rejected(e)) => Err(e),
+                Err(e) => Err(MetadataError::QuorumUnavailable(e.to_string())),
+            },
+        }
+    }
+
+    /// The quorum, in a cluster.
+    pub fn quorum(&self) -> Option<&MetadataQuorum> {
+        match self {
+            MetadataSource::Local(_) => None,
+            MetadataSource::Quorum(q) => Some(q),
+        }
+    }
 }
 
 /// A request to create a topic, as CreateTopics, Metadata and Produce phrase it.
@@ -45,7 +87,7 @@ pub struct CreateTopicSpec {
 /// One broker.
 pub struct Broker {
     pub config: BrokerConfig,
-    pub metadata: MetadataStore,
+    pub metadata: MetadataSource,
     pub logs: Arc<LogStore>,
     /// Leader/follower roles of this broker's partitions and the high watermarks.
     pub replication: Arc<ReplicaManager>,
@@ -53,6 +95,10 @@ pub struct Broker {
     transport: Arc<dyn ReplicaTransport>,
     /// Cancelled when the broker stops; background loops end with it.
     pub shutdown: CancellationToken,
+    /// The controller's broker leases, while this broker is the controller.
+    pub(crate) leases: std::sync::Mutex<Option<crate::metadata::controller::Leases>>,
+    /// The cluster id reported to clients.
+    cluster_id: String,
 }
 
 /// The transport of a broker without peers: there is never a leader to fetch from.
@@ -73,8 +119,10 @@ impl ReplicaTransport for NoPeers {
 }
 
 impl Broker {
-    /// Opens the broker's storage and the logs of every partition it hosts.
-    pub fn open(config: BrokerConfig) -> Result<Arc<Self>, BrokerError> {
+    /// Opens the broker's storage and the logs of every partition it hosts; in a cluster
+    /// (`controller.quorum.voters` set) also starts the metadata quorum, the `Cluster` gRPC
+    /// service and the background loops (see `cluster`).
+    pub async fn open(config: BrokerConfig) -> Result<Arc<Self>, BrokerError> {
         std::fs::create_dir_all(&config.data_dir).map_err(|e| BrokerError::Storage {
             dir: config.data_dir.display().to_string(),
             source: LogError::Storage(sled::Error::Io(e)),
@@ -89,31 +137,87 @@ impl Broker {
             dir: config.data_dir.display().to_string(),
             source,
         })?;
+        let logs = Arc::new(logs);
+        let replication = ReplicaManager::new(
+            config.node_id,
+            ReplicationConfig {
+                lag_time_max_ms: config.replica_lag_time_max_ms,
+                ..ReplicationConfig::default()
+            },
+            logs.clone(),
+        );
+        if config.quorum_voters.is_empty() {
+            let metadata = MetadataStore::open(logs.db(), config.node_id, Self::me(&config))?;
+            let cluster_id = metadata.image().cluster_id.clone();
+            let broker = Self {
+                config,
+                metadata: MetadataSource::Local(metadata),
+                logs,
+                replication,
+                transport: Arc::new(NoPeers),
+                shutdown: CancellationToken::new(),
+                leases: std::sync::Mutex::new(None),
+                cluster_id,
+            };
+            for topic in broker.metadata.image().topics.values() {
+                broker.open_logs(topic)?;
+            }
+            broker.sync_roles()?;
+            return Ok(Arc::new(broker));
+        }
+        crate::cluster::open(config, logs, replication).await
+    }
+
+    /// Assembles a cluster member (used by `cluster::open`).
+    pub(crate) fn assemble(
+        config: BrokerConfig,
+        quorum: MetadataQuorum,
+        logs: Arc<LogStore>,
+        replication: Arc<ReplicaManager>,
+        transport: Arc<dyn ReplicaTransport>,
+    ) -> Self {
+        let voters: Vec<String> = config
+            .quorum_voters
+            .iter()
+            .map(|v| format!("{}@{}", v.id, v.addr()))
+            .collect();
+        Self {
+            cluster_id: cluster_id_from(&voters.join(",")),
+            config,
+            metadata: MetadataSource::Quorum(quorum),
+            logs,
+            replication,
+            transport,
+            shutdown: CancellationToken::new(),
+            leases: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// This broker as clients should see it.
+    pub fn me(config: &BrokerConfig) -> BrokerMeta {
         let listener = &config.listeners[0];
-        let me = BrokerMeta {
+        BrokerMeta {
             id: config.node_id,
             host: listener.advertised_host.clone(),
             port: listener.advertised_port as i32,
             rack: None,
             fenced: false,
-        };
-        let metadata = MetadataStore::open(logs.db(), config.node_id, me)?;
-        let logs = Arc::new(logs);
-        let replication =
-            ReplicaManager::new(config.node_id, ReplicationConfig::default(), logs.clone());
-        let broker = Self {
-            config,
-            metadata,
-            logs,
-            replication,
-            transport: Arc::new(NoPeers),
-            shutdown: CancellationToken::new(),
-        };
-        for topic in broker.metadata.image().topics.values() {
-            broker.open_logs(topic)?;
         }
-        broker.sync_roles()?;
-        Ok(Arc::new(broker))
+    }
+
+    /// The cluster id reported in Metadata and DescribeCluster.
+    pub fn cluster_id(&self) -> &str {
+        &self.cluster_id
+    }
+
+    /// The controller reported to clients: the quorum leader, or this broker when it is
+    /// alone or no leader is known (never -1, which makes Java admin clients spin).
+    pub fn controller_id(&self) -> i32 {
+        self.metadata
+            .quorum()
+            .and_then(|q| q.current_leader())
+            .map(|id| id as i32)
+            .unwrap_or(self.config.node_id)
     }
 
     /// Brings partition roles (leader/follower) in line with the current metadata image.
@@ -122,7 +226,7 @@ impl Broker {
             .on_metadata(&self.metadata.image(), &self.transport, &self.shutdown)
     }
 
-    fn open_logs(&self, topic: &TopicMeta) -> Result<(), LogError> {
+    pub(crate) fn open_logs(&self, topic: &TopicMeta) -> Result<(), LogError> {
         for p in &topic.partitions {
             if p.replicas.contains(&self.config.node_id) {
                 self.logs.open_partition(&topic.name, p.index)?;
@@ -132,7 +236,7 @@ impl Broker {
     }
 
     /// Creates a topic (or only validates the request).
-    pub fn create_topic(&self, spec: &CreateTopicSpec) -> Result<TopicMeta, MetadataError> {
+    pub async fn create_topic(&self, spec: &CreateTopicSpec) -> Result<TopicMeta, MetadataError> {
         validate_topic_name(&spec.name)?;
         let image = self.metadata.image();
         if image.topics.contains_key(&spec.name) {
@@ -189,8 +293,12 @@ impl Broker {
             scratch.apply(&cmd)?;
             return Ok(scratch.topics[&spec.name].clone());
         }
-        let image = self.metadata.submit(&cmd)?;
-        let topic = image.topics[&spec.name].clone();
+        let image = self.metadata.submit(&cmd).await?;
+        let topic = image
+            .topics
+            .get(&spec.name)
+            .cloned()
+            .ok_or_else(|| MetadataError::UnknownTopic(spec.name.clone()))?;
         self.open_logs(&topic)
             .and_then(|()| self.sync_roles())
             .map_err(|e| MetadataError::Storage(e.to_string()))?;
@@ -199,14 +307,14 @@ impl Broker {
     }
 
     /// Creates `name` with broker defaults if auto-creation is on and the name is valid.
-    pub fn auto_create(&self, name: &str) -> Result<TopicMeta, MetadataError> {
+    pub async fn auto_create(&self, name: &str) -> Result<TopicMeta, MetadataError> {
         let spec = CreateTopicSpec {
             name: name.to_string(),
             num_partitions: -1,
             replication_factor: -1,
             ..Default::default()
         };
-        match self.create_topic(&spec) {
+        match self.create_topic(&spec).await {
             // Another request created it first.
             Err(MetadataError::TopicExists(_)) => self
                 .metadata
@@ -220,15 +328,17 @@ impl Broker {
     }
 
     /// Deletes a topic and its data.
-    pub fn delete_topic(&self, name: &str) -> Result<(), MetadataError> {
+    pub async fn delete_topic(&self, name: &str) -> Result<(), MetadataError> {
         let image = self.metadata.image();
         let topic = image
             .topics
             .get(name)
             .ok_or_else(|| MetadataError::UnknownTopic(name.to_string()))?;
-        self.metadata.submit(&MetadataCommand::DeleteTopic {
-            name: name.to_string(),
-        })?;
+        self.metadata
+            .submit(&MetadataCommand::DeleteTopic {
+                name: name.to_string(),
+            })
+            .await?;
         self.sync_roles()
             .map_err(|e| MetadataError::Storage(e.to_string()))?;
         for p in &topic.partitions {
@@ -241,7 +351,7 @@ impl Broker {
     }
 
     /// Grows a topic to `count` partitions.
-    pub fn create_partitions(
+    pub async fn create_partitions(
         &self,
         name: &str,
         count: i32,
@@ -283,8 +393,12 @@ impl Broker {
         if validate_only {
             return (*image).clone().apply(&cmd);
         }
-        let image = self.metadata.submit(&cmd)?;
-        self.open_logs(&image.topics[name])
+        let image = self.metadata.submit(&cmd).await?;
+        let topic = image
+            .topics
+            .get(name)
+            .ok_or_else(|| MetadataError::UnknownTopic(name.to_string()))?;
+        self.open_logs(topic)
             .and_then(|()| self.sync_roles())
             .map_err(|e| MetadataError::Storage(e.to_string()))?;
         tracing::info!(topic = %name, partitions = count, "added partitions");
@@ -326,4 +440,24 @@ impl Broker {
 pub enum LeaderError {
     UnknownPartition,
     NotLeader,
+}
+
+/// A stable 22-character cluster id derived from the voter list (FNV-1a, URL-safe base64
+/// alphabet): every member computes the same id without a bootstrap command.
+fn cluster_id_from(voters: &str) -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut out = String::with_capacity(22);
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for round in 0..2u8 {
+        for b in voters.bytes().chain([round]) {
+            h ^= b as u64;
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        let mut x = h;
+        for _ in 0..11 {
+            out.push(ALPHABET[(x % 64) as usize] as char);
+            x /= 64;
+        }
+    }
+    out
 }

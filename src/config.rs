@@ -53,6 +53,11 @@ pub const SETTINGS: &[SettingDef] = &[
     SettingDef { name: "node.id", default: "1", kind: ValueType::Int, doc: "This broker's id." },
     SettingDef { name: "listeners", default: "PLAINTEXT://127.0.0.1:9092", kind: ValueType::List, doc: "Where the Kafka listener binds, as NAME://host:port." },
     SettingDef { name: "advertised.listeners", default: "", kind: ValueType::List, doc: "Addresses given to clients in Metadata; empty means the same as listeners." },
+    SettingDef { name: "broker.heartbeat.interval.ms", default: "250", kind: ValueType::Long, doc: "How often a broker renews its lease with the controller (Kafka: 2000)." },
+    SettingDef { name: "broker.session.timeout.ms", default: "1500", kind: ValueType::Long, doc: "A broker without a heartbeat for this long is fenced and loses leadership (Kafka: 9000; shorter for ~2 s failover)." },
+    SettingDef { name: "replica.lag.time.max.ms", default: "10000", kind: ValueType::Long, doc: "A follower not caught up for this long leaves the ISR (Kafka: 30000)." },
+    SettingDef { name: "auto.leader.rebalance.enable", default: "true", kind: ValueType::Bool, doc: "Move leadership back to preferred replicas once they are in sync." },
+    SettingDef { name: "leader.imbalance.check.interval.seconds", default: "10", kind: ValueType::Long, doc: "How often preferred leaders are restored (Kafka: 300)." },
     SettingDef { name: "controller.quorum.voters", default: "", kind: ValueType::List, doc: "Voters of the metadata quorum as id@host:port (the port is their raft.listener port), comma separated, the same list on every broker. Empty: this broker alone, at raft.listener." },
     SettingDef { name: "raft.listener", default: "127.0.0.1:9093", kind: ValueType::Str, doc: "host:port where the broker's inter-broker gRPC service (Raft RPCs) binds." },
     SettingDef { name: "controller.quorum.election.timeout.ms", default: "300", kind: ValueType::Int, doc: "Minimum Raft election timeout; the maximum is twice this and the leader heartbeat a third of it (about 1 s metadata failover at the default)." },
@@ -141,6 +146,11 @@ pub struct BrokerConfig {
     pub retention_bytes: i64,
     pub retention_check_interval_ms: u64,
     pub min_insync_replicas: i32,
+    pub heartbeat_interval_ms: u64,
+    pub session_timeout_ms: u64,
+    pub replica_lag_time_max_ms: u64,
+    pub auto_leader_rebalance: bool,
+    pub leader_imbalance_check_ms: u64,
 }
 
 impl Default for BrokerConfig {
@@ -259,6 +269,12 @@ impl BrokerConfig {
             retention_ms,
             retention_bytes: int("log.retention.bytes")?,
             retention_check_interval_ms: positive("log.retention.check.interval.ms")? as u64,
+            heartbeat_interval_ms: positive("broker.heartbeat.interval.ms")? as u64,
+            session_timeout_ms: positive("broker.session.timeout.ms")? as u64,
+            replica_lag_time_max_ms: positive("replica.lag.time.max.ms")? as u64,
+            auto_leader_rebalance: get("auto.leader.rebalance.enable").trim() == "true",
+            leader_imbalance_check_ms: positive("leader.imbalance.check.interval.seconds")? as u64
+                * 1000,
             min_insync_replicas: clamp_i32(
                 "min.insync.replicas",
                 positive("min.insync.replicas")?,

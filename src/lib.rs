@@ -19,6 +19,7 @@
 pub mod alloc;
 pub mod api;
 pub mod broker;
+pub mod cluster;
 pub mod config;
 pub mod log;
 pub mod metadata;
@@ -38,7 +39,7 @@ pub use config::BrokerConfig;
 /// Opens the broker, binds its listeners and serves until `shutdown` is cancelled; then
 /// flushes storage.
 pub async fn run(config: BrokerConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let broker = Broker::open(config)?;
+    let broker = Broker::open(config).await?;
     let mut servers = tokio::task::JoinSet::new();
     for l in &broker.config.listeners {
         let listener = TcpListener::bind(l.bind)

@@ -22,7 +22,8 @@ fn broker() -> (Arc<Broker>, tempfile::TempDir) {
         dir.path().display().to_string(),
     )])
     .unwrap();
-    (Broker::open(config).unwrap(), dir)
+    let b = runtime().block_on(Broker::open(config)).unwrap();
+    (b, dir)
 }
 
 fn header(key: ApiKey, version: i16) -> BytesMut {

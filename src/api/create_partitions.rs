@@ -22,8 +22,9 @@ pub async fn handle(
             .map(|a| a.broker_ids.into_iter().map(|b| b.0).collect())
             .collect();
         let mut r = CreatePartitionsTopicResult::default().with_name(t.name.clone());
-        if let Err(e) =
-            broker.create_partitions(t.name.0.as_str(), t.count, assignments, req.validate_only)
+        if let Err(e) = broker
+            .create_partitions(t.name.0.as_str(), t.count, assignments, req.validate_only)
+            .await
         {
             r = r
                 .with_error_code(metadata_code(&e))

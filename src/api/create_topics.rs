@@ -59,7 +59,7 @@ pub async fn handle(
         };
         let outcome = match bad_config {
             Some(e) => Err(e),
-            None => broker.create_topic(&spec),
+            None => broker.create_topic(&spec).await,
         };
         let mut r = CreatableTopicResult::default().with_name(t.name);
         match outcome {

@@ -33,6 +33,7 @@ pub async fn handle(
         let result = match name {
             Some(n) => broker
                 .delete_topic(n.0.as_str())
+                .await
                 .map_err(|e| (metadata_code(&e), e.to_string())),
             None => Err((
                 code(ResponseError::UnknownTopicId),

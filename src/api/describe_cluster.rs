@@ -16,6 +16,7 @@ pub async fn handle(
     let brokers = image
         .brokers
         .values()
+        .filter(|b| !b.fenced)
         .map(|b| {
             DescribeClusterBroker::default()
                 .with_broker_id(BrokerId(b.id))
@@ -25,7 +26,7 @@ pub async fn handle(
         })
         .collect();
     DescribeClusterResponse::default()
-        .with_cluster_id(StrBytes::from_string(image.cluster_id.clone()))
-        .with_controller_id(BrokerId(image.controller_id))
+        .with_cluster_id(StrBytes::from_string(broker.cluster_id().to_string()))
+        .with_controller_id(BrokerId(broker.controller_id()))
         .with_brokers(brokers)
 }

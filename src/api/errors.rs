@@ -21,6 +21,7 @@ pub fn metadata_code(e: &MetadataError) -> i16 {
         MetadataError::InvalidUpdateVersion(_) => E::InvalidUpdateVersion,
         // INELIGIBLE_REPLICA (107) is newer than the codec crate's error table.
         MetadataError::IneligibleReplica(_) => E::Unknown(107),
+        MetadataError::QuorumUnavailable(_) => E::RequestTimedOut,
         MetadataError::Storage(_) => E::KafkaStorageError,
     }
     .code()

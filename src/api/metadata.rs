@@ -45,7 +45,7 @@ pub async fn handle(
                     Some(t) => topic_entry(t),
                     None => match validate_topic_name(&name) {
                         Err(e) => error_entry(&name, metadata_code(&e)),
-                        Ok(()) if allow_auto => match broker.auto_create(&name) {
+                        Ok(()) if allow_auto => match broker.auto_create(&name).await {
                             Ok(t) => topic_entry(&t),
                             Err(e) => error_entry(&name, metadata_code(&e)),
                         },
@@ -57,9 +57,11 @@ pub async fn handle(
         }
     }
     let image = broker.metadata.image();
+    // Fenced brokers are left out, as Kafka does: clients should not try them.
     let brokers = image
         .brokers
         .values()
+        .filter(|b| !b.fenced)
         .map(|b| {
             MetadataResponseBroker::default()
                 .with_node_id(BrokerId(b.id))
@@ -70,8 +72,8 @@ pub async fn handle(
         .collect();
     MetadataResponse::default()
         .with_brokers(brokers)
-        .with_cluster_id(Some(StrBytes::from_string(image.cluster_id.clone())))
-        .with_controller_id(BrokerId(image.controller_id))
+        .with_cluster_id(Some(StrBytes::from_string(broker.cluster_id().to_string())))
+        .with_controller_id(BrokerId(broker.controller_id()))
         .with_topics(topics)
 }
 

@@ -33,7 +33,7 @@ pub async fn handle(
     for topic_data in req.topic_data {
         let name = topic_data.name.0.to_string();
         let topic = if acks_ok {
-            resolve_topic(broker, &name)
+            resolve_topic(broker, &name).await
         } else {
             Err(0)
         };
@@ -125,7 +125,7 @@ async fn wait_for_replication(
     }
 }
 
-fn resolve_topic(broker: &Broker, name: &str) -> Result<TopicMeta, i16> {
+async fn resolve_topic(broker: &Broker, name: &str) -> Result<TopicMeta, i16> {
     if let Some(t) = broker.metadata.image().topics.get(name) {
         return Ok(t.clone());
     }
@@ -133,7 +133,10 @@ fn resolve_topic(broker: &Broker, name: &str) -> Result<TopicMeta, i16> {
     if !broker.config.auto_create_topics {
         return Err(code(ResponseError::UnknownTopicOrPartition));
     }
-    broker.auto_create(name).map_err(|e| metadata_code(&e))
+    broker
+        .auto_create(name)
+        .await
+        .map_err(|e| metadata_code(&e))
 }
 
 /// A successful append of one partition.

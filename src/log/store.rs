@@ -83,6 +83,11 @@ impl LogStore {
             .cloned()
     }
 
+    /// The partitions with an open log.
+    pub fn open_partitions(&self) -> Vec<PartitionKey> {
+        self.read_map().keys().cloned().collect()
+    }
+
     /// Removes a partition's log and its data.
     pub fn delete_partition(&self, topic: &str, partition: i32) -> Result<(), LogError> {
         self.partitions

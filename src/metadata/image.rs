@@ -111,7 +111,16 @@ impl ClusterImage {
     pub fn apply(&mut self, cmd: &MetadataCommand) -> Result<(), MetadataError> {
         match cmd {
             MetadataCommand::RegisterBroker(b) => {
-                self.brokers.insert(b.id, b.clone());
+                // Re-registration updates addresses but not fencing: only the controller's
+                // Unfence (after fresh heartbeats) gives leadership back.
+                let fenced = self.brokers.get(&b.id).is_some_and(|old| old.fenced);
+                self.brokers.insert(
+                    b.id,
+                    BrokerMeta {
+                        fenced,
+                        ..b.clone()
+                    },
+                );
             }
             MetadataCommand::FenceBroker { id } => self.fence(*id)?,
             MetadataCommand::UnfenceBroker { id } => self.unfence(*id)?,

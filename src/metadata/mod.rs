@@ -43,6 +43,8 @@ pub enum MetadataError {
     IneligibleReplica(String),
     #[error("stale partition epoch: {0}")]
     InvalidUpdateVersion(String),
+    #[error("the metadata quorum is unavailable: {0}")]
+    QuorumUnavailable(String),
     #[error("metadata storage error: {0}")]
     Storage(String),
 }

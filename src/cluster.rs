@@ -1,0 +1,299 @@
+//! Builds a cluster member and runs its background loops: the metadata quorum with the
+//! `Cluster` gRPC service beside it, registration, heartbeats to the controller, the
+//! controller's own loop (leases → fencing, unfencing, preferred leaders) while this broker
+//! leads the quorum, ISR proposals, and following every applied metadata image with the
+//! partition roles and logs.
+//!
+//! This is the one place that knows `quorum`, `rpc`, `replication` and `broker` together, so
+//! none of them depends on another's network code.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use tokio::net::TcpListener;
+
+use crate::broker::{Broker, BrokerError};
+use crate::config::BrokerConfig;
+use crate::log::LogStore;
+use crate::metadata::controller::{plan, Leases};
+use crate::metadata::{MetadataCommand, MetadataError};
+use crate::quorum::{MetadataQuorum, QuorumConfig, QuorumError};
+use crate::replication::manager::{BoxFuture, IsrProposer, ReplicaManager};
+use crate::replication::{ReplicaFetchRequest, ReplicaFetchResponse};
+use crate::rpc::cluster::{ClusterHandler, ClusterPeers, ClusterService, HandlerSlot};
+
+/// Opens a cluster member (called by `Broker::open` when `controller.quorum.voters` is set).
+pub async fn open(
+    config: BrokerConfig,
+    logs: Arc<LogStore>,
+    replication: Arc<ReplicaManager>,
+) -> Result<Arc<Broker>, BrokerError> {
+    let slot: HandlerSlot = Arc::new(OnceLock::new());
+    let bind = config.raft_listener;
+    let listener = TcpListener::bind(bind)
+        .await
+        .map_err(|source| QuorumError::Bind { addr: bind, source })?;
+    let quorum = MetadataQuorum::start_with(
+        QuorumConfig::from_broker(&config),
+        logs.db(),
+        listener,
+        Some(ClusterService::new(slot.clone())),
+    )
+    .await?;
+    let addrs: BTreeMap<i32, String> = config
+        .quorum_voters
+        .iter()
+        .map(|v| (v.id, v.addr()))
+        .collect();
+    let peers = ClusterPeers::new(addrs);
+    let broker = Arc::new(Broker::assemble(
+        config,
+        quorum,
+        logs,
+        replication,
+        peers.clone(),
+    ));
+    let handler: Arc<dyn ClusterHandler> = broker.clone();
+    let _ = slot.set(handler);
+    tokio::spawn(follow_images(broker.clone()));
+    tokio::spawn(register(broker.clone()));
+    tokio::spawn(heartbeats(broker.clone(), peers));
+    tokio::spawn(controller(broker.clone()));
+    let proposer: Arc<dyn IsrProposer> = Arc::new(Proposer(broker.clone()));
+    tokio::spawn(broker.replication.clone().isr_loop(
+        proposer,
+        Duration::from_millis(250),
+        broker.shutdown.clone(),
+    ));
+    Ok(broker)
+}
+
+impl ClusterHandler for Broker {
+    fn heartbeat(&self, broker: i32) -> Result<bool, String> {
+        let q = self.metadata.quorum().ok_or("not a cluster member")?;
+        if !q.is_leader() {
+            return Err(format!(
+                "broker {} is not the controller (leader: {:?})",
+                self.config.node_id,
+                q.current_leader()
+            ));
+        }
+        let mut leases = self.leases.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(l) = leases.as_mut() {
+            l.heartbeat(broker, now_ms());
+        }
+        Ok(self
+            .metadata
+            .image()
+            .brokers
+            .get(&broker)
+            .is_some_and(|b| b.fenced))
+    }
+
+    fn replica_fetch(&self, req: ReplicaFetchRequest) -> BoxFuture<'_, ReplicaFetchResponse> {
+        Box::pin(self.replication.handle_fetch(req))
+    }
+}
+
+struct Proposer(Arc<Broker>);
+
+impl IsrProposer for Proposer {
+    fn propose(&self, cmd: MetadataCommand) -> BoxFuture<'_, Result<(), String>> {
+        Box::pin(async move {
+            self.0
+                .metadata
+                .submit(&cmd)
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        })
+    }
+}
+
+fn now_ms() -> u64 {
+    static START: OnceLock<Instant> = OnceLock::new();
+    START.get_or_init(Instant::now).elapsed().as_millis() as u64
+}
+
+/// Follows every applied image: opens logs of newly assigned partitions, drops logs of
+/// deleted topics, and takes up leader/follower roles.
+async fn follow_images(broker: Arc<Broker>) {
+    let Some(q) = broker.metadata.quorum() else {
+        return;
+    };
+    let mut rx = q.subscribe();
+    loop {
+        let image = rx.borrow_and_update().image.clone();
+        for topic in image.topics.values() {
+            if let Err(e) = broker.open_logs(topic) {
+                tracing::error!(topic = %topic.name, error = %e, "cannot open partition logs");
+            }
+        }
+        for (topic, partition) in broker.logs.open_partitions() {
+            let keep = image
+                .topics
+                .get(&topic)
+                .is_some_and(|t| t.partitions.iter().any(|p| p.index == partition));
+            if !keep {
+                if let Err(e) = broker.logs.delete_partition(&topic, partition) {
+                    tracing::error!(%topic, partition, error = %e, "cannot delete partition log");
+                }
+            }
+        }
+        if let Err(e) = broker.sync_roles() {
+            tracing::error!(error = %e, "cannot take up partition roles");
+        }
+        // Leadership or ISR changes may let fetches and acks=all waits progress.
+        broker.logs.appended().notify_waiters();
+        tokio::select! {
+            _ = broker.shutdown.cancelled() => return,
+            r = rx.changed() => if r.is_err() { return },
+        }
+    }
+}
+
+/// Registers this broker's Kafka address in the metadata, retrying until the quorum takes it.
+async fn register(broker: Arc<Broker>) {
+    let me = Broker::me(&broker.config);
+    loop {
+        let current = broker.metadata.image().brokers.get(&me.id).cloned();
+        if current
+            .as_ref()
+            .is_some_and(|b| b.host == me.host && b.port == me.port)
+        {
+            return;
+        }
+        match broker
+            .metadata
+            .submit(&MetadataCommand::RegisterBroker(me.clone()))
+            .await
+        {
+            Ok(_) => {
+                tracing::info!(node_id = me.id, host = %me.host, port = me.port, "registered broker");
+                return;
+            }
+            Err(e) => tracing::debug!(error = %e, "registration not accepted yet"),
+        }
+        tokio::select! {
+            _ = broker.shutdown.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+        }
+    }
+}
+
+/// Renews this broker's lease with the controller every `broker.heartbeat.interval.ms`.
+async fn heartbeats(broker: Arc<Broker>, peers: Arc<ClusterPeers>) {
+    let Some(q) = broker.metadata.quorum() else {
+        return;
+    };
+    let me = broker.config.node_id;
+    let period = Duration::from_millis(broker.config.heartbeat_interval_ms);
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = broker.shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let Some(controller) = q.current_leader() else {
+            continue;
+        };
+        let controller = controller as i32;
+        let result = if controller == me {
+            broker.heartbeat(me)
+        } else {
+            peers.heartbeat(controller, me, period * 2).await
+        };
+        if let Err(e) = result {
+            tracing::debug!(controller, error = %e, "heartbeat failed");
+        }
+    }
+}
+
+/// The controller's loop, active while this broker leads the quorum: fence brokers whose
+/// lease expired, unfence those heartbeating again, restore preferred leaders.
+async fn controller(broker: Arc<Broker>) {
+    let Some(q) = broker.metadata.quorum() else {
+        return;
+    };
+    let mut tick = tokio::time::interval(Duration::from_millis(
+        (broker.config.heartbeat_interval_ms / 2).max(50),
+    ));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_rebalance = 0u64;
+    loop {
+        tokio::select! {
+            _ = broker.shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        if !q.is_leader() {
+            *broker.leases.lock().unwrap_or_else(|p| p.into_inner()) = None;
+            continue;
+        }
+        let image = broker.metadata.image();
+        let now = now_ms();
+        let leases = {
+            let mut l = broker.leases.lock().unwrap_or_else(|p| p.into_inner());
+            if l.is_none() {
+                tracing::info!(
+                    node_id = broker.config.node_id,
+                    "became controller; broker leases start afresh"
+                );
+            }
+            let leases = l.get_or_insert_with(|| Leases::new(&image, now));
+            // The controller is alive by definition.
+            leases.heartbeat(broker.config.node_id, now);
+            leases.clone()
+        };
+        let rebalance = broker.config.auto_leader_rebalance
+            && now.saturating_sub(last_rebalance) >= broker.config.leader_imbalance_check_ms;
+        let commands = plan(
+            &image,
+            &leases,
+            now,
+            broker.config.session_timeout_ms,
+            rebalance,
+        );
+        if rebalance
+            && commands
+                .iter()
+                .all(|c| matches!(c, MetadataCommand::ElectPreferredLeader { .. }))
+        {
+            last_rebalance = now;
+        }
+        for cmd in commands {
+            log_decision(&broker, &cmd);
+            match broker.metadata.submit(&cmd).await {
+                Ok(_) | Err(MetadataError::UnknownTopic(_)) => {}
+                Err(e) => tracing::warn!(error = %e, ?cmd, "controller decision not applied"),
+            }
+        }
+    }
+}
+
+fn log_decision(broker: &Broker, cmd: &MetadataCommand) {
+    let image = broker.metadata.image();
+    match cmd {
+        MetadataCommand::FenceBroker { id } => {
+            let led: Vec<String> = image
+                .topics
+                .values()
+                .flat_map(|t| {
+                    t.partitions
+                        .iter()
+                        .filter(|p| p.leader == *id)
+                        .map(move |p| format!("{}-{} (epoch {})", t.name, p.index, p.leader_epoch))
+                })
+                .collect();
+            tracing::info!(broker = id, partitions_led = ?led, "fencing broker: lease expired; electing new leaders from the ISR");
+        }
+        MetadataCommand::UnfenceBroker { id } => {
+            tracing::info!(broker = id, "unfencing broker: heartbeats resumed");
+        }
+        MetadataCommand::ElectPreferredLeader { topic, partition } => {
+            tracing::info!(%topic, partition, "restoring preferred leader");
+        }
+        _ => {}
+    }
+}
