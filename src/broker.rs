@@ -1,7 +1,7 @@
 //! The broker's shared state — settings, metadata, partition logs — and the topic
 //! lifecycle operations several Kafka APIs share (create, delete, add partitions).
 //!
-//! May depend on: `config`, `metadata`, `log`. Not on the network or the codec.
+//! May depend on: `config`, `metadata`, `log`, `group`. Not on the network or the codec.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -9,6 +9,10 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::BrokerConfig;
+use crate::group::state::GroupLimits;
+use crate::group::{
+    GroupConfig, GroupCoordinator, GroupError, LocalPlacement, Placement, SledOffsetStore,
+};
 use crate::log::{LogError, LogStore, PartitionLog};
 use crate::metadata::{
     topic_config, validate_topic_name, BrokerMeta, ClusterImage, MetadataCommand, MetadataError,
@@ -29,6 +33,8 @@ pub enum BrokerError {
     Log(#[from] LogError),
     #[error("cannot start the metadata quorum: {0}")]
     Quorum(#[from] QuorumError),
+    #[error("cannot open the group coordinator: {0}")]
+    Groups(#[from] GroupError),
 }
 
 /// Where metadata comes from: this broker alone, or the Raft quorum.
@@ -99,6 +105,9 @@ pub struct Broker {
     pub(crate) leases: std::sync::Mutex<Option<crate::metadata::controller::Leases>>,
     /// The cluster id reported to clients.
     cluster_id: String,
+    /// Consumer groups this broker coordinates and their committed offsets (a tree in the
+    /// logs' sled database).
+    pub groups: Arc<GroupCoordinator>,
 }
 
 /// The transport of a broker without peers: there is never a leader to fetch from.
@@ -149,7 +158,15 @@ impl Broker {
         if config.quorum_voters.is_empty() {
             let metadata = MetadataStore::open(logs.db(), config.node_id, Self::me(&config))?;
             let cluster_id = metadata.image().cluster_id.clone();
+            let groups = open_groups(
+                &config,
+                &logs,
+                Arc::new(LocalPlacement {
+                    node_id: config.node_id,
+                }),
+            )?;
             let broker = Self {
+                groups,
                 config,
                 metadata: MetadataSource::Local(metadata),
                 logs,
@@ -175,13 +192,18 @@ impl Broker {
         logs: Arc<LogStore>,
         replication: Arc<ReplicaManager>,
         transport: Arc<dyn ReplicaTransport>,
-    ) -> Self {
+    ) -> Result<Self, BrokerError> {
         let voters: Vec<String> = config
             .quorum_voters
             .iter()
             .map(|v| format!("{}@{}", v.id, v.addr()))
             .collect();
-        Self {
+        let placement = Arc::new(HashPlacement {
+            images: quorum.subscribe(),
+        });
+        let groups = open_groups(&config, &logs, placement)?;
+        Ok(Self {
+            groups,
             cluster_id: cluster_id_from(&voters.join(",")),
             config,
             metadata: MetadataSource::Quorum(quorum),
@@ -190,7 +212,7 @@ impl Broker {
             transport,
             shutdown: CancellationToken::new(),
             leases: std::sync::Mutex::new(None),
-        }
+        })
     }
 
     /// This broker as clients should see it.
@@ -327,7 +349,7 @@ impl Broker {
         }
     }
 
-    /// Deletes a topic and its data.
+    /// Deletes a topic, its data and the offsets groups committed for it.
     pub async fn delete_topic(&self, name: &str) -> Result<(), MetadataError> {
         let image = self.metadata.image();
         let topic = image
@@ -346,6 +368,9 @@ impl Broker {
                 .delete_partition(name, p.index)
                 .map_err(|e| MetadataError::Storage(e.to_string()))?;
         }
+        self.groups
+            .topic_deleted(name)
+            .map_err(|e| MetadataError::Storage(e.to_string()))?;
         tracing::info!(topic = %name, "deleted topic");
         Ok(())
     }
@@ -433,6 +458,55 @@ impl Broker {
             .ok_or(LeaderError::NotLeader)?;
         Ok((p.clone(), log))
     }
+}
+
+fn open_groups(
+    c: &BrokerConfig,
+    logs: &LogStore,
+    placement: Arc<dyn Placement>,
+) -> Result<Arc<GroupCoordinator>, GroupError> {
+    let config = GroupConfig {
+        limits: GroupLimits {
+            min_session_timeout_ms: c.group_min_session_timeout_ms,
+            max_session_timeout_ms: c.group_max_session_timeout_ms,
+            initial_rebalance_delay: std::time::Duration::from_millis(
+                c.group_initial_rebalance_delay_ms.max(0) as u64,
+            ),
+            max_size: c.group_max_size.max(1) as usize,
+        },
+        offset_metadata_max_bytes: c.offset_metadata_max_bytes.max(0) as usize,
+    };
+    let offsets = Arc::new(SledOffsetStore::open(logs.db())?);
+    Ok(Arc::new(GroupCoordinator::open(
+        c.node_id, config, placement, offsets,
+    )?))
+}
+
+/// Group placement in a cluster until committed offsets are replicated: every broker maps a
+/// group to the same registered broker (Java's `String.hashCode` of the group id modulo the
+/// sorted broker ids, as Kafka picks an offsets partition). The offsets live on that broker
+/// only, so while it is fenced its groups have no coordinator (COORDINATOR_NOT_AVAILABLE)
+/// rather than a second one that does not know their offsets.
+struct HashPlacement {
+    images: tokio::sync::watch::Receiver<crate::raft::AppliedImage>,
+}
+
+impl Placement for HashPlacement {
+    fn coordinator_of(&self, group_id: &str) -> Option<i32> {
+        let image = self.images.borrow().image.clone();
+        let ids: Vec<i32> = image.brokers.keys().copied().collect();
+        if ids.is_empty() {
+            return None;
+        }
+        let id = ids[java_string_hash(group_id).unsigned_abs() as usize % ids.len()];
+        image.brokers.get(&id).filter(|b| !b.fenced).map(|b| b.id)
+    }
+}
+
+/// Java's `String.hashCode` (over UTF-16 code units).
+fn java_string_hash(s: &str) -> i32 {
+    s.encode_utf16()
+        .fold(0i32, |h, c| h.wrapping_mul(31).wrapping_add(c as i32))
 }
 
 /// Why a partition cannot be served here.

@@ -53,7 +53,7 @@ pub async fn open(
         logs,
         replication,
         peers.clone(),
-    ));
+    )?);
     let handler: Arc<dyn ClusterHandler> = broker.clone();
     let _ = slot.set(handler);
     tokio::spawn(follow_images(broker.clone()));

@@ -75,6 +75,11 @@ pub const SETTINGS: &[SettingDef] = &[
     SettingDef { name: "log.retention.check.interval.ms", default: "300000", kind: ValueType::Long, doc: "How often retention is checked." },
     SettingDef { name: "log.cleanup.policy", default: "delete", kind: ValueType::List, doc: "Default cleanup.policy of topics." },
     SettingDef { name: "min.insync.replicas", default: "1", kind: ValueType::Int, doc: "Default min.insync.replicas of topics." },
+    SettingDef { name: "group.min.session.timeout.ms", default: "6000", kind: ValueType::Int, doc: "Smallest session timeout a group member may ask for." },
+    SettingDef { name: "group.max.session.timeout.ms", default: "1800000", kind: ValueType::Int, doc: "Largest session timeout a group member may ask for." },
+    SettingDef { name: "group.initial.rebalance.delay.ms", default: "3000", kind: ValueType::Int, doc: "How long the first rebalance of an empty group waits for more members (extended while members keep joining, up to the rebalance timeout)." },
+    SettingDef { name: "group.max.size", default: "2147483647", kind: ValueType::Int, doc: "Most members a consumer group may have." },
+    SettingDef { name: "offset.metadata.max.bytes", default: "4096", kind: ValueType::Int, doc: "Longest metadata string an offset commit may carry." },
     SettingDef { name: "sled.cache.capacity.bytes", default: "67108864", kind: ValueType::Long, doc: "Size of sled's page cache (sled's own default is 1 GiB)." },
 ];
 
@@ -151,6 +156,14 @@ pub struct BrokerConfig {
     pub replica_lag_time_max_ms: u64,
     pub auto_leader_rebalance: bool,
     pub leader_imbalance_check_ms: u64,
+    /// Bounds on the session timeout a JoinGroup may ask for.
+    pub group_min_session_timeout_ms: i32,
+    pub group_max_session_timeout_ms: i32,
+    /// Delay of the first rebalance of an empty group, so members starting together land in
+    /// one generation instead of one rebalance each.
+    pub group_initial_rebalance_delay_ms: i32,
+    pub group_max_size: i32,
+    pub offset_metadata_max_bytes: i32,
 }
 
 impl Default for BrokerConfig {
@@ -240,6 +253,13 @@ impl BrokerConfig {
             }
             Ok(v)
         };
+        let non_negative = |n: &str| -> Result<i64, ConfigError> {
+            let v = int(n)?;
+            if v < 0 {
+                return Err(invalid(n, &get(n), "must be 0 or more"));
+            }
+            Ok(v)
+        };
         let retention_ms = match get("log.retention.ms").trim() {
             "" => int("log.retention.hours")?.saturating_mul(3_600_000),
             _ => int("log.retention.ms")?,
@@ -278,6 +298,23 @@ impl BrokerConfig {
             min_insync_replicas: clamp_i32(
                 "min.insync.replicas",
                 positive("min.insync.replicas")?,
+            )?,
+            group_min_session_timeout_ms: clamp_i32(
+                "group.min.session.timeout.ms",
+                positive("group.min.session.timeout.ms")?,
+            )?,
+            group_max_session_timeout_ms: clamp_i32(
+                "group.max.session.timeout.ms",
+                positive("group.max.session.timeout.ms")?,
+            )?,
+            group_initial_rebalance_delay_ms: clamp_i32(
+                "group.initial.rebalance.delay.ms",
+                non_negative("group.initial.rebalance.delay.ms")?,
+            )?,
+            group_max_size: clamp_i32("group.max.size", positive("group.max.size")?)?,
+            offset_metadata_max_bytes: clamp_i32(
+                "offset.metadata.max.bytes",
+                non_negative("offset.metadata.max.bytes")?,
             )?,
             values,
         })

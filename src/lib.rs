@@ -10,10 +10,11 @@
 //! - [`raft`]: the quorum's Raft log and state machine in sled, and its openraft types.
 //! - [`rpc`]: gRPC between brokers (tonic): the Raft service and the per-peer clients.
 //! - [`log`]: partition logs in sled, idempotent-producer state.
+//! - [`group`]: the consumer-group coordinator and committed offsets.
 //! - [`config`]: Kafka-named settings from file, environment and flags.
 //! - [`alloc`]: the global allocator guard against hostile array lengths in requests.
 //!
-//! Dependencies point inwards: `server → api → broker → {metadata, log} → config`;
+//! Dependencies point inwards: `server → api → broker → {metadata, log, group} → config`;
 //! `quorum → {rpc → raft} → metadata` (not yet wired into `broker`).
 
 pub mod alloc;
@@ -21,6 +22,7 @@ pub mod api;
 pub mod broker;
 pub mod cluster;
 pub mod config;
+pub mod group;
 pub mod log;
 pub mod metadata;
 pub mod protocol;
@@ -41,6 +43,9 @@ pub use config::BrokerConfig;
 pub async fn run(config: BrokerConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
     let broker = Broker::open(config).await?;
     let mut servers = tokio::task::JoinSet::new();
+    // Session and rebalance timeouts of consumer groups; when the broker stops it releases
+    // waiting JoinGroup/SyncGroup requests (NOT_COORDINATOR).
+    let sweeper = tokio::spawn(broker.groups.clone().run_sweeper(broker.shutdown.clone()));
     for l in &broker.config.listeners {
         let listener = TcpListener::bind(l.bind)
             .await
@@ -66,6 +71,7 @@ pub async fn run(config: BrokerConfig, shutdown: CancellationToken) -> anyhow::R
     while let Some(r) = servers.join_next().await {
         r??;
     }
+    sweeper.await?;
     broker.logs.flush()?;
     tracing::info!("raftka broker stopped; data flushed");
     Ok(())

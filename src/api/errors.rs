@@ -3,6 +3,7 @@
 use kafka_protocol::ResponseError as E;
 
 use crate::broker::LeaderError;
+use crate::group::GroupError;
 use crate::log::{batch::BatchError, LogError};
 use crate::metadata::MetadataError;
 
@@ -50,6 +51,35 @@ pub fn leader_code(e: LeaderError) -> i16 {
         LeaderError::NotLeader => E::NotLeaderOrFollower,
     }
     .code()
+}
+
+/// The Kafka error code for a group coordinator error.
+pub fn group_code(e: &GroupError) -> i16 {
+    match e {
+        GroupError::InvalidGroupId => E::InvalidGroupId,
+        GroupError::NotCoordinator(_) => E::NotCoordinator,
+        GroupError::CoordinatorNotAvailable => E::CoordinatorNotAvailable,
+        GroupError::UnknownMemberId(_) => E::UnknownMemberId,
+        GroupError::MemberIdRequired => E::MemberIdRequired,
+        GroupError::IllegalGeneration { .. } => E::IllegalGeneration,
+        GroupError::RebalanceInProgress => E::RebalanceInProgress,
+        GroupError::InconsistentGroupProtocol => E::InconsistentGroupProtocol,
+        GroupError::InvalidSessionTimeout { .. } => E::InvalidSessionTimeout,
+        GroupError::FencedInstanceId(_) => E::FencedInstanceId,
+        GroupError::GroupMaxSizeReached(_) => E::GroupMaxSizeReached,
+        GroupError::NonEmptyGroup => E::NonEmptyGroup,
+        GroupError::GroupIdNotFound(_) => E::GroupIdNotFound,
+        GroupError::GroupSubscribedToTopic => E::GroupSubscribedToTopic,
+        GroupError::OffsetMetadataTooLarge { .. } => E::OffsetMetadataTooLarge,
+        // Retriable for clients, as Kafka answers when the offsets log cannot be written.
+        GroupError::Storage(_) => E::CoordinatorNotAvailable,
+    }
+    .code()
+}
+
+/// The error code of an optional group error (0 = none).
+pub fn group_code_of(e: &Option<GroupError>) -> i16 {
+    e.as_ref().map_or(NONE, group_code)
 }
 
 pub const NONE: i16 = 0;

@@ -7,17 +7,29 @@
 mod api_versions;
 mod create_partitions;
 mod create_topics;
+mod delete_groups;
 mod delete_topics;
 mod describe_cluster;
 mod describe_configs;
+mod describe_groups;
 pub mod errors;
 mod fetch;
+mod find_coordinator;
+mod heartbeat;
 mod init_producer_id;
+mod join_group;
+mod leave_group;
+mod list_groups;
 mod list_offsets;
 mod metadata;
+mod offset_commit;
+mod offset_delete;
+mod offset_fetch;
 mod produce;
+mod sync_group;
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
@@ -57,6 +69,22 @@ pub const APIS: &[ApiSpec] = &[
     api(ApiKey::DescribeConfigs, 0, 4),
     api(ApiKey::CreatePartitions, 0, 3),
     api(ApiKey::DescribeCluster, 0, 1),
+    // Consumer groups (the classic protocol). v4 batches coordinator keys; v5+ only adds
+    // error semantics of transactions and v6 share groups.
+    api(ApiKey::FindCoordinator, 0, 4),
+    // v9 lets a static leader skip re-assignment; raftka never asks it to (always valid).
+    api(ApiKey::JoinGroup, 0, 9),
+    api(ApiKey::SyncGroup, 0, 5),
+    api(ApiKey::Heartbeat, 0, 4),
+    api(ApiKey::LeaveGroup, 0, 5),
+    // Up to 8: v9 is for KIP-848 consumer groups (member epochs), not implemented.
+    api(ApiKey::OffsetCommit, 0, 8),
+    api(ApiKey::OffsetFetch, 0, 8),
+    api(ApiKey::OffsetDelete, 0, 0),
+    api(ApiKey::DescribeGroups, 0, 5),
+    // Up to 4: v5 filters by group type (KIP-848).
+    api(ApiKey::ListGroups, 0, 4),
+    api(ApiKey::DeleteGroups, 0, 2),
 ];
 
 /// The spec for an API key, if raftka handles that API.
@@ -106,10 +134,21 @@ pub struct RequestContext {
     pub api_version: i16,
     pub correlation_id: i32,
     pub client_id: Option<String>,
+    /// The client's address as Kafka reports it (`/127.0.0.1`), empty when unknown.
+    pub client_host: String,
 }
 
 /// Decodes one request frame, runs its handler and encodes the response.
-pub async fn dispatch(broker: &Arc<Broker>, mut frame: Bytes) -> Result<Outcome, DispatchError> {
+pub async fn dispatch(broker: &Arc<Broker>, frame: Bytes) -> Result<Outcome, DispatchError> {
+    dispatch_from(broker, frame, None).await
+}
+
+/// [`dispatch`] for a request that arrived from `peer` (DescribeGroups reports it).
+pub async fn dispatch_from(
+    broker: &Arc<Broker>,
+    mut frame: Bytes,
+    peer: Option<SocketAddr>,
+) -> Result<Outcome, DispatchError> {
     let prefix = peek_header(&frame)?;
     let spec = spec(prefix.api_key).ok_or(DispatchError::UnknownApi(prefix.api_key))?;
     let version = prefix.api_version;
@@ -132,6 +171,7 @@ pub async fn dispatch(broker: &Arc<Broker>, mut frame: Bytes) -> Result<Outcome,
         api_version: version,
         correlation_id: header.correlation_id,
         client_id: header.client_id.as_ref().map(|c| c.to_string()),
+        client_host: peer.map(|p| format!("/{}", p.ip())).unwrap_or_default(),
     };
     let b = broker;
     match spec.key {
@@ -181,6 +221,39 @@ pub async fn dispatch(broker: &Arc<Broker>, mut frame: Bytes) -> Result<Outcome,
                 describe_cluster::handle(b, &ctx, r)
             })
             .await
+        }
+        ApiKey::FindCoordinator => {
+            serve(spec.key, &ctx, frame, |r| {
+                find_coordinator::handle(b, &ctx, r)
+            })
+            .await
+        }
+        ApiKey::JoinGroup => serve(spec.key, &ctx, frame, |r| join_group::handle(b, &ctx, r)).await,
+        ApiKey::SyncGroup => serve(spec.key, &ctx, frame, |r| sync_group::handle(b, &ctx, r)).await,
+        ApiKey::Heartbeat => serve(spec.key, &ctx, frame, |r| heartbeat::handle(b, &ctx, r)).await,
+        ApiKey::LeaveGroup => {
+            serve(spec.key, &ctx, frame, |r| leave_group::handle(b, &ctx, r)).await
+        }
+        ApiKey::OffsetCommit => {
+            serve(spec.key, &ctx, frame, |r| offset_commit::handle(b, &ctx, r)).await
+        }
+        ApiKey::OffsetFetch => {
+            serve(spec.key, &ctx, frame, |r| offset_fetch::handle(b, &ctx, r)).await
+        }
+        ApiKey::OffsetDelete => {
+            serve(spec.key, &ctx, frame, |r| offset_delete::handle(b, &ctx, r)).await
+        }
+        ApiKey::DescribeGroups => {
+            serve(spec.key, &ctx, frame, |r| {
+                describe_groups::handle(b, &ctx, r)
+            })
+            .await
+        }
+        ApiKey::ListGroups => {
+            serve(spec.key, &ctx, frame, |r| list_groups::handle(b, &ctx, r)).await
+        }
+        ApiKey::DeleteGroups => {
+            serve(spec.key, &ctx, frame, |r| delete_groups::handle(b, &ctx, r)).await
         }
         other => Err(DispatchError::UnknownApi(other as i16)),
     }

@@ -8,7 +8,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
-use crate::api::{dispatch, Outcome};
+use crate::api::{dispatch_from, Outcome};
 use crate::broker::Broker;
 use crate::protocol::FrameReader;
 
@@ -45,7 +45,7 @@ pub async fn run(
         // short here gets no answer and the client retries elsewhere or later.
         let outcome = tokio::select! {
             _ = shutdown.cancelled() => return,
-            r = dispatch(&broker, frame) => r,
+            r = dispatch_from(&broker, frame, Some(peer)) => r,
         };
         match outcome {
             Ok(Outcome::Reply(bytes)) => {

@@ -1,0 +1,110 @@
+//! FindCoordinator (key 10): which broker coordinates a group. v4 answers a batch of keys.
+//! Groups (key type 0) are placed by the group coordinator's `Placement`; transactions (key
+//! type 1) are not supported, so their lookups fail with the same error InitProducerId gives
+//! a transactional id: clients fail fast instead of retrying forever.
+
+use kafka_protocol::messages::find_coordinator_response::Coordinator;
+use kafka_protocol::messages::{BrokerId, FindCoordinatorRequest, FindCoordinatorResponse};
+use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::ResponseError;
+
+use super::errors::{code, NONE};
+use super::RequestContext;
+use crate::broker::Broker;
+
+const GROUP: i8 = 0;
+const TRANSACTION: i8 = 1;
+
+/// The answer for one key.
+struct Found {
+    node_id: i32,
+    host: String,
+    port: i32,
+    error: i16,
+    message: Option<String>,
+}
+
+impl Found {
+    fn error(error: ResponseError, message: &str) -> Self {
+        Self {
+            node_id: -1,
+            host: String::new(),
+            port: -1,
+            error: code(error),
+            message: Some(message.to_string()),
+        }
+    }
+}
+
+pub async fn handle(
+    broker: &Broker,
+    ctx: &RequestContext,
+    req: FindCoordinatorRequest,
+) -> FindCoordinatorResponse {
+    let v = ctx.api_version;
+    if v >= 4 {
+        let coordinators = req
+            .coordinator_keys
+            .into_iter()
+            .map(|key| {
+                let f = lookup(broker, &key, req.key_type);
+                Coordinator::default()
+                    .with_key(key)
+                    .with_node_id(BrokerId(f.node_id))
+                    .with_host(StrBytes::from_string(f.host))
+                    .with_port(f.port)
+                    .with_error_code(f.error)
+                    .with_error_message(f.message.map(StrBytes::from_string))
+            })
+            .collect();
+        return FindCoordinatorResponse::default().with_coordinators(coordinators);
+    }
+    let f = lookup(broker, &req.key, req.key_type);
+    let resp = FindCoordinatorResponse::default()
+        .with_error_code(f.error)
+        .with_node_id(BrokerId(f.node_id))
+        .with_host(StrBytes::from_string(f.host))
+        .with_port(f.port);
+    if v >= 1 {
+        resp.with_error_message(f.message.map(StrBytes::from_string))
+    } else {
+        resp
+    }
+}
+
+fn lookup(broker: &Broker, key: &str, key_type: i8) -> Found {
+    match key_type {
+        GROUP => {}
+        TRANSACTION => {
+            return Found::error(
+                ResponseError::TransactionalIdAuthorizationFailed,
+                "transactions are not supported by raftka",
+            )
+        }
+        _ => {
+            return Found::error(
+                ResponseError::InvalidRequest,
+                "unknown coordinator key type",
+            )
+        }
+    }
+    let Some(node) = broker.groups.coordinator_of(key) else {
+        return Found::error(
+            ResponseError::CoordinatorNotAvailable,
+            "no broker coordinates this group yet",
+        );
+    };
+    match broker.metadata.image().brokers.get(&node) {
+        Some(b) => Found {
+            node_id: node,
+            host: b.host.clone(),
+            port: b.port,
+            error: NONE,
+            message: None,
+        },
+        None => Found::error(
+            ResponseError::CoordinatorNotAvailable,
+            "the coordinating broker is not registered",
+        ),
+    }
+}

@@ -1,0 +1,28 @@
+//! Heartbeat (key 12): keeps a member's session alive; REBALANCE_IN_PROGRESS tells it to
+//! rejoin.
+
+use kafka_protocol::messages::{HeartbeatRequest, HeartbeatResponse};
+
+use super::errors::{group_code, NONE};
+use super::RequestContext;
+use crate::broker::Broker;
+use crate::group::MemberRef;
+
+pub async fn handle(
+    broker: &Broker,
+    _ctx: &RequestContext,
+    req: HeartbeatRequest,
+) -> HeartbeatResponse {
+    let who = MemberRef {
+        member_id: req.member_id.to_string(),
+        group_instance_id: req.group_instance_id.map(|s| s.to_string()),
+    };
+    let error = match broker
+        .groups
+        .heartbeat(&req.group_id.0, &who, req.generation_id)
+    {
+        Ok(()) => NONE,
+        Err(e) => group_code(&e),
+    };
+    HeartbeatResponse::default().with_error_code(error)
+}

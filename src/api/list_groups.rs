@@ -1,0 +1,43 @@
+//! ListGroups (key 16): the groups this broker coordinates, optionally filtered by state
+//! (v4+, names compared case-insensitively).
+
+use kafka_protocol::messages::list_groups_response::ListedGroup;
+use kafka_protocol::messages::{GroupId, ListGroupsRequest, ListGroupsResponse};
+use kafka_protocol::protocol::StrBytes;
+
+use super::RequestContext;
+use crate::broker::Broker;
+use crate::group::GroupState;
+
+pub async fn handle(
+    broker: &Broker,
+    ctx: &RequestContext,
+    req: ListGroupsRequest,
+) -> ListGroupsResponse {
+    let v = ctx.api_version;
+    let filter: Vec<GroupState> = req
+        .states_filter
+        .iter()
+        .filter_map(|s| GroupState::parse(s))
+        .collect();
+    // A filter naming only unknown states matches nothing (not everything).
+    if !req.states_filter.is_empty() && filter.is_empty() {
+        return ListGroupsResponse::default();
+    }
+    let groups = broker
+        .groups
+        .list(&filter)
+        .into_iter()
+        .map(|g| {
+            let listed = ListedGroup::default()
+                .with_group_id(GroupId(StrBytes::from_string(g.group_id)))
+                .with_protocol_type(StrBytes::from_string(g.protocol_type));
+            if v >= 4 {
+                listed.with_group_state(StrBytes::from_static_str(g.state.as_str()))
+            } else {
+                listed
+            }
+        })
+        .collect();
+    ListGroupsResponse::default().with_groups(groups)
+}

@@ -1,0 +1,144 @@
+//! OffsetFetch (key 9): a group's committed offsets. v0-7 ask for one group, v8+ for several;
+//! null topics (v2+) mean every committed offset of the group. Partitions without a commit
+//! answer offset -1.
+
+use kafka_protocol::messages::offset_fetch_response::{
+    OffsetFetchResponseGroup, OffsetFetchResponsePartition, OffsetFetchResponsePartitions,
+    OffsetFetchResponseTopic, OffsetFetchResponseTopics,
+};
+use kafka_protocol::messages::{OffsetFetchRequest, OffsetFetchResponse, TopicName};
+use kafka_protocol::protocol::StrBytes;
+
+use super::errors::{group_code, NONE};
+use super::RequestContext;
+use crate::broker::Broker;
+use crate::group::coordinator::TopicOffsets;
+use crate::group::CommittedOffset;
+
+/// One partition's answer: (partition, offset, leader epoch, metadata, error).
+type Row = (i32, i64, i32, String, i16);
+
+pub async fn handle(
+    broker: &Broker,
+    ctx: &RequestContext,
+    req: OffsetFetchRequest,
+) -> OffsetFetchResponse {
+    let v = ctx.api_version;
+    if v >= 8 {
+        let groups = req
+            .groups
+            .into_iter()
+            .map(|g| {
+                let topics = g.topics.map(|ts| {
+                    ts.into_iter()
+                        .map(|t| (t.name.0.to_string(), t.partition_indexes))
+                        .collect()
+                });
+                let group = OffsetFetchResponseGroup::default().with_group_id(g.group_id.clone());
+                match fetch(broker, &g.group_id.0, topics) {
+                    Ok(rows) => group.with_topics(
+                        rows.into_iter()
+                            .map(|(name, parts)| {
+                                OffsetFetchResponseTopics::default()
+                                    .with_name(TopicName(StrBytes::from_string(name)))
+                                    .with_partitions(
+                                        parts
+                                            .into_iter()
+                                            .map(|(p, o, e, m, err)| {
+                                                OffsetFetchResponsePartitions::default()
+                                                    .with_partition_index(p)
+                                                    .with_committed_offset(o)
+                                                    .with_committed_leader_epoch(e)
+                                                    .with_metadata(Some(StrBytes::from_string(m)))
+                                                    .with_error_code(err)
+                                            })
+                                            .collect(),
+                                    )
+                            })
+                            .collect(),
+                    ),
+                    Err(code) => group.with_error_code(code),
+                }
+            })
+            .collect();
+        return OffsetFetchResponse::default().with_groups(groups);
+    }
+    let requested: Option<Vec<(String, Vec<i32>)>> = req.topics.map(|ts| {
+        ts.into_iter()
+            .map(|t| (t.name.0.to_string(), t.partition_indexes))
+            .collect()
+    });
+    let (rows, error) = match fetch(broker, &req.group_id.0, requested.clone()) {
+        Ok(rows) => (rows, NONE),
+        // v0-1 have no top-level error: every requested partition carries it.
+        Err(code) if v < 2 => (
+            requested
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(t, ps)| (t, ps.into_iter().map(|p| no_offset(p, code)).collect()))
+                .collect(),
+            NONE,
+        ),
+        Err(code) => (Vec::new(), code),
+    };
+    let topics = rows
+        .into_iter()
+        .map(|(name, parts)| {
+            OffsetFetchResponseTopic::default()
+                .with_name(TopicName(StrBytes::from_string(name)))
+                .with_partitions(
+                    parts
+                        .into_iter()
+                        .map(|(p, o, e, m, err)| {
+                            OffsetFetchResponsePartition::default()
+                                .with_partition_index(p)
+                                .with_committed_offset(o)
+                                .with_committed_leader_epoch(if v >= 5 { e } else { -1 })
+                                .with_metadata(Some(StrBytes::from_string(m)))
+                                .with_error_code(err)
+                        })
+                        .collect(),
+                )
+        })
+        .collect();
+    let resp = OffsetFetchResponse::default().with_topics(topics);
+    if v >= 2 {
+        resp.with_error_code(error)
+    } else {
+        resp
+    }
+}
+
+fn no_offset(partition: i32, error: i16) -> Row {
+    (partition, -1, -1, String::new(), error)
+}
+
+/// A group's offsets as rows, or the group-level error code.
+fn fetch(
+    broker: &Broker,
+    group_id: &str,
+    topics: Option<Vec<(String, Vec<i32>)>>,
+) -> Result<Vec<(String, Vec<Row>)>, i16> {
+    let found: Vec<TopicOffsets> = broker
+        .groups
+        .fetch_offsets(group_id, topics)
+        .map_err(|e| group_code(&e))?;
+    Ok(found
+        .into_iter()
+        .map(|(topic, parts)| {
+            let rows = parts
+                .into_iter()
+                .map(|(p, o)| match o {
+                    Some(CommittedOffset {
+                        offset,
+                        leader_epoch,
+                        metadata,
+                        ..
+                    }) => (p, offset, leader_epoch, metadata, NONE),
+                    None => no_offset(p, NONE),
+                })
+                .collect();
+            (topic, rows)
+        })
+        .collect())
+}
