@@ -535,3 +535,17 @@ fn cluster_id_from(voters: &str) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod group_placement_tests {
+    use super::java_string_hash;
+
+    #[test]
+    fn group_hash_is_javas_string_hash_code() {
+        // Values of java.lang.String#hashCode, so every broker (and Kafka) agrees.
+        assert_eq!(java_string_hash(""), 0);
+        assert_eq!(java_string_hash("hello"), 99_162_322);
+        assert_eq!(java_string_hash("console-consumer-12345"), 158_455_506);
+        assert_eq!(java_string_hash("é"), 233);
+    }
+}
