@@ -222,23 +222,43 @@ async fn controller(broker: Arc<Broker>) {
     ));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_rebalance = 0u64;
+    let mut last_tick = now_ms();
     loop {
         tokio::select! {
             _ = broker.shutdown.cancelled() => return,
             _ = tick.tick() => {}
         }
+        let reset =
+            |broker: &Broker| *broker.leases.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        // A long gap (the process was paused or starved) makes every lease look expired:
+        // start them afresh rather than fence brokers that were alive all along.
+        let gap = now_ms().saturating_sub(last_tick);
+        last_tick = now_ms();
+        if gap > broker.config.session_timeout_ms / 2 {
+            reset(&broker);
+        }
         if !q.is_leader() {
-            *broker.leases.lock().unwrap_or_else(|p| p.into_inner()) = None;
+            reset(&broker);
             continue;
         }
-        let image = broker.metadata.image();
+        // openraft 0.9 has no check-quorum: a leader cut off (or paused) still believes it
+        // leads. Confirm leadership with a quorum before acting, and plan from the image that
+        // confirmation returns.
+        let image = match q.linearizable_image().await {
+            Ok(applied) => applied.image,
+            Err(e) => {
+                tracing::debug!(error = %e, "leadership not confirmed; controller idle");
+                reset(&broker);
+                continue;
+            }
+        };
         let now = now_ms();
         let leases = {
             let mut l = broker.leases.lock().unwrap_or_else(|p| p.into_inner());
             if l.is_none() {
                 tracing::info!(
                     node_id = broker.config.node_id,
-                    "became controller; broker leases start afresh"
+                    "controller active; broker leases start afresh"
                 );
             }
             let leases = l.get_or_insert_with(|| Leases::new(&image, now));

@@ -29,7 +29,7 @@ pub async fn handle(
     let mut responses = Vec::with_capacity(req.topic_data.len());
     let mut appended = false;
     // (topic index, partition index, log, log end after the append) for acks=all waits.
-    let mut waits: Vec<(usize, usize, Arc<PartitionLog>, i64, usize)> = Vec::new();
+    let mut waits: Vec<Wait> = Vec::new();
     for topic_data in req.topic_data {
         let name = topic_data.name.0.to_string();
         let topic = if acks_ok {
@@ -51,7 +51,15 @@ pub async fn handle(
                 Ok(a) => {
                     appended |= a.wrote;
                     if req.acks == -1 {
-                        waits.push((responses.len(), partitions.len(), a.log, a.end, a.min_isr));
+                        waits.push(Wait {
+                            topic_idx: responses.len(),
+                            partition_idx: partitions.len(),
+                            partition: pd.index,
+                            log: a.log,
+                            end: a.end,
+                            min_isr: a.min_isr,
+                            leader_epoch: a.leader_epoch,
+                        });
                     }
                     base.with_base_offset(a.base_offset)
                         .with_log_start_offset(a.log_start)
@@ -87,39 +95,93 @@ pub async fn handle(
     ProduceResponse::default().with_responses(responses)
 }
 
-/// Waits until the high watermark of every acks=all partition passes its appended records,
-/// or the request times out.
+/// An acks=all partition waiting for replication.
+struct Wait {
+    topic_idx: usize,
+    partition_idx: usize,
+    partition: i32,
+    log: Arc<PartitionLog>,
+    /// The high watermark that commits the appended records.
+    end: i64,
+    min_isr: usize,
+    /// The epoch the records were appended in: only a high watermark reached while this
+    /// broker still leads in that epoch commits them.
+    leader_epoch: i32,
+}
+
+/// How often a waiting acks=all request checks that this broker still leads the partition.
+const LEADERSHIP_CHECK: Duration = Duration::from_millis(50);
+
+/// Waits until the high watermark of every acks=all partition passes its appended records
+/// while this broker still leads the partition in the epoch of the append. Losing leadership
+/// answers NOT_LEADER_OR_FOLLOWER at once (the client retries on the new leader; idempotence
+/// dedupes), and a high watermark reached after a leader change never counts: the records at
+/// those offsets may be another leader's.
 async fn wait_for_replication(
     broker: &Broker,
     responses: &mut [TopicProduceResponse],
-    waits: Vec<(usize, usize, Arc<PartitionLog>, i64, usize)>,
+    waits: Vec<Wait>,
     timeout_ms: i32,
 ) {
     let deadline = tokio::time::Instant::now() + Duration::from_millis(timeout_ms.max(0) as u64);
-    for (t, p, log, end, min_isr) in waits {
-        let mut hw = log.watch_high_watermark();
-        let reached = tokio::time::timeout_at(deadline, hw.wait_for(|h| *h >= end)).await;
-        let resp = &mut responses[t].partition_responses[p];
-        if !matches!(reached, Ok(Ok(_))) {
-            resp.error_code = code(ResponseError::RequestTimedOut);
-            resp.error_message = Some(StrBytes::from_static_str(
-                "the in-sync replicas did not confirm the write within the request timeout",
-            ));
-            continue;
+    for w in waits {
+        let topic = responses[w.topic_idx].name.0.to_string();
+        let leading = || {
+            broker
+                .replication
+                .is_leading(&topic, w.partition, w.leader_epoch)
+        };
+        let mut hw = w.log.watch_high_watermark();
+        let outcome = loop {
+            if !leading() {
+                break Err(ResponseError::NotLeaderOrFollower);
+            }
+            let reached = tokio::select! {
+                r = hw.wait_for(|h| *h >= w.end) => r.is_ok(),
+                _ = tokio::time::sleep(LEADERSHIP_CHECK) => false,
+            };
+            if reached {
+                break if leading() {
+                    Ok(())
+                } else {
+                    Err(ResponseError::NotLeaderOrFollower)
+                };
+            }
+            if tokio::time::Instant::now() >= deadline {
+                break Err(ResponseError::RequestTimedOut);
+            }
+        };
+        let resp = &mut responses[w.topic_idx].partition_responses[w.partition_idx];
+        match outcome {
+            Err(ResponseError::RequestTimedOut) => {
+                resp.error_code = code(ResponseError::RequestTimedOut);
+                resp.error_message = Some(StrBytes::from_static_str(
+                    "the in-sync replicas did not confirm the write within the request timeout",
+                ));
+                continue;
+            }
+            Err(e) => {
+                resp.error_code = code(e);
+                resp.error_message = Some(StrBytes::from_static_str(
+                    "leadership moved before the write was committed; retry on the new leader",
+                ));
+                continue;
+            }
+            Ok(()) => {}
         }
-        let topic = responses[t].name.0.to_string();
         let isr = broker
             .metadata
             .image()
             .topics
             .get(&topic)
             .and_then(|tm| {
-                tm.partitions
-                    .get(resp.index as usize)
+                usize::try_from(w.partition)
+                    .ok()
+                    .and_then(|i| tm.partitions.get(i))
                     .map(|pm| pm.isr.len())
             })
             .unwrap_or(0);
-        if isr < min_isr {
+        if isr < w.min_isr {
             resp.error_code = code(ResponseError::NotEnoughReplicasAfterAppend);
         }
     }
@@ -149,6 +211,7 @@ struct Appended {
     /// The log end after the append: acks=all waits for the high watermark to reach it.
     end: i64,
     min_isr: usize,
+    leader_epoch: i32,
 }
 
 type PartitionResult = Result<Appended, (i16, Option<String>)>;
@@ -211,5 +274,6 @@ fn append(
         end: out.log_end,
         log,
         min_isr,
+        leader_epoch: meta.leader_epoch,
     })
 }
