@@ -18,6 +18,9 @@ use crate::metadata::{
     topic_config, validate_topic_name, BrokerMeta, ClusterImage, MetadataCommand, MetadataError,
     MetadataStore, PartitionMeta, TopicMeta,
 };
+use crate::offsets_topic::{
+    OffsetsLoader, OffsetsTopicPlacement, ReplicatedOffsetStore, OFFSETS_TOPIC,
+};
 use crate::quorum::{MetadataQuorum, QuorumError};
 use crate::replication::manager::{BoxFuture, ReplicaManager, ReplicaTransport, ReplicationConfig};
 use crate::replication::{ReplicaFetchRequest, ReplicaFetchResponse};
@@ -198,10 +201,25 @@ impl Broker {
             .iter()
             .map(|v| format!("{}@{}", v.id, v.addr()))
             .collect();
-        let placement = Arc::new(HashPlacement {
+        let placement = Arc::new(OffsetsTopicPlacement {
             images: quorum.subscribe(),
         });
-        let groups = open_groups(&config, &logs, placement)?;
+        let store = Arc::new(ReplicatedOffsetStore::new(
+            logs.clone(),
+            replication.clone(),
+            quorum.subscribe(),
+            std::time::Duration::from_millis(config.offsets_commit_timeout_ms),
+        ));
+        let groups = Arc::new(GroupCoordinator::open(
+            config.node_id,
+            group_config(&config),
+            placement,
+            store.clone(),
+        )?);
+        replication.set_role_listener(Arc::new(OffsetsLoader {
+            store: Arc::downgrade(&store),
+            groups: Arc::downgrade(&groups),
+        }));
         Ok(Self {
             groups,
             cluster_id: cluster_id_from(&voters.join(",")),
@@ -328,8 +346,40 @@ impl Broker {
         Ok(topic)
     }
 
+    /// Creates `__consumer_offsets` if it does not exist yet (cluster mode): the first
+    /// FindCoordinator does this, as in Kafka. `offsets.topic.num.partitions` partitions,
+    /// replication factor `offsets.topic.replication.factor` capped at the live brokers.
+    pub async fn ensure_offsets_topic(&self) -> Result<TopicMeta, MetadataError> {
+        let image = self.metadata.image();
+        if let Some(t) = image.topics.get(OFFSETS_TOPIC) {
+            return Ok(t.clone());
+        }
+        let live = image.brokers.values().filter(|b| !b.fenced).count();
+        let rf = (self.config.offsets_topic_replication_factor as usize).min(live.max(1));
+        let spec = CreateTopicSpec {
+            name: OFFSETS_TOPIC.to_string(),
+            num_partitions: self.config.offsets_topic_num_partitions,
+            replication_factor: rf as i16,
+            configs: [("cleanup.policy".to_string(), "compact".to_string())].into(),
+            ..Default::default()
+        };
+        match self.create_topic(&spec).await {
+            Err(MetadataError::TopicExists(_)) => self
+                .metadata
+                .image()
+                .topics
+                .get(OFFSETS_TOPIC)
+                .cloned()
+                .ok_or_else(|| MetadataError::UnknownTopic(OFFSETS_TOPIC.to_string())),
+            other => other,
+        }
+    }
+
     /// Creates `name` with broker defaults if auto-creation is on and the name is valid.
     pub async fn auto_create(&self, name: &str) -> Result<TopicMeta, MetadataError> {
+        if name == OFFSETS_TOPIC && self.metadata.quorum().is_some() {
+            return self.ensure_offsets_topic().await;
+        }
         let spec = CreateTopicSpec {
             name: name.to_string(),
             num_partitions: -1,
@@ -460,12 +510,8 @@ impl Broker {
     }
 }
 
-fn open_groups(
-    c: &BrokerConfig,
-    logs: &LogStore,
-    placement: Arc<dyn Placement>,
-) -> Result<Arc<GroupCoordinator>, GroupError> {
-    let config = GroupConfig {
+fn group_config(c: &BrokerConfig) -> GroupConfig {
+    GroupConfig {
         limits: GroupLimits {
             min_session_timeout_ms: c.group_min_session_timeout_ms,
             max_session_timeout_ms: c.group_max_session_timeout_ms,
@@ -475,38 +521,22 @@ fn open_groups(
             max_size: c.group_max_size.max(1) as usize,
         },
         offset_metadata_max_bytes: c.offset_metadata_max_bytes.max(0) as usize,
-    };
-    let offsets = Arc::new(SledOffsetStore::open(logs.db())?);
-    Ok(Arc::new(GroupCoordinator::open(
-        c.node_id, config, placement, offsets,
-    )?))
-}
-
-/// Group placement in a cluster until committed offsets are replicated: every broker maps a
-/// group to the same registered broker (Java's `String.hashCode` of the group id modulo the
-/// sorted broker ids, as Kafka picks an offsets partition). The offsets live on that broker
-/// only, so while it is fenced its groups have no coordinator (COORDINATOR_NOT_AVAILABLE)
-/// rather than a second one that does not know their offsets.
-struct HashPlacement {
-    images: tokio::sync::watch::Receiver<crate::raft::AppliedImage>,
-}
-
-impl Placement for HashPlacement {
-    fn coordinator_of(&self, group_id: &str) -> Option<i32> {
-        let image = self.images.borrow().image.clone();
-        let ids: Vec<i32> = image.brokers.keys().copied().collect();
-        if ids.is_empty() {
-            return None;
-        }
-        let id = ids[java_string_hash(group_id).unsigned_abs() as usize % ids.len()];
-        image.brokers.get(&id).filter(|b| !b.fenced).map(|b| b.id)
     }
 }
 
-/// Java's `String.hashCode` (over UTF-16 code units).
-fn java_string_hash(s: &str) -> i32 {
-    s.encode_utf16()
-        .fold(0i32, |h, c| h.wrapping_mul(31).wrapping_add(c as i32))
+/// The single broker's coordinator: every group local, offsets in a fsynced sled tree.
+fn open_groups(
+    c: &BrokerConfig,
+    logs: &LogStore,
+    placement: Arc<dyn Placement>,
+) -> Result<Arc<GroupCoordinator>, GroupError> {
+    let offsets = Arc::new(SledOffsetStore::open(logs.db())?);
+    Ok(Arc::new(GroupCoordinator::open(
+        c.node_id,
+        group_config(c),
+        placement,
+        offsets,
+    )?))
 }
 
 /// Why a partition cannot be served here.
@@ -534,18 +564,4 @@ fn cluster_id_from(voters: &str) -> String {
         }
     }
     out
-}
-
-#[cfg(test)]
-mod group_placement_tests {
-    use super::java_string_hash;
-
-    #[test]
-    fn group_hash_is_javas_string_hash_code() {
-        // Values of java.lang.String#hashCode, so every broker (and Kafka) agrees.
-        assert_eq!(java_string_hash(""), 0);
-        assert_eq!(java_string_hash("hello"), 99_162_322);
-        assert_eq!(java_string_hash("console-consumer-12345"), 158_455_506);
-        assert_eq!(java_string_hash("é"), 233);
-    }
 }

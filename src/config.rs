@@ -80,6 +80,9 @@ pub const SETTINGS: &[SettingDef] = &[
     SettingDef { name: "group.initial.rebalance.delay.ms", default: "3000", kind: ValueType::Int, doc: "How long the first rebalance of an empty group waits for more members (extended while members keep joining, up to the rebalance timeout)." },
     SettingDef { name: "group.max.size", default: "2147483647", kind: ValueType::Int, doc: "Most members a consumer group may have." },
     SettingDef { name: "offset.metadata.max.bytes", default: "4096", kind: ValueType::Int, doc: "Longest metadata string an offset commit may carry." },
+    SettingDef { name: "offsets.topic.num.partitions", default: "10", kind: ValueType::Int, doc: "Partitions of the internal __consumer_offsets topic (cluster mode; Kafka: 50). Fixed once the topic exists." },
+    SettingDef { name: "offsets.topic.replication.factor", default: "3", kind: ValueType::Int, doc: "Replication factor of __consumer_offsets, capped at the number of live brokers when the topic is created (cluster mode)." },
+    SettingDef { name: "offsets.commit.timeout.ms", default: "5000", kind: ValueType::Int, doc: "How long an OffsetCommit waits for the in-sync replicas of its __consumer_offsets partition before answering REQUEST_TIMED_OUT (cluster mode)." },
     SettingDef { name: "sled.cache.capacity.bytes", default: "67108864", kind: ValueType::Long, doc: "Size of sled's page cache (sled's own default is 1 GiB)." },
 ];
 
@@ -164,6 +167,11 @@ pub struct BrokerConfig {
     pub group_initial_rebalance_delay_ms: i32,
     pub group_max_size: i32,
     pub offset_metadata_max_bytes: i32,
+    /// Partitions and replication factor of `__consumer_offsets` (cluster mode).
+    pub offsets_topic_num_partitions: i32,
+    pub offsets_topic_replication_factor: i16,
+    /// How long an OffsetCommit waits for its records to be replicated.
+    pub offsets_commit_timeout_ms: u64,
 }
 
 impl Default for BrokerConfig {
@@ -316,6 +324,13 @@ impl BrokerConfig {
                 "offset.metadata.max.bytes",
                 non_negative("offset.metadata.max.bytes")?,
             )?,
+            offsets_topic_num_partitions: clamp_i32(
+                "offsets.topic.num.partitions",
+                positive("offsets.topic.num.partitions")?,
+            )?,
+            offsets_topic_replication_factor: positive("offsets.topic.replication.factor")?
+                .min(i16::MAX as i64) as i16,
+            offsets_commit_timeout_ms: positive("offsets.commit.timeout.ms")? as u64,
             values,
         })
     }

@@ -25,6 +25,7 @@ pub mod config;
 pub mod group;
 pub mod log;
 pub mod metadata;
+pub mod offsets_topic;
 pub mod protocol;
 pub mod quorum;
 pub mod raft;

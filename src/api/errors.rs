@@ -59,6 +59,8 @@ pub fn group_code(e: &GroupError) -> i16 {
         GroupError::InvalidGroupId => E::InvalidGroupId,
         GroupError::NotCoordinator(_) => E::NotCoordinator,
         GroupError::CoordinatorNotAvailable => E::CoordinatorNotAvailable,
+        GroupError::CoordinatorLoadInProgress => E::CoordinatorLoadInProgress,
+        GroupError::Timeout => E::RequestTimedOut,
         GroupError::UnknownMemberId(_) => E::UnknownMemberId,
         GroupError::MemberIdRequired => E::MemberIdRequired,
         GroupError::IllegalGeneration { .. } => E::IllegalGeneration,

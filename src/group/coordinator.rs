@@ -109,10 +109,36 @@ impl GroupCoordinator {
             return Err(GroupError::NotCoordinator(group_id.to_string()));
         }
         match self.placement.coordinator_of(group_id) {
-            Some(n) if n == self.node_id => Ok(()),
+            Some(n) if n == self.node_id => self.offsets.ready(group_id),
             Some(_) => Err(GroupError::NotCoordinator(group_id.to_string())),
             None => Err(GroupError::CoordinatorNotAvailable),
         }
+    }
+
+    /// The offset store loaded these groups' offsets (this broker now coordinates them):
+    /// each starts as Empty, as after a restart; members rebuild it by rejoining.
+    pub fn groups_loaded(&self, ids: Vec<String>) {
+        let mut groups = self.lock();
+        for id in ids {
+            groups
+                .entry(id.clone())
+                .or_insert_with(|| Group::new(id, self.config.limits));
+        }
+    }
+
+    /// This broker no longer coordinates the groups `gone` selects: they are forgotten, and
+    /// requests waiting in them answer NOT_COORDINATOR.
+    pub fn groups_unloaded(&self, gone: impl Fn(&str) -> bool) {
+        let removed: Vec<Group> = {
+            let mut groups = self.lock();
+            let ids: Vec<String> = groups.keys().filter(|g| gone(g)).cloned().collect();
+            ids.iter().filter_map(|id| groups.remove(id)).collect()
+        };
+        if !removed.is_empty() {
+            tracing::info!(groups = removed.len(), "no longer coordinating groups");
+        }
+        // Dropping the groups (outside the lock) drops the waiters' senders.
+        drop(removed);
     }
 
     fn lock(&self) -> MutexGuard<'_, HashMap<String, Group>> {
@@ -215,7 +241,10 @@ impl GroupCoordinator {
                 }
             };
             tokio::select! {
-                r = &mut rx => return r.unwrap_or_else(|_| dropped()),
+                r = &mut rx => return r.unwrap_or_else(|_| {
+                    // The group went away: unloaded (moved to another coordinator) or removed.
+                    if self.check_local(group_id).is_err() { closed() } else { dropped() }
+                }),
                 _ = self.closed.cancelled() => return closed(),
                 _ = timer => self.tick_group(group_id, Instant::now()),
             }
@@ -328,8 +357,8 @@ impl GroupCoordinator {
             }
         }
         if !accepted.is_empty() {
-            if let Err(e) = self.offsets.sync().await {
-                tracing::error!(error = %e, group = %req.group_id, "cannot make committed offsets durable");
+            if let Err(e) = self.offsets.sync(&req.group_id).await {
+                tracing::warn!(error = %e, group = %req.group_id, "cannot make committed offsets durable");
                 return all(e);
             }
         }
@@ -408,7 +437,7 @@ impl GroupCoordinator {
             }
             self.offsets.remove(group_id, &deletable)?;
         }
-        self.offsets.sync().await?;
+        self.offsets.sync(group_id).await?;
         Ok(results)
     }
 
@@ -445,16 +474,12 @@ impl GroupCoordinator {
     /// Deletes Empty groups and their offsets; groups with members answer NON_EMPTY_GROUP.
     pub async fn delete_groups(&self, ids: &[String]) -> Vec<Result<(), GroupError>> {
         let mut results = Vec::with_capacity(ids.len());
-        let mut deleted = false;
         for id in ids {
-            let r = self.delete_group(id);
-            deleted |= r.is_ok();
-            results.push(r);
-        }
-        if deleted {
-            if let Err(e) = self.offsets.sync().await {
-                return ids.iter().map(|_| Err(e.clone())).collect();
+            let mut r = self.delete_group(id);
+            if r.is_ok() {
+                r = self.offsets.sync(id).await;
             }
+            results.push(r);
         }
         results
     }

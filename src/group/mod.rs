@@ -10,10 +10,11 @@
 //!   the sweeper that expires sessions and rebalance timeouts, and offset commit/fetch.
 //! - [`subscription`]: reading topic names out of the consumer protocol's member metadata.
 //!
-//! Two seams are left for the cluster: [`Placement`] says which broker coordinates a group
-//! (here always this one), and [`OffsetStore`] says where offsets are made durable (here an
-//! fsynced sled tree; later a replicated log). Group membership stays in memory, as in Kafka
-//! it is rebuilt by rejoining after a coordinator moves.
+//! Two seams connect it to the cluster: [`Placement`] says which broker coordinates a group
+//! (on one broker always this one; in a cluster the leader of its `__consumer_offsets`
+//! partition), and [`OffsetStore`] says where offsets are made durable (an fsynced sled tree
+//! on one broker; the replicated offsets topic in a cluster). Group membership stays in
+//! memory; as in Kafka it is rebuilt by rejoining after a coordinator moves.
 //!
 //! May depend on: `sled`, `tokio` (time, channels), `bytes`, the codec's consumer-protocol
 //! messages. Not on `api`, `broker` or the network.
@@ -24,7 +25,10 @@ pub mod state;
 pub mod subscription;
 
 pub use coordinator::{GroupConfig, GroupCoordinator};
-pub use offsets::{CommittedOffset, OffsetStore, SledOffsetStore, TopicPartition};
+pub use offsets::{
+    CommittedOffset, OffsetRecord, OffsetStore, OffsetsPartition, SledOffsetStore, SyncFuture,
+    TopicPartition,
+};
 pub use state::{GroupState, JoinRequest, JoinResponse, MemberRef, SyncRequest, SyncResponse};
 
 /// Why a group operation failed; `api::errors::group_code` turns each into a Kafka error code.
@@ -38,6 +42,10 @@ pub enum GroupError {
     NotCoordinator(String),
     #[error("the group coordinator is not available")]
     CoordinatorNotAvailable,
+    #[error("the coordinator is loading the group's offsets; retry shortly")]
+    CoordinatorLoadInProgress,
+    #[error("the offsets were not replicated within offsets.commit.timeout.ms")]
+    Timeout,
     #[error("`{0}` is not a member of the group")]
     UnknownMemberId(String),
     #[error("rejoin with the member id given in this response")]
@@ -66,8 +74,8 @@ pub enum GroupError {
     Storage(String),
 }
 
-/// Which broker coordinates a group. On one broker that is always this broker; the cluster
-/// replaces it with a mapping from the group to the leader of its offsets partition.
+/// Which broker coordinates a group. On one broker that is always this broker; in a cluster
+/// it is the leader of the group's `__consumer_offsets` partition.
 pub trait Placement: Send + Sync {
     /// The node id of the coordinator of `group_id`, or `None` while there is none.
     fn coordinator_of(&self, group_id: &str) -> Option<i32>;

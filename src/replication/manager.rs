@@ -39,6 +39,15 @@ pub trait IsrProposer: Send + Sync + 'static {
     fn propose(&self, cmd: MetadataCommand) -> BoxFuture<'_, Result<(), String>>;
 }
 
+/// Told when this broker takes up or gives up the leadership of partitions (after the
+/// replica manager has changed its own state, outside its locks). Calls are serialised and
+/// in order. `gained` holds (topic, partition, leader epoch), `lost` (topic, partition).
+/// Used by the group coordinator to load and drop the offsets of `__consumer_offsets`
+/// partitions.
+pub trait RoleListener: Send + Sync + 'static {
+    fn roles_changed(&self, gained: &[(String, i32, i32)], lost: &[(String, i32)]);
+}
+
 /// Replication settings (Kafka names in brackets).
 #[derive(Debug, Clone, Copy)]
 pub struct ReplicationConfig {
@@ -84,6 +93,9 @@ pub struct ReplicaManager {
     fenced: Mutex<Vec<i32>>,
     /// Leader ids with a running fetch loop.
     loops: Mutex<Vec<i32>>,
+    /// Serialises role changes so the listener hears them in order.
+    roles: Mutex<()>,
+    listener: Mutex<Option<Arc<dyn RoleListener>>>,
 }
 
 impl ReplicaManager {
@@ -97,7 +109,14 @@ impl ReplicaManager {
             followed: watch::channel(BTreeMap::new()).0,
             fenced: Mutex::new(Vec::new()),
             loops: Mutex::new(Vec::new()),
+            roles: Mutex::new(()),
+            listener: Mutex::new(None),
         })
+    }
+
+    /// Sets the listener told about leadership changes (one; a later call replaces it).
+    pub fn set_role_listener(&self, listener: Arc<dyn RoleListener>) {
+        *lock(&self.listener) = Some(listener);
     }
 
     fn now_ms(&self) -> u64 {
@@ -111,8 +130,11 @@ impl ReplicaManager {
         transport: &Arc<dyn ReplicaTransport>,
         shutdown: &CancellationToken,
     ) -> Result<(), LogError> {
+        let _roles = lock(&self.roles);
         let now = self.now_ms();
         let mut followed = BTreeMap::new();
+        let mut gained = Vec::new();
+        let mut lost = Vec::new();
         {
             let mut leaders = lock(&self.leaders);
             let mut still_led = Vec::new();
@@ -131,7 +153,13 @@ impl ReplicaManager {
                                 tracing::info!(topic = %t.name, partition = p.index, epoch = p.leader_epoch, isr = ?p.isr, "became leader");
                                 let st = LeaderState::new(p, &log, now);
                                 st.advance_high_watermark(&log)?;
-                                leaders.insert(key, st);
+                                if let Some(old) = leaders.insert(key.clone(), st) {
+                                    // A new epoch of a partition still led: report the old
+                                    // term's end too, so listeners reload.
+                                    lost.push(key.clone());
+                                    drop(old);
+                                }
+                                gained.push((key.0, key.1, p.leader_epoch));
                             }
                         }
                     } else if p.leader >= 0 {
@@ -145,7 +173,20 @@ impl ReplicaManager {
                     }
                 }
             }
-            leaders.retain(|k, _| still_led.contains(k));
+            leaders.retain(|k, _| {
+                let keep = still_led.contains(k);
+                if !keep {
+                    tracing::info!(topic = %k.0, partition = k.1, "no longer leader");
+                    lost.push(k.clone());
+                }
+                keep
+            });
+        }
+        if !gained.is_empty() || !lost.is_empty() {
+            let listener = lock(&self.listener).clone();
+            if let Some(l) = listener {
+                l.roles_changed(&gained, &lost);
+            }
         }
         *lock(&self.fenced) = image
             .brokers

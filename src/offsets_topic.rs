@@ -1,0 +1,565 @@
+//! Committed offsets in a cluster: the internal, replicated topic `__consumer_offsets`, as
+//! Kafka keeps them.
+//!
+//! - [`OffsetsTopicPlacement`]: group G is coordinated by the current leader of partition
+//!   `abs(hashCode(G)) % N` of `__consumer_offsets` (Java's `String.hashCode`, N = the topic's
+//!   partition count); before the topic exists no broker coordinates (COORDINATOR_NOT_AVAILABLE)
+//!   and FindCoordinator creates it ([`ensure_offsets_topic`]).
+//! - [`ReplicatedOffsetStore`]: OffsetCommit appends one record per offset (layout in
+//!   `group::offsets`) to the group's partition as its leader, through the normal replication
+//!   path, and `sync` waits until the high watermark passes them (acks=all) within
+//!   `offsets.commit.timeout.ms` (else REQUEST_TIMED_OUT). OffsetDelete, DeleteGroups and deleted
+//!   topics append tombstones. Reads are served from an in-memory copy of each partition this
+//!   broker leads.
+//! - [`OffsetsLoader`]: the replica manager's role listener. On becoming leader of an offsets
+//!   partition it marks the partition loading (requests for its groups answer
+//!   COORDINATOR_LOAD_IN_PROGRESS), replays the partition's log from its start to its end and
+//!   hands the groups found to the coordinator; on losing leadership it drops the partition and
+//!   its groups (NOT_COORDINATOR from then on).
+//!
+//! The loader reads to the log end, not only to the high watermark: the leader's log is the
+//! partition's truth (followers truncate to it, it is never truncated while it leads), so a
+//! commit above the high watermark will be committed as followers catch up — and every
+//! acknowledged commit is below it anyway.
+//!
+//! May depend on: `group`, `log`, `replication`, `metadata`, `raft` (the applied image channel),
+//! the codec's record batches. Not on `api` or the network.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::records::{
+    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions,
+    TimestampType,
+};
+use tokio::sync::watch;
+
+use crate::group::offsets::encode_record;
+use crate::group::{
+    CommittedOffset, GroupCoordinator, GroupError, OffsetStore, OffsetsPartition, Placement,
+    SyncFuture, TopicPartition,
+};
+use crate::log::{LogError, LogStore, PartitionLog};
+use crate::metadata::ClusterImage;
+use crate::raft::AppliedImage;
+use crate::replication::manager::{ReplicaManager, RoleListener};
+
+/// The internal topic holding committed offsets.
+pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
+
+/// Java's `String.hashCode` (over UTF-16 code units).
+pub fn java_string_hash(s: &str) -> i32 {
+    s.encode_utf16()
+        .fold(0i32, |h, c| h.wrapping_mul(31).wrapping_add(c as i32))
+}
+
+/// The offsets partition of a group: `Utils.abs(hashCode) % partitions`, as Kafka computes it
+/// (`abs(Integer.MIN_VALUE)` is 0 there).
+pub fn partition_for(group: &str, partitions: usize) -> i32 {
+    let h = java_string_hash(group);
+    let abs = if h == i32::MIN { 0 } else { h.abs() };
+    (abs as usize % partitions.max(1)) as i32
+}
+
+fn offsets_partition_count(image: &ClusterImage) -> Option<usize> {
+    image
+        .topics
+        .get(OFFSETS_TOPIC)
+        .map(|t| t.partitions.len())
+        .filter(|n| *n > 0)
+}
+
+/// Coordinator = leader of the group's offsets partition (see the module documentation).
+pub struct OffsetsTopicPlacement {
+    pub images: watch::Receiver<AppliedImage>,
+}
+
+impl Placement for OffsetsTopicPlacement {
+    fn coordinator_of(&self, group_id: &str) -> Option<i32> {
+        let image = self.images.borrow().image.clone();
+        let n = offsets_partition_count(&image)?;
+        let p = &image.topics[OFFSETS_TOPIC].partitions[partition_for(group_id, n) as usize];
+        image
+            .brokers
+            .get(&p.leader)
+            .filter(|b| !b.fenced)
+            .map(|b| b.id)
+    }
+}
+
+/// One offsets partition this broker leads.
+enum Slot {
+    /// Being replayed from the log (requests answer COORDINATOR_LOAD_IN_PROGRESS).
+    Loading { epoch: i32 },
+    Loaded {
+        epoch: i32,
+        offsets: OffsetsPartition,
+        /// Log end after this broker's last append: `sync` waits for the high watermark.
+        pending_end: i64,
+    },
+}
+
+/// Offsets in `__consumer_offsets` (see the module documentation).
+pub struct ReplicatedOffsetStore {
+    logs: Arc<LogStore>,
+    replication: Arc<ReplicaManager>,
+    images: watch::Receiver<AppliedImage>,
+    slots: Mutex<HashMap<i32, Slot>>,
+    commit_timeout: Duration,
+}
+
+fn storage(e: LogError) -> GroupError {
+    GroupError::Storage(e.to_string())
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// One v2 record batch (no producer id, uncompressed) holding `records` as (key, value).
+pub fn build_batch(records: &[(Vec<u8>, Option<Vec<u8>>)], timestamp: i64) -> Bytes {
+    let records: Vec<Record> = records
+        .iter()
+        .enumerate()
+        .map(|(i, (k, v))| Record {
+            transactional: false,
+            control: false,
+            partition_leader_epoch: 0,
+            producer_id: -1,
+            producer_epoch: -1,
+            timestamp_type: TimestampType::Creation,
+            offset: i as i64,
+            // Base sequence -1 (no idempotence); offset - sequence stays constant so the encoder
+            // keeps every record in one batch.
+            sequence: i as i32 - 1,
+            timestamp,
+            key: Some(Bytes::copy_from_slice(k)),
+            value: v.as_deref().map(Bytes::copy_from_slice),
+            headers: Default::default(),
+        })
+        .collect();
+    let mut buf = BytesMut::new();
+    RecordBatchEncoder::encode(
+        &mut buf,
+        &records,
+        &RecordEncodeOptions {
+            version: 2,
+            compression: Compression::None,
+        },
+    )
+    .expect("encoding an uncompressed batch cannot fail");
+    buf.freeze()
+}
+
+/// Replays an offsets partition's log from its start to its end.
+pub fn load_partition(log: &PartitionLog) -> Result<OffsetsPartition, LogError> {
+    let offsets = log.offsets();
+    let mut part = OffsetsPartition::default();
+    let mut pos = offsets.log_start;
+    while pos < offsets.log_end {
+        let read = log.read_for_follower(pos, 1 << 20)?;
+        let mut buf = read.records.clone();
+        let sets = RecordBatchDecoder::decode_all(&mut buf)
+            .map_err(|e| LogError::Corrupt(format!("offsets batch does not decode: {e}")))?;
+        let mut next = pos;
+        for set in sets {
+            for r in set.records {
+                next = next.max(r.offset + 1);
+                if r.offset < pos || r.offset >= offsets.log_end {
+                    continue;
+                }
+                if let Some(k) = &r.key {
+                    part.replay(k, r.value.as_deref());
+                }
+            }
+        }
+        if next <= pos {
+            break;
+        }
+        pos = next;
+    }
+    Ok(part)
+}
+
+impl ReplicatedOffsetStore {
+    pub fn new(
+        logs: Arc<LogStore>,
+        replication: Arc<ReplicaManager>,
+        images: watch::Receiver<AppliedImage>,
+        commit_timeout: Duration,
+    ) -> Self {
+        Self {
+            logs,
+            replication,
+            images,
+            slots: Mutex::new(HashMap::new()),
+            commit_timeout,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<i32, Slot>> {
+        self.slots.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The offsets partition of `group` (COORDINATOR_NOT_AVAILABLE before the topic exists).
+    pub fn partition_of(&self, group: &str) -> Result<i32, GroupError> {
+        let image = self.images.borrow().image.clone();
+        offsets_partition_count(&image)
+            .map(|n| partition_for(group, n))
+            .ok_or(GroupError::CoordinatorNotAvailable)
+    }
+
+    /// Runs `f` on the loaded partition of `group`.
+    fn with_loaded<R>(
+        &self,
+        group: &str,
+        f: impl FnOnce(i32, i32, &mut OffsetsPartition, &mut i64) -> Result<R, GroupError>,
+    ) -> Result<R, GroupError> {
+        let p = self.partition_of(group)?;
+        let mut slots = self.lock();
+        match slots.get_mut(&p) {
+            None => Err(GroupError::NotCoordinator(group.to_string())),
+            Some(Slot::Loading { .. }) => Err(GroupError::CoordinatorLoadInProgress),
+            Some(Slot::Loaded {
+                epoch,
+                offsets,
+                pending_end,
+            }) => f(p, *epoch, offsets, pending_end),
+        }
+    }
+
+    /// Appends records to offsets partition `p` as its leader in `epoch`; returns the new
+    /// log end.
+    fn append(
+        &self,
+        p: i32,
+        epoch: i32,
+        records: &[(Vec<u8>, Option<Vec<u8>>)],
+    ) -> Result<i64, GroupError> {
+        let not_coordinator =
+            || GroupError::NotCoordinator(format!("{OFFSETS_TOPIC}-{p} is not led here"));
+        if !self.replication.is_leading(OFFSETS_TOPIC, p, epoch) {
+            return Err(not_coordinator());
+        }
+        let log = self
+            .logs
+            .partition(OFFSETS_TOPIC, p)
+            .ok_or_else(not_coordinator)?;
+        let batch = build_batch(records, now_ms());
+        let out = log
+            .append_as_leader(&[batch], epoch, false)
+            .map_err(storage)?;
+        self.replication
+            .after_leader_append(OFFSETS_TOPIC, p)
+            .map_err(storage)?;
+        Ok(out.log_end)
+    }
+
+    /// Writes tombstones for `tps` of `group` (those that have offsets).
+    fn delete(&self, group: &str, tps: Option<&[TopicPartition]>) -> Result<(), GroupError> {
+        self.with_loaded(group, |p, epoch, offsets, pending_end| {
+            let gone: Vec<TopicPartition> = match tps {
+                Some(tps) => tps
+                    .iter()
+                    .filter(|tp| offsets.get(group, tp).is_some())
+                    .cloned()
+                    .collect(),
+                None => offsets
+                    .group_offsets(group)
+                    .into_iter()
+                    .map(|(tp, _)| tp)
+                    .collect(),
+            };
+            if gone.is_empty() {
+                return Ok(());
+            }
+            let records = gone
+                .iter()
+                .map(|tp| encode_record(group, tp, None))
+                .collect::<Result<Vec<_>, _>>()?;
+            *pending_end = self.append(p, epoch, &records)?;
+            for tp in gone {
+                offsets.apply(crate::group::OffsetRecord {
+                    group: group.to_string(),
+                    tp,
+                    offset: None,
+                });
+            }
+            Ok(())
+        })
+    }
+
+    /// Leadership of partition `p` began in `epoch`: start loading.
+    fn start_loading(&self, p: i32, epoch: i32) {
+        self.lock().insert(p, Slot::Loading { epoch });
+    }
+
+    /// Loading of `p` in `epoch` finished; returns the groups found, or `None` when the
+    /// partition changed hands meanwhile.
+    fn finish_loading(&self, p: i32, epoch: i32, offsets: OffsetsPartition) -> Option<Vec<String>> {
+        let mut slots = self.lock();
+        match slots.get(&p) {
+            Some(Slot::Loading { epoch: e }) if *e == epoch => {
+                let groups = offsets.groups();
+                let end = self
+                    .logs
+                    .partition(OFFSETS_TOPIC, p)
+                    .map_or(0, |l| l.offsets().log_end);
+                slots.insert(
+                    p,
+                    Slot::Loaded {
+                        epoch,
+                        offsets,
+                        pending_end: end,
+                    },
+                );
+                Some(groups)
+            }
+            _ => None,
+        }
+    }
+
+    fn unload(&self, p: i32) {
+        self.lock().remove(&p);
+    }
+
+    fn is_held(&self, p: i32) -> bool {
+        self.lock().contains_key(&p)
+    }
+}
+
+impl OffsetStore for ReplicatedOffsetStore {
+    fn put(
+        &self,
+        group: &str,
+        offsets: &[(TopicPartition, CommittedOffset)],
+    ) -> Result<(), GroupError> {
+        if offsets.is_empty() {
+            return Ok(());
+        }
+        self.with_loaded(group, |p, epoch, cache, pending_end| {
+            let records = offsets
+                .iter()
+                .map(|(tp, o)| encode_record(group, tp, Some(o)))
+                .collect::<Result<Vec<_>, _>>()?;
+            *pending_end = self.append(p, epoch, &records)?;
+            for (tp, o) in offsets {
+                cache.apply(crate::group::OffsetRecord {
+                    group: group.to_string(),
+                    tp: tp.clone(),
+                    offset: Some(o.clone()),
+                });
+            }
+            Ok(())
+        })
+    }
+
+    fn sync(&self, group: &str) -> SyncFuture {
+        let target = self.with_loaded(group, |p, epoch, _, end| Ok((p, epoch, *end)));
+        let log = target
+            .as_ref()
+            .ok()
+            .and_then(|(p, _, _)| self.logs.partition(OFFSETS_TOPIC, *p));
+        let logs = self.logs.clone();
+        let replication = self.replication.clone();
+        let timeout = self.commit_timeout;
+        let group = group.to_string();
+        Box::pin(async move {
+            let (p, epoch, end) = target?;
+            let log = log.ok_or_else(|| GroupError::NotCoordinator(group.clone()))?;
+            let mut hw = log.watch_high_watermark();
+            match tokio::time::timeout(timeout, hw.wait_for(|h| *h >= end)).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(_)) => return Err(GroupError::NotCoordinator(group)),
+                Err(_) => return Err(GroupError::Timeout),
+            }
+            // A high watermark that passed `end` in another epoch (after losing leadership the
+            // log may have been truncated and refilled) says nothing about our records.
+            if !replication.is_leading(OFFSETS_TOPIC, p, epoch) {
+                return Err(GroupError::NotCoordinator(group));
+            }
+            logs.after_append().await.map_err(storage)
+        })
+    }
+
+    fn ready(&self, group: &str) -> Result<(), GroupError> {
+        self.with_loaded(group, |_, _, _, _| Ok(()))
+    }
+
+    fn get(&self, group: &str, tp: &TopicPartition) -> Result<Option<CommittedOffset>, GroupError> {
+        self.with_loaded(group, |_, _, offsets, _| Ok(offsets.get(group, tp)))
+    }
+
+    fn group_offsets(
+        &self,
+        group: &str,
+    ) -> Result<Vec<(TopicPartition, CommittedOffset)>, GroupError> {
+        self.with_loaded(group, |_, _, offsets, _| Ok(offsets.group_offsets(group)))
+    }
+
+    fn remove(&self, group: &str, tps: &[TopicPartition]) -> Result<(), GroupError> {
+        self.delete(group, Some(tps))
+    }
+
+    fn remove_group(&self, group: &str) -> Result<(), GroupError> {
+        self.delete(group, None)
+    }
+
+    fn remove_topic(&self, topic: &str) -> Result<(), GroupError> {
+        let entries: Vec<(String, TopicPartition)> = self
+            .lock()
+            .values()
+            .flat_map(|s| match s {
+                Slot::Loaded { offsets, .. } => offsets.of_topic(topic),
+                Slot::Loading { .. } => Vec::new(),
+            })
+            .collect();
+        let mut by_group: HashMap<String, Vec<TopicPartition>> = HashMap::new();
+        for (g, tp) in entries {
+            by_group.entry(g).or_default().push(tp);
+        }
+        for (g, tps) in by_group {
+            self.delete(&g, Some(&tps))?;
+        }
+        Ok(())
+    }
+
+    fn groups(&self) -> Result<Vec<String>, GroupError> {
+        let mut out: Vec<String> = self
+            .lock()
+            .values()
+            .flat_map(|s| match s {
+                Slot::Loaded { offsets, .. } => offsets.groups(),
+                Slot::Loading { .. } => Vec::new(),
+            })
+            .collect();
+        out.sort();
+        Ok(out)
+    }
+}
+
+/// Loads and drops offsets partitions as this broker gains and loses their leadership, and
+/// tells the group coordinator (see the module documentation).
+pub struct OffsetsLoader {
+    pub store: Weak<ReplicatedOffsetStore>,
+    pub groups: Weak<GroupCoordinator>,
+}
+
+impl RoleListener for OffsetsLoader {
+    fn roles_changed(&self, gained: &[(String, i32, i32)], lost: &[(String, i32)]) {
+        let (Some(store), Some(groups)) = (self.store.upgrade(), self.groups.upgrade()) else {
+            return;
+        };
+        let lost: Vec<i32> = lost
+            .iter()
+            .filter(|(t, _)| t == OFFSETS_TOPIC)
+            .map(|(_, p)| *p)
+            .collect();
+        if !lost.is_empty() {
+            for p in &lost {
+                store.unload(*p);
+            }
+            groups.groups_unloaded(|g| {
+                store
+                    .partition_of(g)
+                    .map_or(true, |p| lost.contains(&p) && !store.is_held(p))
+            });
+            tracing::info!(partitions = ?lost, "dropped offsets partitions (no longer leader)");
+        }
+        for (topic, p, epoch) in gained {
+            if topic != OFFSETS_TOPIC {
+                continue;
+            }
+            let (p, epoch) = (*p, *epoch);
+            store.start_loading(p, epoch);
+            let Some(log) = store.logs.partition(OFFSETS_TOPIC, p) else {
+                continue;
+            };
+            let store = store.clone();
+            let groups = groups.clone();
+            let task = move || {
+                let started = std::time::Instant::now();
+                match load_partition(&log) {
+                    Ok(offsets) => {
+                        let entries: usize =
+                            offsets.groups().iter().map(|g| offsets.group_offsets(g).len()).sum();
+                        if let Some(ids) = store.finish_loading(p, epoch, offsets) {
+                            tracing::info!(partition = p, epoch, groups = ids.len(), offsets = entries, ms = started.elapsed().as_millis() as u64, "loaded offsets partition");
+                            groups.groups_loaded(ids);
+                        }
+                    }
+                    Err(e) => {
+                        tracing::error!(partition = p, epoch, error = %e, "cannot load offsets partition");
+                    }
+                }
+            };
+            match tokio::runtime::Handle::try_current() {
+                Ok(h) => {
+                    h.spawn_blocking(task);
+                }
+                Err(_) => task(),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn group_hash_is_javas_string_hash_code() {
+        // Values of java.lang.String#hashCode, so every broker (and Kafka) agrees.
+        assert_eq!(java_string_hash(""), 0);
+        assert_eq!(java_string_hash("hello"), 99_162_322);
+        assert_eq!(java_string_hash("console-consumer-12345"), 158_455_506);
+        assert_eq!(java_string_hash("é"), 233);
+        // "polygenelubricants".hashCode() == Integer.MIN_VALUE; Kafka's Utils.abs makes it 0.
+        assert_eq!(java_string_hash("polygenelubricants"), i32::MIN);
+        assert_eq!(partition_for("polygenelubricants", 10), 0);
+        assert_eq!(partition_for("hello", 10), 2);
+    }
+
+    #[test]
+    fn written_batches_load_back() {
+        let db = sled::Config::new().temporary(true).open().unwrap();
+        let store = LogStore::with_db(db, false);
+        let log = store.open_partition(OFFSETS_TOPIC, 0).unwrap();
+        let off = |o: i64| CommittedOffset {
+            offset: o,
+            leader_epoch: 1,
+            metadata: "m".into(),
+            commit_timestamp: 5,
+        };
+        let t0 = TopicPartition::new("t", 0);
+        let t1 = TopicPartition::new("t", 1);
+        let b1 = build_batch(
+            &[
+                encode_record("g", &t0, Some(&off(3))).unwrap(),
+                encode_record("g", &t1, Some(&off(4))).unwrap(),
+                encode_record("h", &t0, Some(&off(1))).unwrap(),
+            ],
+            1,
+        );
+        let b2 = build_batch(
+            &[
+                encode_record("g", &t0, Some(&off(9))).unwrap(),
+                encode_record("h", &t0, None).unwrap(),
+            ],
+            2,
+        );
+        log.append(&[b1], 0).unwrap();
+        log.append(&[b2], 1).unwrap();
+        assert_eq!(log.offsets().log_end, 5);
+        let loaded = load_partition(&log).unwrap();
+        assert_eq!(loaded.groups(), vec!["g".to_string()]);
+        assert_eq!(loaded.get("g", &t0), Some(off(9)));
+        assert_eq!(loaded.get("g", &t1), Some(off(4)));
+        assert_eq!(loaded.get("h", &t0), None);
+    }
+}
