@@ -139,6 +139,11 @@ async fn follow_images(broker: Arc<Broker>) {
                 if let Err(e) = broker.logs.delete_partition(&topic, partition) {
                     tracing::error!(%topic, partition, error = %e, "cannot delete partition log");
                 }
+                // Every broker forgets the deleted topic's committed offsets in the offsets
+                // partitions it leads (tombstones), whoever handled the deletion.
+                if let Err(e) = broker.groups.topic_deleted(&topic) {
+                    tracing::warn!(%topic, error = %e, "cannot delete committed offsets of topic");
+                }
             }
         }
         if let Err(e) = broker.sync_roles() {

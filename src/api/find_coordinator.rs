@@ -1,5 +1,6 @@
 //! FindCoordinator (key 10): which broker coordinates a group. v4 answers a batch of keys.
-//! Groups (key type 0) are placed by the group coordinator's `Placement`; transactions (key
+//! Groups (key type 0) are placed by the group coordinator's `Placement` (in a cluster: the
+//! leader of the group's `__consumer_offsets` partition; the first lookup creates the topic); transactions (key
 //! type 1) are not supported, so their lookups fail with the same error InitProducerId gives
 //! a transactional id: clients fail fast instead of retrying forever.
 
@@ -43,11 +44,10 @@ pub async fn handle(
 ) -> FindCoordinatorResponse {
     let v = ctx.api_version;
     if v >= 4 {
-        let coordinators = req
-            .coordinator_keys
-            .into_iter()
-            .map(|key| {
-                let f = lookup(broker, &key, req.key_type);
+        let mut coordinators = Vec::with_capacity(req.coordinator_keys.len());
+        for key in req.coordinator_keys {
+            coordinators.push({
+                let f = lookup(broker, &key, req.key_type).await;
                 Coordinator::default()
                     .with_key(key)
                     .with_node_id(BrokerId(f.node_id))
@@ -55,11 +55,11 @@ pub async fn handle(
                     .with_port(f.port)
                     .with_error_code(f.error)
                     .with_error_message(f.message.map(StrBytes::from_string))
-            })
-            .collect();
+            });
+        }
         return FindCoordinatorResponse::default().with_coordinators(coordinators);
     }
-    let f = lookup(broker, &req.key, req.key_type);
+    let f = lookup(broker, &req.key, req.key_type).await;
     let resp = FindCoordinatorResponse::default()
         .with_error_code(f.error)
         .with_node_id(BrokerId(f.node_id))
@@ -72,7 +72,7 @@ pub async fn handle(
     }
 }
 
-fn lookup(broker: &Broker, key: &str, key_type: i8) -> Found {
+async fn lookup(broker: &Broker, key: &str, key_type: i8) -> Found {
     match key_type {
         GROUP => {}
         TRANSACTION => {
@@ -86,6 +86,17 @@ fn lookup(broker: &Broker, key: &str, key_type: i8) -> Found {
                 ResponseError::InvalidRequest,
                 "unknown coordinator key type",
             )
+        }
+    }
+    if broker.metadata.quorum().is_some() {
+        // The first lookup in a cluster creates the offsets topic (as Kafka does); its
+        // partitions have leaders a moment later, until then clients retry.
+        if let Err(e) = broker.ensure_offsets_topic().await {
+            tracing::debug!(error = %e, "cannot create the offsets topic yet");
+            return Found::error(
+                ResponseError::CoordinatorNotAvailable,
+                "the offsets topic cannot be created yet",
+            );
         }
     }
     let Some(node) = broker.groups.coordinator_of(key) else {

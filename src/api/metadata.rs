@@ -97,6 +97,7 @@ fn topic_entry(t: &TopicMeta) -> MetadataResponseTopic {
         .collect();
     MetadataResponseTopic::default()
         .with_name(Some(TopicName(StrBytes::from_string(t.name.clone()))))
+        .with_is_internal(t.name == crate::offsets_topic::OFFSETS_TOPIC)
         .with_partitions(partitions)
 }
 
