@@ -1,0 +1,163 @@
+"""Three-broker cluster: a confluent-kafka consumer group consumes and commits (synchronously,
+every record) while the broker coordinating the group — the leader of the group's
+__consumer_offsets partition — is SIGKILLed mid-stream.
+
+Checks: __consumer_offsets exists, is internal and replicated; the new coordinator (another
+broker) serves exactly the offsets committed before the kill; the group goes on committing;
+every record is consumed (none skipped); the final committed offsets equal the log ends; a new
+consumer of the group starts exactly at the committed offsets. Prints (pytest -s) the time from
+the kill until the new coordinator answers with the committed offsets and until the group's
+first successful commit after the kill (which includes the group's rejoin and the 3 s
+group.initial.rebalance.delay.ms of a group that is Empty again on its new coordinator).
+"""
+
+import time
+from collections import defaultdict
+
+from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, KafkaException, TopicPartition
+
+from helpers import admin, create_topic, produce_all, producer, topic_name, wait_until
+
+PARTITIONS = 3
+PER_PARTITION = 150
+# Generous for a debug build on a shared 2-core machine.
+MAX_RESUME_SECONDS = 30.0
+
+
+def group_consumer(bootstrap, group):
+    return Consumer({
+        "bootstrap.servers": bootstrap,
+        "group.id": group,
+        "enable.auto.commit": False,
+        "auto.offset.reset": "earliest",
+        "session.timeout.ms": 6000,
+        "heartbeat.interval.ms": 500,
+        "fetch.wait.max.ms": 100,
+        "topic.metadata.refresh.interval.ms": 1000,
+        "reconnect.backoff.ms": 50,
+        "reconnect.backoff.max.ms": 200,
+        "retry.backoff.ms": 50,
+        "enable.partition.eof": False,
+    })
+
+
+def committed_by_admin(a, group, topic):
+    req = ConsumerGroupTopicPartitions(group, [TopicPartition(topic, p) for p in range(PARTITIONS)])
+    res = a.list_consumer_group_offsets([req], request_timeout=5)[group].result(timeout=10)
+    return {tp.partition: tp.offset for tp in res.topic_partitions}
+
+
+class Reader:
+    """Polls a group consumer, records every record, commits each one synchronously."""
+
+    def __init__(self, c, topic):
+        self.c = c
+        self.topic = topic
+        self.seen = defaultdict(set)  # partition -> offsets consumed
+        self.values = {}  # (partition, offset) -> value
+        self.committed = {}  # partition -> last offset committed successfully
+        self.commit_errors = []
+        self.first_commit_after = None
+
+    def step(self, mark=None):
+        msg = self.c.poll(0.2)
+        if msg is None or msg.error():
+            return
+        p, o = msg.partition(), msg.offset()
+        self.seen[p].add(o)
+        self.values[(p, o)] = msg.value().decode()
+        try:
+            res = self.c.commit(offsets=[TopicPartition(self.topic, p, o + 1)], asynchronous=False)
+            if res and res[0].error is None:
+                self.committed[p] = max(self.committed.get(p, 0), o + 1)
+                if mark is not None and self.first_commit_after is None:
+                    self.first_commit_after = time.monotonic() - mark
+        except KafkaException as e:  # coordinator moving, rebalance: the record is re-read
+            self.commit_errors.append(str(e.args[0]))
+
+    def done(self):
+        return all(self.committed.get(p, 0) == PER_PARTITION for p in range(PARTITIONS))
+
+
+def test_committed_offsets_survive_coordinator_kill(cluster3):
+    bootstrap = cluster3.bootstrap
+    topic = create_topic(bootstrap, topic_name("gf"), PARTITIONS, replication_factor=3)
+    cluster3.wait_settled(topic)
+    produce_all(producer(bootstrap, acks="all"), topic,
+                [{"value": f"{i % PARTITIONS}:{i // PARTITIONS}".encode(), "partition": i % PARTITIONS}
+                 for i in range(PARTITIONS * PER_PARTITION)])
+
+    group = topic_name("grp")
+    a = admin(bootstrap)
+    c = group_consumer(bootstrap, group)
+    c.subscribe([topic])
+    r = Reader(c, topic)
+    deadline = time.monotonic() + 90
+    while sum(r.committed.values()) < PARTITIONS * PER_PARTITION // 3 or len(r.committed) < PARTITIONS:
+        assert time.monotonic() < deadline, f"group made no progress: {r.committed} {r.commit_errors[-3:]}"
+        r.step()
+
+    # The offsets topic: internal, replicated, created by the group's FindCoordinator.
+    md = a.list_topics(timeout=10)
+    offsets_topic = md.topics["__consumer_offsets"]
+    assert len(offsets_topic.partitions) == 10
+    assert all(len(p.replicas) == 3 for p in offsets_topic.partitions.values())
+    assert cluster3.metadata(1, ["__consumer_offsets"])["topics"][0]["is_internal"]
+
+    desc = a.describe_consumer_groups([group], request_timeout=10)[group].result(timeout=15)
+    coordinator = desc.coordinator.id
+    before = dict(r.committed)
+    assert committed_by_admin(a, group, topic) == before
+
+    t_kill = time.monotonic()
+    cluster3.kill(coordinator)
+
+    # The new coordinator loads the committed offsets from its replica of the partition.
+    # (Asked through the member itself: librdkafka's admin client can abort the process on an
+    # OffsetFetch whose coordinator dies under it.)
+    tps = [TopicPartition(topic, p) for p in range(PARTITIONS)]
+
+    def loaded():
+        got = {tp.partition: tp.offset for tp in c.committed(tps, timeout=2)}
+        return got if got == before else None
+
+    wait_until(loaded, timeout=MAX_RESUME_SECONDS, interval=0.1, what=f"committed offsets {before}")
+    t_loaded = time.monotonic() - t_kill
+    a = admin(",".join(cluster3.address(b) for b in cluster3.ids() if b != coordinator))
+    new_desc = a.describe_consumer_groups([group], request_timeout=10)[group].result(timeout=15)
+    assert new_desc.coordinator.id != coordinator
+
+    # The group goes on: rejoin, resume from the commits, commit the rest.
+    deadline = time.monotonic() + 120
+    while not r.done():
+        assert time.monotonic() < deadline, f"group did not finish: {r.committed} {r.commit_errors[-3:]}"
+        r.step(mark=t_kill)
+    t_resume = r.first_commit_after
+    c.close()
+
+    # No record skipped: every offset consumed, with the value produced there.
+    for p in range(PARTITIONS):
+        missing = sorted(set(range(PER_PARTITION)) - r.seen[p])
+        assert not missing, f"partition {p}: never consumed {missing[:10]}"
+        assert all(r.values[(p, o)] == f"{p}:{o}" for o in range(PER_PARTITION))
+    assert committed_by_admin(a, group, topic) == {p: PER_PARTITION for p in range(PARTITIONS)}
+
+    # A new member of the group starts exactly at the committed offsets.
+    produce_all(producer(bootstrap, acks="all"), topic,
+                [{"value": f"{p}:{PER_PARTITION + i}".encode(), "partition": p}
+                 for i in range(10) for p in range(PARTITIONS)])
+    c2 = group_consumer(bootstrap, group)
+    c2.subscribe([topic])
+    r2 = Reader(c2, topic)
+    deadline = time.monotonic() + 60
+    while sum(len(s) for s in r2.seen.values()) < PARTITIONS * 10:
+        assert time.monotonic() < deadline, f"second consumer stuck: {dict(r2.seen)}"
+        r2.step()
+    c2.close()
+    for p in range(PARTITIONS):
+        assert min(r2.seen[p]) == PER_PARTITION, f"partition {p} resumed at {min(r2.seen[p])}"
+
+    print(f"\ncoordinator broker {coordinator} killed; offsets served by broker "
+          f"{new_desc.coordinator.id} after {t_loaded:.2f} s; first commit of the group after "
+          f"{t_resume:.2f} s; {len(r.commit_errors)} failed commits during the move")
+    assert t_resume is not None and t_resume < MAX_RESUME_SECONDS
