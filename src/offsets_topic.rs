@@ -372,6 +372,9 @@ impl OffsetStore for ReplicatedOffsetStore {
         Box::pin(async move {
             let (p, epoch, end) = target?;
             let log = log.ok_or_else(|| GroupError::NotCoordinator(group.clone()))?;
+            // Flush if configured, and wake the followers' long polls so they fetch the
+            // records now (their next fetch moves the high watermark).
+            logs.after_append().await.map_err(storage)?;
             let mut hw = log.watch_high_watermark();
             match tokio::time::timeout(timeout, hw.wait_for(|h| *h >= end)).await {
                 Ok(Ok(_)) => {}
@@ -383,7 +386,7 @@ impl OffsetStore for ReplicatedOffsetStore {
             if !replication.is_leading(OFFSETS_TOPIC, p, epoch) {
                 return Err(GroupError::NotCoordinator(group));
             }
-            logs.after_append().await.map_err(storage)
+            Ok(())
         })
     }
 
