@@ -31,8 +31,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::records::{
-    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions,
-    TimestampType,
+    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
 };
 use tokio::sync::watch;
 
@@ -489,10 +488,20 @@ impl RoleListener for OffsetsLoader {
                 let started = std::time::Instant::now();
                 match load_partition(&log) {
                     Ok(offsets) => {
-                        let entries: usize =
-                            offsets.groups().iter().map(|g| offsets.group_offsets(g).len()).sum();
+                        let entries: usize = offsets
+                            .groups()
+                            .iter()
+                            .map(|g| offsets.group_offsets(g).len())
+                            .sum();
                         if let Some(ids) = store.finish_loading(p, epoch, offsets) {
-                            tracing::info!(partition = p, epoch, groups = ids.len(), offsets = entries, ms = started.elapsed().as_millis() as u64, "loaded offsets partition");
+                            tracing::info!(
+                                partition = p,
+                                epoch,
+                                groups = ids.len(),
+                                offsets = entries,
+                                ms = started.elapsed().as_millis() as u64,
+                                "loaded offsets partition"
+                            );
                             groups.groups_loaded(ids);
                         }
                     }
