@@ -440,7 +440,19 @@ mod tests {
             log.append(&[make_batch(3, 7, 0)], 0).unwrap();
             db.flush().unwrap();
         }
-        let db = sled::open(dir.path()).unwrap();
+        // sled's background threads of the first handle may still hold the directory lock
+        // for a moment after drop: retry the reopen briefly (bounded).
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let db = loop {
+            match sled::open(dir.path()) {
+                Ok(db) => break db,
+                Err(e) if std::time::Instant::now() < deadline => {
+                    let _ = e;
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                Err(e) => panic!("reopen failed: {e}"),
+            }
+        };
         let log = PartitionLog::open(db.open_tree("t").unwrap()).unwrap();
         assert_eq!(log.offsets().log_end, 3);
         assert_eq!(log.offsets().high_watermark, 3);
