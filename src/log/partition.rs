@@ -376,7 +376,7 @@ impl PartitionLog {
     }
 }
 
-fn key_offset(k: &[u8]) -> i64 {
+pub(super) fn key_offset(k: &[u8]) -> i64 {
     let mut a = [0u8; 8];
     a.copy_from_slice(&k[1..9]);
     i64::from_be_bytes(a)

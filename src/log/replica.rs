@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use bytes::Bytes;
 
 use super::batch::BatchHeader;
-use super::partition::{batch_key, epoch_key, producer_key, PartitionLog, STATE_KEY};
+use super::partition::{batch_key, epoch_key, key_offset, producer_key, PartitionLog, STATE_KEY};
 use super::producer::{self, ProducerEntry};
 use super::LogError;
 
@@ -183,12 +183,6 @@ impl PartitionLog {
     pub fn watch_high_watermark(&self) -> tokio::sync::watch::Receiver<i64> {
         self.hw.subscribe()
     }
-}
-
-fn key_offset(k: &[u8]) -> i64 {
-    let mut a = [0u8; 8];
-    a.copy_from_slice(&k[1..9]);
-    i64::from_be_bytes(a)
 }
 
 #[cfg(test)]
