@@ -163,10 +163,7 @@ async fn register(broker: Arc<Broker>) {
     let me = Broker::me(&broker.config);
     loop {
         let current = broker.metadata.image().brokers.get(&me.id).cloned();
-        if current
-            .as_ref()
-            .is_some_and(|b| b.host == me.host && b.port == me.port)
-        {
+        if current.as_ref().is_some_and(|b| b.same_registration(&me)) {
             return;
         }
         match broker
