@@ -62,6 +62,7 @@ pub const SETTINGS: &[SettingDef] = &[
     SettingDef { name: "leader.imbalance.check.interval.seconds", default: "10", kind: ValueType::Long, doc: "How often preferred leaders are restored (Kafka: 300)." },
     SettingDef { name: "controller.quorum.voters", default: "", kind: ValueType::List, doc: "Voters of the metadata quorum as id@host:port (the port is their raft.listener port), comma separated, the same list on every broker. Empty: this broker alone, at raft.listener." },
     SettingDef { name: "raft.listener", default: "127.0.0.1:9093", kind: ValueType::Str, doc: "host:port where the broker's inter-broker gRPC service (Raft RPCs) binds." },
+    SettingDef { name: "raft.advertised.listener", default: "", kind: ValueType::Str, doc: "host:port other brokers use to reach this broker's gRPC service when it joins as a learner (not in controller.quorum.voters); empty: raft.listener, a wildcard address replaced by the host name." },
     SettingDef { name: "controller.quorum.election.timeout.ms", default: "300", kind: ValueType::Int, doc: "Minimum Raft election timeout; the maximum is twice this and the leader heartbeat a third of it (about 1 s metadata failover at the default)." },
     SettingDef { name: "log.dirs", default: "./data", kind: ValueType::Str, doc: "Directory of the broker's sled database." },
     SettingDef { name: "num.partitions", default: "1", kind: ValueType::Int, doc: "Partitions of a topic created without an explicit count." },
@@ -142,6 +143,8 @@ pub struct BrokerConfig {
     pub quorum_voters: Vec<QuorumVoter>,
     /// Bind address of the inter-broker gRPC service (`raft.listener`).
     pub raft_listener: SocketAddr,
+    /// Where other brokers reach this broker's gRPC service (`raft.advertised.listener`).
+    pub raft_advertised: String,
     /// Minimum Raft election timeout (`controller.quorum.election.timeout.ms`).
     pub quorum_election_timeout_ms: u64,
     pub data_dir: PathBuf,
@@ -260,6 +263,19 @@ impl BrokerConfig {
         let rack = Some(get("broker.rack").trim().to_string()).filter(|r| !r.is_empty());
         let quorum_voters = parse_voters(&get("controller.quorum.voters"))?;
         let raft_listener = parse_bind("raft.listener", get("raft.listener").trim())?;
+        let raft_advertised = match get("raft.advertised.listener").trim() {
+            "" if raft_listener.ip().is_unspecified() => {
+                format!("{}:{}", host_name(), raft_listener.port())
+            }
+            "" => raft_listener.to_string(),
+            a if a
+                .rsplit_once(':')
+                .is_some_and(|(_, p)| p.parse::<u16>().is_ok()) =>
+            {
+                a.to_string()
+            }
+            a => return Err(invalid("raft.advertised.listener", a, "expected host:port")),
+        };
         let positive = |n: &str| -> Result<i64, ConfigError> {
             let v = int(n)?;
             if v <= 0 {
@@ -284,6 +300,7 @@ impl BrokerConfig {
             rack,
             quorum_voters,
             raft_listener,
+            raft_advertised,
             quorum_election_timeout_ms: positive("controller.quorum.election.timeout.ms")? as u64,
             data_dir: PathBuf::from(get("log.dirs")),
             num_partitions: clamp_i32("num.partitions", positive("num.partitions")?)?,
