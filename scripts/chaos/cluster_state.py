@@ -115,7 +115,8 @@ def metadata_from(bid, timeout):
         topics[name] = {"partitions": parts, "error": str(t.error) if t.error else None}
     return {
         "broker": bid,
-        "answered_by": md.orig_broker_id,
+        # -1 = the bootstrap connection, i.e. the broker behind the port we asked
+        "answered_by": md.orig_broker_id if md.orig_broker_id >= 0 else bid,
         "controller": md.controller_id,
         "brokers": {b.id: f"{b.host}:{b.port}" for b in md.brokers.values()},
         "topics": topics,
