@@ -15,8 +15,8 @@ use crate::group::{
 };
 use crate::log::{LogError, LogStore, PartitionLog};
 use crate::metadata::{
-    topic_config, validate_topic_name, BrokerMeta, ClusterImage, MetadataCommand, MetadataError,
-    MetadataStore, PartitionMeta, TopicMeta,
+    topic_config, validate_topic_name, BrokerMeta, ClusterImage, Endpoint, MetadataCommand,
+    MetadataError, MetadataStore, PartitionMeta, TopicMeta,
 };
 use crate::offsets_topic::{
     OffsetsLoader, OffsetsTopicPlacement, ReplicatedOffsetStore, OFFSETS_TOPIC,
@@ -240,8 +240,17 @@ impl Broker {
             id: config.node_id,
             host: listener.advertised_host.clone(),
             port: listener.advertised_port as i32,
-            rack: None,
+            rack: config.rack.clone(),
             fenced: false,
+            endpoints: config
+                .listeners
+                .iter()
+                .map(|l| Endpoint {
+                    listener: l.name.clone(),
+                    host: l.advertised_host.clone(),
+                    port: i32::from(l.advertised_port),
+                })
+                .collect(),
         }
     }
 

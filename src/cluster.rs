@@ -70,7 +70,7 @@ pub async fn open(
 }
 
 impl ClusterHandler for Broker {
-    fn heartbeat(&self, broker: i32) -> Result<bool, String> {
+    fn heartbeat(&self, broker: i32, raft_addr: &str) -> Result<bool, String> {
         let q = self.metadata.quorum().ok_or("not a cluster member")?;
         if !q.is_leader() {
             return Err(format!(
@@ -78,6 +78,9 @@ impl ClusterHandler for Broker {
                 self.config.node_id,
                 q.current_leader()
             ));
+        }
+        if let Ok(id) = u64::try_from(broker) {
+            q.admit_learner(id, raft_addr);
         }
         let mut leases = self.leases.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(l) = leases.as_mut() {
@@ -163,10 +166,7 @@ async fn register(broker: Arc<Broker>) {
     let me = Broker::me(&broker.config);
     loop {
         let current = broker.metadata.image().brokers.get(&me.id).cloned();
-        if current
-            .as_ref()
-            .is_some_and(|b| b.host == me.host && b.port == me.port)
-        {
+        if current.as_ref().is_some_and(|b| b.same_registration(&me)) {
             return;
         }
         match broker
@@ -193,22 +193,39 @@ async fn heartbeats(broker: Arc<Broker>, peers: Arc<ClusterPeers>) {
         return;
     };
     let me = broker.config.node_id;
+    let raft_addr = broker.config.raft_advertised.clone();
+    let voters: Vec<i32> = broker.config.quorum_voters.iter().map(|v| v.id).collect();
     let period = Duration::from_millis(broker.config.heartbeat_interval_ms);
     let mut tick = tokio::time::interval(period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut attempt = 0usize;
     loop {
         tokio::select! {
             _ = broker.shutdown.cancelled() => return,
             _ = tick.tick() => {}
         }
-        let Some(controller) = q.current_leader() else {
-            continue;
+        // Learn the gRPC address of every member (learners that joined after start).
+        for (id, addr) in q.members() {
+            if let Ok(id) = i32::try_from(id) {
+                peers.learn(id, &addr);
+            }
+        }
+        // A broker that is not a member yet knows no leader: it asks the voters in turn, and
+        // the controller among them admits it as a learner.
+        let controller = match q.current_leader() {
+            Some(c) => c as i32,
+            None if voters.is_empty() => continue,
+            None => {
+                attempt += 1;
+                voters[attempt % voters.len()]
+            }
         };
-        let controller = controller as i32;
         let result = if controller == me {
-            broker.heartbeat(me)
+            broker.heartbeat(me, &raft_addr)
         } else {
-            peers.heartbeat(controller, me, period * 2).await
+            peers
+                .heartbeat(controller, me, &raft_addr, period * 2)
+                .await
         };
         if let Err(e) = result {
             tracing::debug!(controller, error = %e, "heartbeat failed");

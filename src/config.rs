@@ -52,7 +52,9 @@ pub struct SettingDef {
 pub const SETTINGS: &[SettingDef] = &[
     SettingDef { name: "node.id", default: "1", kind: ValueType::Int, doc: "This broker's id." },
     SettingDef { name: "listeners", default: "PLAINTEXT://127.0.0.1:9092", kind: ValueType::List, doc: "Where the Kafka listener binds, as NAME://host:port." },
-    SettingDef { name: "advertised.listeners", default: "", kind: ValueType::List, doc: "Addresses given to clients in Metadata; empty means the same as listeners." },
+    SettingDef { name: "advertised.listeners", default: "", kind: ValueType::List, doc: "Addresses given to clients in Metadata, per listener name (NAME://host:port); a listener not named here advertises its bind address." },
+    SettingDef { name: "listener.security.protocol.map", default: "PLAINTEXT:PLAINTEXT,SSL:SSL,SASL_PLAINTEXT:SASL_PLAINTEXT,SASL_SSL:SASL_SSL", kind: ValueType::List, doc: "Security protocol of each listener name, as NAME:PROTOCOL; raftka serves PLAINTEXT only, so every listener must map to PLAINTEXT (e.g. INTERNAL:PLAINTEXT,EXTERNAL:PLAINTEXT)." },
+    SettingDef { name: "broker.rack", default: "", kind: ValueType::Str, doc: "Rack of this broker, reported to clients; empty: none." },
     SettingDef { name: "broker.heartbeat.interval.ms", default: "250", kind: ValueType::Long, doc: "How often a broker renews its lease with the controller (Kafka: 2000)." },
     SettingDef { name: "broker.session.timeout.ms", default: "1500", kind: ValueType::Long, doc: "A broker without a heartbeat for this long is fenced and loses leadership (Kafka: 9000; shorter for ~2 s failover)." },
     SettingDef { name: "replica.lag.time.max.ms", default: "10000", kind: ValueType::Long, doc: "A follower not caught up for this long leaves the ISR (Kafka: 30000)." },
@@ -60,6 +62,7 @@ pub const SETTINGS: &[SettingDef] = &[
     SettingDef { name: "leader.imbalance.check.interval.seconds", default: "10", kind: ValueType::Long, doc: "How often preferred leaders are restored (Kafka: 300)." },
     SettingDef { name: "controller.quorum.voters", default: "", kind: ValueType::List, doc: "Voters of the metadata quorum as id@host:port (the port is their raft.listener port), comma separated, the same list on every broker. Empty: this broker alone, at raft.listener." },
     SettingDef { name: "raft.listener", default: "127.0.0.1:9093", kind: ValueType::Str, doc: "host:port where the broker's inter-broker gRPC service (Raft RPCs) binds." },
+    SettingDef { name: "raft.advertised.listener", default: "", kind: ValueType::Str, doc: "host:port other brokers use to reach this broker's gRPC service when it joins as a learner (not in controller.quorum.voters); empty: raft.listener, a wildcard address replaced by the host name." },
     SettingDef { name: "controller.quorum.election.timeout.ms", default: "300", kind: ValueType::Int, doc: "Minimum Raft election timeout; the maximum is twice this and the leader heartbeat a third of it (about 1 s metadata failover at the default)." },
     SettingDef { name: "log.dirs", default: "./data", kind: ValueType::Str, doc: "Directory of the broker's sled database." },
     SettingDef { name: "num.partitions", default: "1", kind: ValueType::Int, doc: "Partitions of a topic created without an explicit count." },
@@ -134,10 +137,14 @@ pub struct BrokerConfig {
     values: BTreeMap<&'static str, (String, Source)>,
     pub node_id: i32,
     pub listeners: Vec<Listener>,
+    /// `broker.rack`, when set.
+    pub rack: Option<String>,
     /// The metadata quorum's voters (`controller.quorum.voters`); empty: this broker alone.
     pub quorum_voters: Vec<QuorumVoter>,
     /// Bind address of the inter-broker gRPC service (`raft.listener`).
     pub raft_listener: SocketAddr,
+    /// Where other brokers reach this broker's gRPC service (`raft.advertised.listener`).
+    pub raft_advertised: String,
     /// Minimum Raft election timeout (`controller.quorum.election.timeout.ms`).
     pub quorum_election_timeout_ms: u64,
     pub data_dir: PathBuf,
@@ -252,8 +259,23 @@ impl BrokerConfig {
             .filter(|id| *id >= 0)
             .ok_or_else(|| invalid("node.id", &get("node.id"), "must be 0 or more"))?;
         let listeners = parse_listeners(&get("listeners"), &get("advertised.listeners"))?;
+        check_protocols(&listeners, &get("listener.security.protocol.map"))?;
+        let rack = Some(get("broker.rack").trim().to_string()).filter(|r| !r.is_empty());
         let quorum_voters = parse_voters(&get("controller.quorum.voters"))?;
         let raft_listener = parse_bind("raft.listener", get("raft.listener").trim())?;
+        let raft_advertised = match get("raft.advertised.listener").trim() {
+            "" if raft_listener.ip().is_unspecified() => {
+                format!("{}:{}", host_name(), raft_listener.port())
+            }
+            "" => raft_listener.to_string(),
+            a if a
+                .rsplit_once(':')
+                .is_some_and(|(_, p)| p.parse::<u16>().is_ok()) =>
+            {
+                a.to_string()
+            }
+            a => return Err(invalid("raft.advertised.listener", a, "expected host:port")),
+        };
         let positive = |n: &str| -> Result<i64, ConfigError> {
             let v = int(n)?;
             if v <= 0 {
@@ -275,8 +297,10 @@ impl BrokerConfig {
         Ok(Self {
             node_id,
             listeners,
+            rack,
             quorum_voters,
             raft_listener,
+            raft_advertised,
             quorum_election_timeout_ms: positive("controller.quorum.election.timeout.ms")? as u64,
             data_dir: PathBuf::from(get("log.dirs")),
             num_partitions: clamp_i32("num.partitions", positive("num.partitions")?)?,
@@ -414,9 +438,16 @@ fn parse_listeners(listeners: &str, advertised: &str) -> Result<Vec<Listener>, C
         .iter()
         .map(|a| parse_one("advertised.listeners", a))
         .collect::<Result<_, _>>()?;
-    let mut out = Vec::new();
+    let mut out: Vec<Listener> = Vec::new();
     for item in split(listeners) {
         let (name, host, port) = parse_one("listeners", &item)?;
+        if out.iter().any(|l| l.name == name) {
+            return Err(invalid(
+                "listeners",
+                listeners,
+                &format!("listener name {name} appears twice; each listener needs its own name"),
+            ));
+        }
         let bind_host = if host.is_empty() { "0.0.0.0" } else { &host };
         let bind: SocketAddr = format!("{bind_host}:{port}")
             .parse()
@@ -453,7 +484,56 @@ fn parse_listeners(listeners: &str, advertised: &str) -> Result<Vec<Listener>, C
             "at least one listener is needed",
         ));
     }
+    if let Some((name, _, _)) = adv.iter().find(|a| !out.iter().any(|l| l.name == a.0)) {
+        return Err(invalid(
+            "advertised.listeners",
+            advertised,
+            &format!("{name} is not a name used in listeners"),
+        ));
+    }
     Ok(out)
+}
+
+/// Checks `listener.security.protocol.map` (`NAME:PROTOCOL,…`): every listener needs an entry,
+/// as in Kafka, and raftka serves PLAINTEXT only.
+fn check_protocols(listeners: &[Listener], map: &str) -> Result<(), ConfigError> {
+    let mut entries = Vec::new();
+    for item in map.split(',').map(str::trim).filter(|x| !x.is_empty()) {
+        let (name, protocol) = item.split_once(':').ok_or_else(|| {
+            invalid(
+                "listener.security.protocol.map",
+                map,
+                "expected NAME:PROTOCOL entries",
+            )
+        })?;
+        entries.push((name.trim(), protocol.trim()));
+    }
+    for l in listeners {
+        match entries.iter().find(|(n, _)| *n == l.name) {
+            None => {
+                return Err(invalid(
+                    "listener.security.protocol.map",
+                    map,
+                    &format!(
+                        "listener {} has no entry (add {}:PLAINTEXT)",
+                        l.name, l.name
+                    ),
+                ))
+            }
+            Some((_, p)) if !p.eq_ignore_ascii_case("PLAINTEXT") => {
+                return Err(invalid(
+                    "listener.security.protocol.map",
+                    map,
+                    &format!(
+                        "listener {} uses {p}; raftka supports PLAINTEXT only",
+                        l.name
+                    ),
+                ))
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(())
 }
 
 /// Parses `controller.quorum.voters`: `id@host:port,id@host:port,…` (Kafka's KRaft format).
@@ -620,6 +700,42 @@ mod tests {
         assert!(parse_listeners("localhost9092", "").is_err());
         let l = parse_listeners("PLAINTEXT://0.0.0.0:9092", "").unwrap();
         assert_ne!(l[0].advertised_host, "0.0.0.0");
+    }
+
+    #[test]
+    fn named_listeners_need_a_plaintext_protocol() {
+        let l = parse_listeners(
+            "INTERNAL://127.0.0.1:9092,EXTERNAL://127.0.0.1:19092",
+            "INTERNAL://broker1:9092,EXTERNAL://localhost:19092",
+        )
+        .unwrap();
+        assert_eq!(l.len(), 2);
+        assert_eq!(
+            (l[1].name.as_str(), l[1].advertised_host.as_str()),
+            ("EXTERNAL", "localhost")
+        );
+        assert!(check_protocols(&l, "INTERNAL:PLAINTEXT,EXTERNAL:PLAINTEXT").is_ok());
+        let missing = check_protocols(&l, "INTERNAL:PLAINTEXT")
+            .unwrap_err()
+            .to_string();
+        assert!(missing.contains("EXTERNAL"), "{missing}");
+        assert!(check_protocols(&l, "INTERNAL:PLAINTEXT,EXTERNAL:SSL").is_err());
+        assert!(parse_listeners("A://127.0.0.1:1,A://127.0.0.1:2", "").is_err());
+        assert!(parse_listeners("A://127.0.0.1:1", "B://h:1").is_err());
+        let pairs = |kv: &[(&str, &str)]| {
+            kv.iter()
+                .map(|(k, v)| ("test".to_string(), k.to_string(), v.to_string()))
+                .collect::<Vec<_>>()
+        };
+        let c = BrokerConfig::from_pairs(pairs(&[
+            ("listeners", "INTERNAL://127.0.0.1:9092"),
+            ("listener.security.protocol.map", "INTERNAL:PLAINTEXT"),
+            ("broker.rack", "r1"),
+        ]))
+        .unwrap();
+        assert_eq!(c.rack.as_deref(), Some("r1"));
+        let no_map = pairs(&[("listeners", "INTERNAL://127.0.0.1:9092")]);
+        assert!(BrokerConfig::from_pairs(no_map).is_err());
     }
 
     #[test]

@@ -33,6 +33,8 @@ pub mod replication;
 pub mod rpc;
 pub mod server;
 
+use std::sync::Arc;
+
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -59,6 +61,7 @@ pub async fn run(config: BrokerConfig, shutdown: CancellationToken) -> anyhow::R
             "raftka broker listening"
         );
         servers.spawn(server::serve(
+            Arc::from(l.name.as_str()),
             listener,
             broker.clone(),
             broker.shutdown.clone(),

@@ -27,7 +27,7 @@
 //!   leader's view. openraft 0.9 has no CheckQuorum, so a partitioned leader still believes
 //!   it leads until this check fails.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -183,6 +183,8 @@ pub struct MetadataQuorum {
     submit_timeout: Duration,
     server_stop: CancellationToken,
     server: JoinHandle<Result<(), tonic::transport::Error>>,
+    /// Learners whose `add_learner` is in flight (see [`MetadataQuorum::admit_learner`]).
+    joining: Arc<std::sync::Mutex<BTreeSet<NodeId>>>,
 }
 
 impl MetadataQuorum {
@@ -249,6 +251,7 @@ impl MetadataQuorum {
             submit_timeout: config.submit_timeout,
             server_stop,
             server,
+            joining: Arc::default(),
         };
         if config.is_voter() {
             quorum.bootstrap(&config).await?;
@@ -331,6 +334,55 @@ impl MetadataQuorum {
     /// answer).
     pub fn is_leader(&self) -> bool {
         self.raft.metrics().borrow().state == ServerState::Leader
+    }
+
+    /// Every member of the quorum (voters and learners) with its gRPC address, from the newest
+    /// membership this broker knows.
+    pub fn members(&self) -> BTreeMap<NodeId, String> {
+        let metrics = self.raft.metrics();
+        let m = metrics.borrow();
+        m.membership_config
+            .membership()
+            .nodes()
+            .map(|(id, node)| (*id, node.raft_addr.clone()))
+            .collect()
+    }
+
+    /// On the leader: makes broker `id`, which is not a member yet, a Raft learner reached at
+    /// `raft_addr`, in the background (openraft's non-blocking `add_learner`); the learner then
+    /// receives the log and applies every image like a voter, without a vote. A broker that is
+    /// already a member, or whose admission is in flight, is left alone, so a heartbeat can
+    /// call this every time.
+    pub fn admit_learner(&self, id: NodeId, raft_addr: &str) {
+        if raft_addr.is_empty() || !self.is_leader() || self.members().contains_key(&id) {
+            return;
+        }
+        if !self
+            .joining
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id)
+        {
+            return;
+        }
+        let raft = self.raft.clone();
+        let joining = self.joining.clone();
+        let node = BrokerNode::new(raft_addr);
+        tokio::spawn(async move {
+            match raft.add_learner(id, node.clone(), false).await {
+                Ok(r) => tracing::info!(
+                    broker = id,
+                    raft_addr = %node.raft_addr,
+                    log_id = %r.log_id,
+                    "broker joined the metadata quorum as a learner"
+                ),
+                Err(e) => tracing::warn!(broker = id, error = %e, "cannot add learner yet"),
+            }
+            joining
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&id);
+        });
     }
 
     /// The openraft handle, for membership changes (`add_learner`, `change_membership`).

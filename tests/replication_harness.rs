@@ -87,6 +87,7 @@ impl Cluster {
                     port: 0,
                     rack: None,
                     fenced: false,
+                    endpoints: Vec::new(),
                 }))
                 .unwrap();
             let dir = tempfile::tempdir().unwrap();

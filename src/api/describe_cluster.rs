@@ -9,7 +9,7 @@ use crate::broker::Broker;
 
 pub async fn handle(
     broker: &Broker,
-    _ctx: &RequestContext,
+    ctx: &RequestContext,
     _req: DescribeClusterRequest,
 ) -> DescribeClusterResponse {
     let image = broker.metadata.image();
@@ -17,12 +17,15 @@ pub async fn handle(
         .brokers
         .values()
         .filter(|b| !b.fenced)
-        .map(|b| {
-            DescribeClusterBroker::default()
-                .with_broker_id(BrokerId(b.id))
-                .with_host(StrBytes::from_string(b.host.clone()))
-                .with_port(b.port)
-                .with_rack(b.rack.clone().map(StrBytes::from_string))
+        .filter_map(|b| {
+            let (host, port) = b.endpoint(ctx.listener.as_deref())?;
+            Some(
+                DescribeClusterBroker::default()
+                    .with_broker_id(BrokerId(b.id))
+                    .with_host(StrBytes::from_string(host.to_string()))
+                    .with_port(port)
+                    .with_rack(b.rack.clone().map(StrBytes::from_string)),
+            )
         })
         .collect();
     DescribeClusterResponse::default()

@@ -47,7 +47,7 @@ pub async fn handle(
         let mut coordinators = Vec::with_capacity(req.coordinator_keys.len());
         for key in req.coordinator_keys {
             coordinators.push({
-                let f = lookup(broker, &key, req.key_type).await;
+                let f = lookup(broker, ctx, &key, req.key_type).await;
                 Coordinator::default()
                     .with_key(key)
                     .with_node_id(BrokerId(f.node_id))
@@ -59,7 +59,7 @@ pub async fn handle(
         }
         return FindCoordinatorResponse::default().with_coordinators(coordinators);
     }
-    let f = lookup(broker, &req.key, req.key_type).await;
+    let f = lookup(broker, ctx, &req.key, req.key_type).await;
     let resp = FindCoordinatorResponse::default()
         .with_error_code(f.error)
         .with_node_id(BrokerId(f.node_id))
@@ -72,7 +72,7 @@ pub async fn handle(
     }
 }
 
-async fn lookup(broker: &Broker, key: &str, key_type: i8) -> Found {
+async fn lookup(broker: &Broker, ctx: &RequestContext, key: &str, key_type: i8) -> Found {
     match key_type {
         GROUP => {}
         TRANSACTION => {
@@ -105,17 +105,22 @@ async fn lookup(broker: &Broker, key: &str, key_type: i8) -> Found {
             "no broker coordinates this group yet",
         );
     };
-    match broker.metadata.image().brokers.get(&node) {
-        Some(b) => Found {
+    let image = broker.metadata.image();
+    match image
+        .brokers
+        .get(&node)
+        .and_then(|b| b.endpoint(ctx.listener.as_deref()))
+    {
+        Some((host, port)) => Found {
             node_id: node,
-            host: b.host.clone(),
-            port: b.port,
+            host: host.to_string(),
+            port,
             error: NONE,
             message: None,
         },
         None => Found::error(
             ResponseError::CoordinatorNotAvailable,
-            "the coordinating broker is not registered",
+            "the coordinating broker is not registered or has no address on this listener",
         ),
     }
 }

@@ -57,17 +57,21 @@ pub async fn handle(
         }
     }
     let image = broker.metadata.image();
-    // Fenced brokers are left out, as Kafka does: clients should not try them.
+    // Fenced brokers are left out, as Kafka does: clients should not try them. So are brokers
+    // without the listener this client came through: it could not reach them.
     let brokers = image
         .brokers
         .values()
         .filter(|b| !b.fenced)
-        .map(|b| {
-            MetadataResponseBroker::default()
-                .with_node_id(BrokerId(b.id))
-                .with_host(StrBytes::from_string(b.host.clone()))
-                .with_port(b.port)
-                .with_rack(b.rack.clone().map(StrBytes::from_string))
+        .filter_map(|b| {
+            let (host, port) = b.endpoint(ctx.listener.as_deref())?;
+            Some(
+                MetadataResponseBroker::default()
+                    .with_node_id(BrokerId(b.id))
+                    .with_host(StrBytes::from_string(host.to_string()))
+                    .with_port(port)
+                    .with_rack(b.rack.clone().map(StrBytes::from_string)),
+            )
         })
         .collect();
     MetadataResponse::default()

@@ -136,18 +136,23 @@ pub struct RequestContext {
     pub client_id: Option<String>,
     /// The client's address as Kafka reports it (`/127.0.0.1`), empty when unknown.
     pub client_host: String,
+    /// Name of the listener the request came through (Metadata answers with that listener's
+    /// addresses); `None` for in-process callers.
+    pub listener: Option<Arc<str>>,
 }
 
 /// Decodes one request frame, runs its handler and encodes the response.
 pub async fn dispatch(broker: &Arc<Broker>, frame: Bytes) -> Result<Outcome, DispatchError> {
-    dispatch_from(broker, frame, None).await
+    dispatch_from(broker, frame, None, None).await
 }
 
-/// [`dispatch`] for a request that arrived from `peer` (DescribeGroups reports it).
+/// [`dispatch`] for a request that arrived from `peer` (DescribeGroups reports it) through the
+/// listener named `listener` (Metadata answers with its addresses).
 pub async fn dispatch_from(
     broker: &Arc<Broker>,
     mut frame: Bytes,
     peer: Option<SocketAddr>,
+    listener: Option<Arc<str>>,
 ) -> Result<Outcome, DispatchError> {
     let prefix = peek_header(&frame)?;
     let spec = spec(prefix.api_key).ok_or(DispatchError::UnknownApi(prefix.api_key))?;
@@ -172,6 +177,7 @@ pub async fn dispatch_from(
         correlation_id: header.correlation_id,
         client_id: header.client_id.as_ref().map(|c| c.to_string()),
         client_host: peer.map(|p| format!("/{}", p.ip())).unwrap_or_default(),
+        listener,
     };
     let b = broker;
     match spec.key {

@@ -120,6 +120,7 @@ mod tests {
                         port: 1,
                         rack: None,
                         fenced: false,
+                        endpoints: Vec::new(),
                     }))
                     .unwrap();
             }

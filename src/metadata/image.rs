@@ -12,12 +12,51 @@ use super::MetadataError;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BrokerMeta {
     pub id: i32,
+    /// The address of the broker's first listener (what a client of an unnamed listener sees).
     pub host: String,
     pub port: i32,
     pub rack: Option<String>,
     /// A fenced broker's lease expired: it leads nothing and is in no ISR it can be removed from.
     #[serde(default)]
     pub fenced: bool,
+    /// Every named listener's advertised address; empty for brokers registered before named
+    /// listeners existed (they are reached at `host:port` whatever the listener).
+    #[serde(default)]
+    pub endpoints: Vec<Endpoint>,
+}
+
+/// One advertised listener of a broker.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Endpoint {
+    pub listener: String,
+    pub host: String,
+    pub port: i32,
+}
+
+impl BrokerMeta {
+    /// The address a client connected through `listener` should use for this broker, as
+    /// Kafka does: the broker's endpoint of the same listener name; `None` when the broker has
+    /// no such listener (clients of that listener cannot reach it). Without a listener name
+    /// (in-process callers) the first listener's address.
+    pub fn endpoint(&self, listener: Option<&str>) -> Option<(&str, i32)> {
+        match listener {
+            Some(name) if !self.endpoints.is_empty() => self
+                .endpoints
+                .iter()
+                .find(|e| e.listener == name)
+                .map(|e| (e.host.as_str(), e.port)),
+            _ => Some((self.host.as_str(), self.port)),
+        }
+    }
+
+    /// True when `other` registers the same addresses and rack (fencing aside).
+    pub fn same_registration(&self, other: &BrokerMeta) -> bool {
+        self.id == other.id
+            && self.host == other.host
+            && self.port == other.port
+            && self.rack == other.rack
+            && self.endpoints == other.endpoints
+    }
 }
 
 /// A partition's replica set and leadership.
@@ -410,6 +449,7 @@ mod tests {
                 port: 1,
                 rack: None,
                 fenced: false,
+                endpoints: Vec::new(),
             }))
             .unwrap();
         }

@@ -13,7 +13,7 @@ pub mod image;
 pub mod store;
 pub mod topic_config;
 
-pub use image::{BrokerMeta, ClusterImage, MetadataCommand, PartitionMeta, TopicMeta};
+pub use image::{BrokerMeta, ClusterImage, Endpoint, MetadataCommand, PartitionMeta, TopicMeta};
 pub use store::MetadataStore;
 
 /// Errors of the metadata layer; `api::errors` maps them to Kafka error codes. Serializable

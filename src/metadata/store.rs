@@ -79,6 +79,7 @@ mod tests {
             port: 9092,
             rack: None,
             fenced: false,
+            endpoints: Vec::new(),
         }
     }
 

@@ -22,7 +22,7 @@ use crate::replication::{
 /// What the broker does with the service's requests.
 pub trait ClusterHandler: Send + Sync + 'static {
     /// Renews `broker`'s lease; `Err` when this broker is not the controller. Ok(fenced).
-    fn heartbeat(&self, broker: i32) -> Result<bool, String>;
+    fn heartbeat(&self, broker: i32, raft_addr: &str) -> Result<bool, String>;
     /// Answers a follower's fetch.
     fn replica_fetch(&self, req: ReplicaFetchRequest) -> BoxFuture<'_, ReplicaFetchResponse>;
 }
@@ -62,7 +62,7 @@ impl Cluster for ClusterService {
         request: Request<HeartbeatRequest>,
     ) -> Result<Response<HeartbeatReply>, Status> {
         let req = request.into_inner();
-        match self.handler()?.heartbeat(req.broker_id) {
+        match self.handler()?.heartbeat(req.broker_id, &req.raft_addr) {
             Ok(fenced) => Ok(Response::new(HeartbeatReply { fenced })),
             Err(e) => Err(Status::failed_precondition(e)),
         }
@@ -172,7 +172,9 @@ fn from_pb_result(r: pb::PartitionFetchResult) -> PartitionFetchResult {
 
 /// Clients of the `Cluster` service on other brokers: one lazily connected channel each.
 pub struct ClusterPeers {
-    addrs: BTreeMap<i32, String>,
+    /// Broker id → gRPC address: the static voters, plus every quorum member learned later
+    /// (see [`ClusterPeers::learn`]).
+    addrs: Mutex<BTreeMap<i32, String>>,
     clients: Mutex<HashMap<i32, ClusterClient<Channel>>>,
 }
 
@@ -180,9 +182,25 @@ impl ClusterPeers {
     /// `addrs`: broker id → gRPC address (`host:port`).
     pub fn new(addrs: BTreeMap<i32, String>) -> Arc<Self> {
         Arc::new(Self {
-            addrs,
+            addrs: Mutex::new(addrs),
             clients: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// Records `broker`'s gRPC address (a learner that joined, or a changed address); a
+    /// cached channel to an old address is dropped.
+    pub fn learn(&self, broker: i32, addr: &str) {
+        // Never holds both locks at once here (`client` takes clients, then addrs).
+        let changed = {
+            let mut addrs = self.addrs.lock().unwrap_or_else(|p| p.into_inner());
+            addrs.insert(broker, addr.to_string()).as_deref() != Some(addr)
+        };
+        if changed {
+            self.clients
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&broker);
+        }
     }
 
     fn client(&self, broker: i32) -> Result<ClusterClient<Channel>, String> {
@@ -192,7 +210,10 @@ impl ClusterPeers {
         }
         let addr = self
             .addrs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
             .get(&broker)
+            .cloned()
             .ok_or_else(|| format!("no gRPC address known for broker {broker}"))?;
         let endpoint = Endpoint::from_shared(format!("http://{addr}"))
             .map_err(|e| format!("bad gRPC address {addr} of broker {broker}: {e}"))?
@@ -205,15 +226,20 @@ impl ClusterPeers {
         Ok(client)
     }
 
-    /// Sends a heartbeat to `controller`; returns whether the controller sees us fenced.
+    /// Sends a heartbeat to `controller`, saying where this broker's gRPC service is reached;
+    /// returns whether the controller sees us fenced.
     pub async fn heartbeat(
         &self,
         controller: i32,
         me: i32,
+        raft_addr: &str,
         timeout: Duration,
     ) -> Result<bool, String> {
         let mut c = self.client(controller)?;
-        let mut req = Request::new(HeartbeatRequest { broker_id: me });
+        let mut req = Request::new(HeartbeatRequest {
+            broker_id: me,
+            raft_addr: raft_addr.to_string(),
+        });
         req.set_timeout(timeout);
         c.heartbeat(req)
             .await

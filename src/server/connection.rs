@@ -15,6 +15,7 @@ use crate::protocol::FrameReader;
 pub async fn run(
     mut socket: TcpStream,
     peer: SocketAddr,
+    listener: Arc<str>,
     broker: Arc<Broker>,
     shutdown: CancellationToken,
 ) {
@@ -45,7 +46,7 @@ pub async fn run(
         // short here gets no answer and the client retries elsewhere or later.
         let outcome = tokio::select! {
             _ = shutdown.cancelled() => return,
-            r = dispatch_from(&broker, frame, Some(peer)) => r,
+            r = dispatch_from(&broker, frame, Some(peer), Some(listener.clone())) => r,
         };
         match outcome {
             Ok(Outcome::Reply(bytes)) => {

@@ -13,8 +13,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::broker::Broker;
 
-/// Runs a Kafka listener until `shutdown` is cancelled.
+/// Runs the Kafka listener named `name` until `shutdown` is cancelled.
 pub async fn serve(
+    name: Arc<str>,
     listener: TcpListener,
     broker: Arc<Broker>,
     shutdown: CancellationToken,
@@ -36,8 +37,9 @@ pub async fn serve(
                 let _ = socket.set_nodelay(true);
                 let broker = broker.clone();
                 let shutdown = shutdown.clone();
+                let name = name.clone();
                 tasks.spawn(async move {
-                    connection::run(socket, peer, broker, shutdown).await;
+                    connection::run(socket, peer, name, broker, shutdown).await;
                 });
             }
             Some(_) = tasks.join_next(), if !tasks.is_empty() => {}

@@ -9,12 +9,10 @@ broker is back it rejoins every ISR and preferred leadership returns (auto.leade
 check interval is 1 s in the fixture); the time from the fault to the first acknowledged write of
 a record produced after it is printed (pytest -s) and stays under a generous bound.
 
-Known broker bug this module catches (most runs): when preferred leadership moves back, the
-previous leader still holds an acks=all Produce waiting for its high watermark
-(src/api/produce.rs wait_for_replication waits only on the HW watch and the request timeout,
-not on losing leadership). It is answered only after the request timeout (librdkafka: 30 s), and
-since requests on one connection are answered in order, the other partitions that broker leads
-for this producer stall too.
+The module once caught a real bug: when preferred leadership moved back, the previous leader
+held an acks=all Produce waiting for its high watermark until the request timeout (30 s), which
+stalled every partition behind it on that connection; acks=all waits now end with
+NOT_LEADER_OR_FOLLOWER as soon as leadership or the epoch moves (STALL_SECONDS checks it).
 """
 
 import threading
