@@ -26,6 +26,7 @@ usage() {
   exit 2
 }
 now() { date +%s.%N; }
+elapsed() { python3 -c "import time; print(f'{time.time() - $1:.1f}')"; }
 
 check_id() {
   [[ ${1:-} =~ ^[1-9][0-9]*$ ]] && (($1 <= N_BROKERS)) || die "broker id must be 1..$N_BROKERS, got '${1:-}'"
