@@ -19,10 +19,12 @@ import sys
 import time
 import uuid
 
-from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 TOPIC = "smoke"
+RETRY_CODES = {KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE,
+               KafkaError._TIMED_OUT, KafkaError._TRANSPORT}
 PARTITIONS = 3
 
 
@@ -56,6 +58,21 @@ def load(path):
         with open(path) as f:
             return json.load(f)
     return []
+
+
+def high_watermark(consumer, partition, deadline):
+    """The partition's high watermark, retrying while leadership moves (a preferred leader
+    coming back, a failover): librdkafka answers NOT_LEADER_FOR_PARTITION until its metadata
+    catches up, and does not retry this call itself."""
+    while True:
+        try:
+            return consumer.get_watermark_offsets(TopicPartition(TOPIC, partition), timeout=5)[1]
+        except KafkaException as e:
+            if not e.args[0].retriable() and e.args[0].code() not in RETRY_CODES:
+                raise
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
 
 
 def round_(a):
@@ -94,8 +111,7 @@ def round_(a):
     })
     ends = {}
     for p in range(PARTITIONS):
-        _, high = consumer.get_watermark_offsets(TopicPartition(TOPIC, p), timeout=10)
-        ends[p] = high
+        ends[p] = high_watermark(consumer, p, time.monotonic() + a.timeout)
     consumer.assign([TopicPartition(TOPIC, p, 0) for p in range(PARTITIONS)])
     seen = set()
     pos = {p: 0 for p in range(PARTITIONS)}
