@@ -8,7 +8,9 @@
 # Offline (no registry; what scripts/docker-cluster does): build the binary on a Debian 12 host,
 # make a Debian base with debootstrap + `docker import`, and build only the `prebuilt` stage:
 #     docker build --target prebuilt --build-arg RUNTIME_IMAGE=raftka-base:bookworm \
-#         -t raftka:local CONTEXT   # CONTEXT holds Dockerfile, docker/, target/release/raftka
+#         -t raftka:local CONTEXT   # CONTEXT: Dockerfile, docker/, target/release/raftka
+#     (scripts/docker-cluster stages such a context in .run/docker/context; the repository
+#     root is not one: .dockerignore keeps target/ out of the usual build)
 #
 # Stage order matters for the legacy builder (no BuildKit), which builds every stage up to the
 # target: `prebuilt` comes before `builder`, so an offline build never needs the Rust image.
