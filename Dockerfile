@@ -5,16 +5,18 @@
 #     docker run --rm -p 9092:9092 raftka:local          # one broker, localhost:9092
 #     docker compose up -d                               # the three-broker cluster
 #
-# Offline (no registry; what scripts/docker-cluster does): build the binary on a Debian 12 host,
-# make a Debian base with debootstrap + `docker import`, and build only the `prebuilt` stage:
-#     docker build --target prebuilt --build-arg RUNTIME_IMAGE=raftka-base:bookworm \
-#         -t raftka:local CONTEXT   # CONTEXT: Dockerfile, docker/, target/release/raftka
-#     (scripts/docker-cluster stages such a context in .run/docker/context; the repository
-#     root is not one: .dockerignore keeps target/ out of the usual build)
+# Offline (no registry; what scripts/docker-cluster does): make a Debian 12 base with
+# debootstrap + `docker import`, build only the first stage on it, then add a binary built on
+# the (Debian 12) host with docker/Dockerfile.prebuilt:
+#     docker build --target runtime-base --build-arg RUNTIME_IMAGE=raftka-base:bookworm \
+#         -t raftka-runtime-base:local .
+#     docker build -f docker/Dockerfile.prebuilt -t raftka:local CONTEXT
+#         # CONTEXT holds target/release/raftka; scripts/docker-cluster stages one in
+#         # .run/docker/context (.dockerignore keeps target/ out of the usual build)
 #
-# Stage order matters for the legacy builder (no BuildKit), which builds every stage up to the
-# target: `prebuilt` comes before `builder`, so an offline build never needs the Rust image.
-# No RUN --mount here for the same reason (BuildKit only).
+# `runtime-base` is the first stage on purpose: the legacy builder (no BuildKit, as on machines
+# without buildx) builds every stage up to the target, so `--target runtime-base` never needs
+# the Rust image. No RUN --mount here for the same reason (BuildKit only).
 
 ARG RUST_IMAGE=rust:1-bookworm
 ARG RUNTIME_IMAGE=debian:bookworm-slim
@@ -36,11 +38,6 @@ HEALTHCHECK --interval=5s --timeout=3s --start-period=30s --retries=3 \
     CMD ["/usr/local/bin/raftka-healthcheck", "9092"]
 ENTRYPOINT ["/usr/local/bin/raftka"]
 CMD ["--config", "/etc/raftka/server.properties"]
-
-# ---- prebuilt: the binary built outside docker (offline path) -------------------------------
-FROM runtime-base AS prebuilt
-ARG PREBUILT_BINARY=target/release/raftka
-COPY ${PREBUILT_BINARY} /usr/local/bin/raftka
 
 # ---- builder: cargo build --release ---------------------------------------------------------
 FROM ${RUST_IMAGE} AS builder
