@@ -94,7 +94,7 @@ def metadata_from(bid, timeout):
     admin = AdminClient({
         "bootstrap.servers": f"{HOST}:{PORTS[bid]}",
         "socket.timeout.ms": int(timeout * 1000),
-        "socket.connection.setup.timeout.ms": int(timeout * 1000),
+        "socket.connection.setup.timeout.ms": max(1000, int(timeout * 1000)),
         "reconnect.backoff.max.ms": 200,
         "logger": QUIET,
     })
@@ -333,6 +333,8 @@ def main():
     sh.add_argument("--json", action="store_true")
     sh.add_argument("--internal", action="store_true", help="also show __consumer_offsets")
     sh.add_argument("--title", default=None)
+    sh.add_argument("--timeout", type=float, default=2.0,
+                    help="seconds to wait for each broker's answer (default 2)")
     wt = sub.add_parser("wait")
     wt.add_argument("what", choices=["ready", "healed", "leader-moved", "controller-moved", "no-leader-on"])
     wt.add_argument("args", nargs="*")
@@ -347,7 +349,7 @@ def main():
     a = ap.parse_args()
 
     if a.cmd == "show":
-        s = snapshot()
+        s = snapshot(timeout=a.timeout)
         if a.json:
             json.dump(s, sys.stdout, indent=1, default=str)
             print()
