@@ -111,3 +111,20 @@ reconnect() {
   docker network connect --alias "broker$id" "$(network)" "$(container_of "$id")"
   say "broker$id: network reconnected (docker network connect --alias broker$id)"
 }
+
+# After undoing a fault on broker $1: waits until the whole cluster has healed, or — when some
+# other broker is deliberately down (killed, stopped) — only until broker $1 is healthy, since a
+# full heal cannot happen then. $2 = the epoch the time is measured from.
+wait_healed_unless_down() {
+  local id=$1 since=$2 other st
+  for ((other = 1; other <= N_BROKERS; other++)); do
+    st=$(status_of "$other")
+    if [[ $st != running ]]; then
+      say "broker$other is $st: waiting only for broker$id to be healthy, not for a full heal"
+      wait_healthy "$id"
+      say "broker$id: healthy"
+      return 0
+    fi
+  done
+  wait_until healed --since "$since"
+}
