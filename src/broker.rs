@@ -108,6 +108,10 @@ pub struct Broker {
     pub(crate) leases: std::sync::Mutex<Option<crate::metadata::controller::Leases>>,
     /// The cluster id reported to clients.
     cluster_id: String,
+    /// Identity of this process among the broker's restarts (random, never 0; 0 for a broker
+    /// without a quorum). A registration with a new incarnation fences the broker's previous
+    /// incarnation: see `MetadataCommand::RegisterBroker`.
+    pub incarnation: u64,
     /// Consumer groups this broker coordinates and their committed offsets (a tree in the
     /// logs' sled database).
     pub groups: Arc<GroupCoordinator>,
@@ -159,7 +163,7 @@ impl Broker {
             logs.clone(),
         );
         if config.quorum_voters.is_empty() {
-            let metadata = MetadataStore::open(logs.db(), config.node_id, Self::me(&config))?;
+            let metadata = MetadataStore::open(logs.db(), config.node_id, Self::me(&config, 0))?;
             let cluster_id = metadata.image().cluster_id.clone();
             let groups = open_groups(
                 &config,
@@ -178,6 +182,7 @@ impl Broker {
                 shutdown: CancellationToken::new(),
                 leases: std::sync::Mutex::new(None),
                 cluster_id,
+                incarnation: 0,
             };
             for topic in broker.metadata.image().topics.values() {
                 broker.open_logs(topic)?;
@@ -230,11 +235,12 @@ impl Broker {
             transport,
             shutdown: CancellationToken::new(),
             leases: std::sync::Mutex::new(None),
+            incarnation: rand::random::<u64>() | 1,
         })
     }
 
-    /// This broker as clients should see it.
-    pub fn me(config: &BrokerConfig) -> BrokerMeta {
+    /// This broker as clients should see it, registered by the process `incarnation`.
+    pub fn me(config: &BrokerConfig, incarnation: u64) -> BrokerMeta {
         let listener = &config.listeners[0];
         BrokerMeta {
             id: config.node_id,
@@ -242,6 +248,7 @@ impl Broker {
             port: listener.advertised_port as i32,
             rack: config.rack.clone(),
             fenced: false,
+            incarnation,
             endpoints: config
                 .listeners
                 .iter()

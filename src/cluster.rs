@@ -149,7 +149,18 @@ async fn follow_images(broker: Arc<Broker>) {
                 }
             }
         }
-        if let Err(e) = broker.sync_roles() {
+        // A restarted broker takes up no role before the metadata holds its new registration:
+        // until then the image may still name it leader in an epoch whose acknowledged tail
+        // it may have lost with the crash (unflushed), and followers would truncate to it.
+        // The registration fences the old incarnation (new leaders, new epochs; see
+        // `MetadataCommand::RegisterBroker`).
+        let registered = image
+            .brokers
+            .get(&broker.config.node_id)
+            .is_some_and(|b| b.incarnation == broker.incarnation);
+        if !registered {
+            tracing::debug!("waiting for this broker's registration before taking up roles");
+        } else if let Err(e) = broker.sync_roles() {
             tracing::error!(error = %e, "cannot take up partition roles");
         }
         // Leadership or ISR changes may let fetches and acks=all waits progress.
@@ -163,7 +174,7 @@ async fn follow_images(broker: Arc<Broker>) {
 
 /// Registers this broker's Kafka address in the metadata, retrying until the quorum takes it.
 async fn register(broker: Arc<Broker>) {
-    let me = Broker::me(&broker.config);
+    let me = Broker::me(&broker.config, broker.incarnation);
     loop {
         let current = broker.metadata.image().brokers.get(&me.id).cloned();
         if current.as_ref().is_some_and(|b| b.same_registration(&me)) {

@@ -25,7 +25,7 @@
 //! May depend on: `group`, `log`, `replication`, `metadata`, `raft` (the applied image channel),
 //! the codec's record batches. Not on `api` or the network.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -37,8 +37,8 @@ use tokio::sync::watch;
 
 use crate::group::offsets::encode_record;
 use crate::group::{
-    CommittedOffset, GroupCoordinator, GroupError, OffsetStore, OffsetsPartition, Placement,
-    SyncFuture, TopicPartition,
+    CommittedOffset, GroupCoordinator, GroupError, OffsetRecord, OffsetStore, OffsetsPartition,
+    Placement, SyncFuture, TopicPartition,
 };
 use crate::log::{LogError, LogStore, PartitionLog};
 use crate::metadata::ClusterImage;
@@ -94,10 +94,55 @@ enum Slot {
     Loading { epoch: i32 },
     Loaded {
         epoch: i32,
+        /// Committed offsets: what OffsetFetch serves.
         offsets: OffsetsPartition,
         /// Log end after this broker's last append: `sync` waits for the high watermark.
         pending_end: i64,
+        /// Appended records not yet below the high watermark, with the log end after each
+        /// append. They join `offsets` only once replicated to the ISR (as Kafka keeps
+        /// pending commits out of OffsetFetch): a commit that the ISR never gets — lost with
+        /// a leadership change — must never have been visible.
+        pending: VecDeque<(i64, Vec<OffsetRecord>)>,
     },
+}
+
+/// Moves the pending records of a loaded slot of partition `p` that are now below the
+/// high watermark into its committed offsets, in append order.
+fn promote(logs: &LogStore, p: i32, slot: &mut Slot) {
+    let Slot::Loaded {
+        offsets, pending, ..
+    } = slot
+    else {
+        return;
+    };
+    if pending.is_empty() {
+        return;
+    }
+    let Some(log) = logs.partition(OFFSETS_TOPIC, p) else {
+        return;
+    };
+    let hw = log.offsets().high_watermark;
+    while pending.front().is_some_and(|(end, _)| *end <= hw) {
+        if let Some((_, records)) = pending.pop_front() {
+            for r in records {
+                offsets.apply(r);
+            }
+        }
+    }
+}
+
+/// A loaded slot's appends in flight, as `with_loaded` hands them out.
+struct Pending<'a> {
+    /// Log end after the last append.
+    end: &'a mut i64,
+    records: &'a mut VecDeque<(i64, Vec<OffsetRecord>)>,
+}
+
+impl Pending<'_> {
+    fn push(&mut self, end: i64, records: Vec<OffsetRecord>) {
+        *self.end = end;
+        self.records.push_back((end, records));
+    }
 }
 
 /// Offsets in `__consumer_offsets` (see the module documentation).
@@ -205,6 +250,15 @@ impl ReplicatedOffsetStore {
         self.slots.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// The slots, with every replicated pending record promoted.
+    fn promoted(&self) -> std::sync::MutexGuard<'_, HashMap<i32, Slot>> {
+        let mut slots = self.lock();
+        for (p, slot) in slots.iter_mut() {
+            promote(&self.logs, *p, slot);
+        }
+        slots
+    }
+
     /// The offsets partition of `group` (COORDINATOR_NOT_AVAILABLE before the topic exists).
     pub fn partition_of(&self, group: &str) -> Result<i32, GroupError> {
         let image = self.images.borrow().image.clone();
@@ -217,10 +271,14 @@ impl ReplicatedOffsetStore {
     fn with_loaded<R>(
         &self,
         group: &str,
-        f: impl FnOnce(i32, i32, &mut OffsetsPartition, &mut i64) -> Result<R, GroupError>,
+        f: impl FnOnce(i32, i32, &mut OffsetsPartition, &mut Pending) -> Result<R, GroupError>,
     ) -> Result<R, GroupError> {
         let p = self.partition_of(group)?;
         let mut slots = self.lock();
+        let slot = slots.get_mut(&p);
+        if let Some(slot) = slot {
+            promote(&self.logs, p, slot);
+        }
         match slots.get_mut(&p) {
             None => Err(GroupError::NotCoordinator(group.to_string())),
             Some(Slot::Loading { .. }) => Err(GroupError::CoordinatorLoadInProgress),
@@ -228,7 +286,16 @@ impl ReplicatedOffsetStore {
                 epoch,
                 offsets,
                 pending_end,
-            }) => f(p, *epoch, offsets, pending_end),
+                pending,
+            }) => f(
+                p,
+                *epoch,
+                offsets,
+                &mut Pending {
+                    end: pending_end,
+                    records: pending,
+                },
+            ),
         }
     }
 
@@ -261,7 +328,7 @@ impl ReplicatedOffsetStore {
 
     /// Writes tombstones for `tps` of `group` (those that have offsets).
     fn delete(&self, group: &str, tps: Option<&[TopicPartition]>) -> Result<(), GroupError> {
-        self.with_loaded(group, |p, epoch, offsets, pending_end| {
+        self.with_loaded(group, |p, epoch, offsets, pending| {
             let gone: Vec<TopicPartition> = match tps {
                 Some(tps) => tps
                     .iter()
@@ -281,14 +348,17 @@ impl ReplicatedOffsetStore {
                 .iter()
                 .map(|tp| encode_record(group, tp, None))
                 .collect::<Result<Vec<_>, _>>()?;
-            *pending_end = self.append(p, epoch, &records)?;
-            for tp in gone {
-                offsets.apply(crate::group::OffsetRecord {
-                    group: group.to_string(),
-                    tp,
-                    offset: None,
-                });
-            }
+            let end = self.append(p, epoch, &records)?;
+            pending.push(
+                end,
+                gone.into_iter()
+                    .map(|tp| OffsetRecord {
+                        group: group.to_string(),
+                        tp,
+                        offset: None,
+                    })
+                    .collect(),
+            );
             Ok(())
         })
     }
@@ -315,6 +385,7 @@ impl ReplicatedOffsetStore {
                         epoch,
                         offsets,
                         pending_end: end,
+                        pending: VecDeque::new(),
                     },
                 );
                 Some(groups)
@@ -341,25 +412,29 @@ impl OffsetStore for ReplicatedOffsetStore {
         if offsets.is_empty() {
             return Ok(());
         }
-        self.with_loaded(group, |p, epoch, cache, pending_end| {
+        self.with_loaded(group, |p, epoch, _, pending| {
             let records = offsets
                 .iter()
                 .map(|(tp, o)| encode_record(group, tp, Some(o)))
                 .collect::<Result<Vec<_>, _>>()?;
-            *pending_end = self.append(p, epoch, &records)?;
-            for (tp, o) in offsets {
-                cache.apply(crate::group::OffsetRecord {
-                    group: group.to_string(),
-                    tp: tp.clone(),
-                    offset: Some(o.clone()),
-                });
-            }
+            let end = self.append(p, epoch, &records)?;
+            pending.push(
+                end,
+                offsets
+                    .iter()
+                    .map(|(tp, o)| OffsetRecord {
+                        group: group.to_string(),
+                        tp: tp.clone(),
+                        offset: Some(o.clone()),
+                    })
+                    .collect(),
+            );
             Ok(())
         })
     }
 
     fn sync(&self, group: &str) -> SyncFuture {
-        let target = self.with_loaded(group, |p, epoch, _, end| Ok((p, epoch, *end)));
+        let target = self.with_loaded(group, |p, epoch, _, pending| Ok((p, epoch, *pending.end)));
         let log = target
             .as_ref()
             .ok()
@@ -414,7 +489,7 @@ impl OffsetStore for ReplicatedOffsetStore {
 
     fn remove_topic(&self, topic: &str) -> Result<(), GroupError> {
         let entries: Vec<(String, TopicPartition)> = self
-            .lock()
+            .promoted()
             .values()
             .flat_map(|s| match s {
                 Slot::Loaded { offsets, .. } => offsets.of_topic(topic),
@@ -433,7 +508,7 @@ impl OffsetStore for ReplicatedOffsetStore {
 
     fn groups(&self) -> Result<Vec<String>, GroupError> {
         let mut out: Vec<String> = self
-            .lock()
+            .promoted()
             .values()
             .flat_map(|s| match s {
                 Slot::Loaded { offsets, .. } => offsets.groups(),
@@ -573,5 +648,48 @@ mod tests {
         assert_eq!(loaded.get("g", &t0), Some(off(9)));
         assert_eq!(loaded.get("g", &t1), Some(off(4)));
         assert_eq!(loaded.get("h", &t0), None);
+    }
+
+    #[test]
+    fn commits_become_visible_only_below_the_high_watermark() {
+        let db = sled::Config::new().temporary(true).open().unwrap();
+        let store = LogStore::with_db(db, false);
+        let log = store.open_partition(OFFSETS_TOPIC, 0).unwrap();
+        let t0 = TopicPartition::new("t", 0);
+        let off = |o: i64| CommittedOffset {
+            offset: o,
+            leader_epoch: 1,
+            metadata: String::new(),
+            commit_timestamp: 5,
+        };
+        let rec = |o: i64| OffsetRecord {
+            group: "g".into(),
+            tp: t0.clone(),
+            offset: Some(off(o)),
+        };
+        let batch = |o: i64| build_batch(&[encode_record("g", &t0, Some(&off(o))).unwrap()], 1);
+        let end1 = log.append_as_leader(&[batch(10)], 1, false).unwrap().log_end;
+        let end2 = log.append_as_leader(&[batch(20)], 1, false).unwrap().log_end;
+        let mut slot = Slot::Loaded {
+            epoch: 1,
+            offsets: OffsetsPartition::default(),
+            pending_end: end2,
+            pending: VecDeque::from([(end1, vec![rec(10)]), (end2, vec![rec(20)])]),
+        };
+        let committed = |slot: &Slot| match slot {
+            Slot::Loaded { offsets, .. } => offsets.get("g", &t0).map(|o| o.offset),
+            Slot::Loading { .. } => unreachable!(),
+        };
+        // Nothing replicated yet: OffsetFetch must not see either commit.
+        log.set_high_watermark(0).unwrap();
+        promote(&store, 0, &mut slot);
+        assert_eq!(committed(&slot), None);
+        // The first commit reached the ISR, the second did not.
+        log.set_high_watermark(end1).unwrap();
+        promote(&store, 0, &mut slot);
+        assert_eq!(committed(&slot), Some(10));
+        log.set_high_watermark(end2).unwrap();
+        promote(&store, 0, &mut slot);
+        assert_eq!(committed(&slot), Some(20));
     }
 }

@@ -31,6 +31,7 @@ fn register(id: i32) -> MetadataCommand {
         port: 9092,
         rack: None,
         fenced: false,
+        incarnation: 0,
         endpoints: Vec::new(),
     })
 }

@@ -87,6 +87,7 @@ impl Cluster {
                     port: 0,
                     rack: None,
                     fenced: false,
+                    incarnation: 0,
                     endpoints: Vec::new(),
                 }))
                 .unwrap();

@@ -188,6 +188,11 @@ async fn wait_for_replication(
 }
 
 async fn resolve_topic(broker: &Broker, name: &str) -> Result<TopicMeta, i16> {
+    // Only the group coordinator writes the offsets topic, as in Kafka ("cannot append to
+    // internal topic").
+    if name == crate::offsets_topic::OFFSETS_TOPIC {
+        return Err(code(ResponseError::InvalidTopicException));
+    }
     if let Some(t) = broker.metadata.image().topics.get(name) {
         return Ok(t.clone());
     }

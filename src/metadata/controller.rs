@@ -120,6 +120,7 @@ mod tests {
                         port: 1,
                         rack: None,
                         fenced: false,
+                        incarnation: 0,
                         endpoints: Vec::new(),
                     }))
                     .unwrap();

@@ -19,6 +19,10 @@ pub struct BrokerMeta {
     /// A fenced broker's lease expired: it leads nothing and is in no ISR it can be removed from.
     #[serde(default)]
     pub fenced: bool,
+    /// The broker process that registered (random per start; 0: a broker without a quorum or
+    /// from before incarnations existed).
+    #[serde(default)]
+    pub incarnation: u64,
     /// Every named listener's advertised address; empty for brokers registered before named
     /// listeners existed (they are reached at `host:port` whatever the listener).
     #[serde(default)]
@@ -55,6 +59,7 @@ impl BrokerMeta {
             && self.host == other.host
             && self.port == other.port
             && self.rack == other.rack
+            && self.incarnation == other.incarnation
             && self.endpoints == other.endpoints
     }
 }
@@ -152,7 +157,15 @@ impl ClusterImage {
             MetadataCommand::RegisterBroker(b) => {
                 // Re-registration updates addresses but not fencing: only the controller's
                 // Unfence (after fresh heartbeats) gives leadership back.
-                let fenced = self.brokers.get(&b.id).is_some_and(|old| old.fenced);
+                let old = self.brokers.get(&b.id);
+                let fenced = old.is_some_and(|old| old.fenced);
+                // A new process of a known broker (Kafka's broker epoch): it may have lost an
+                // unflushed tail that the ISR acknowledged, so its previous incarnation is
+                // fenced — other in-sync replicas take over its partitions with a new leader
+                // epoch and it leaves the ISRs until it has caught up — even when it came back
+                // before its lease expired.
+                let restarted = b.incarnation != 0
+                    && old.is_some_and(|old| old.incarnation != b.incarnation);
                 self.brokers.insert(
                     b.id,
                     BrokerMeta {
@@ -160,6 +173,9 @@ impl ClusterImage {
                         ..b.clone()
                     },
                 );
+                if restarted {
+                    self.fence(b.id)?;
+                }
             }
             MetadataCommand::FenceBroker { id } => self.fence(*id)?,
             MetadataCommand::UnfenceBroker { id } => self.unfence(*id)?,
@@ -449,6 +465,7 @@ mod tests {
                 port: 1,
                 rack: None,
                 fenced: false,
+                incarnation: 0,
                 endpoints: Vec::new(),
             }))
             .unwrap();
@@ -484,6 +501,53 @@ mod tests {
         assert!(img
             .apply(&MetadataCommand::DeleteTopic { name: "t".into() })
             .is_err());
+    }
+
+    #[test]
+    fn a_restarted_broker_loses_leadership_and_isr_membership() {
+        let register = |id: i32, incarnation: u64| {
+            MetadataCommand::RegisterBroker(BrokerMeta {
+                id,
+                host: "h".into(),
+                port: 1,
+                rack: None,
+                fenced: false,
+                incarnation,
+                endpoints: Vec::new(),
+            })
+        };
+        let mut img = ClusterImage::default();
+        for id in 1..=3 {
+            img.apply(&register(id, 10 + id as u64)).unwrap();
+        }
+        img.apply(&MetadataCommand::CreateTopic {
+            name: "t".into(),
+            assignments: vec![vec![2, 3, 1], vec![1, 2]],
+            configs: Default::default(),
+        })
+        .unwrap();
+        // The same process registering again (a retry) changes nothing.
+        let before = img.clone();
+        img.apply(&register(2, 12)).unwrap();
+        assert_eq!(img, before);
+        // Broker 2 restarted (new incarnation) before its lease expired: the ISR takes over
+        // with a new epoch, and broker 2 is fenced until the controller sees it heartbeat.
+        img.apply(&register(2, 99)).unwrap();
+        let p0 = &img.topics["t"].partitions[0];
+        assert_eq!((p0.leader, p0.leader_epoch), (3, 1));
+        assert_eq!(p0.isr, vec![3, 1]);
+        let p1 = &img.topics["t"].partitions[1];
+        assert_eq!((p1.leader, p1.leader_epoch, p1.isr.clone()), (1, 0, vec![1]));
+        assert!(img.brokers[&2].fenced);
+        assert_eq!(img.brokers[&2].incarnation, 99);
+        // The last in-sync replica restarting keeps its ISR place but leads only once
+        // unfenced, in a new epoch.
+        img.apply(&register(1, 77)).unwrap();
+        let p1 = &img.topics["t"].partitions[1];
+        assert_eq!((p1.leader, p1.leader_epoch, p1.isr.clone()), (-1, 1, vec![1]));
+        img.apply(&MetadataCommand::UnfenceBroker { id: 1 }).unwrap();
+        let p1 = &img.topics["t"].partitions[1];
+        assert_eq!((p1.leader, p1.leader_epoch), (1, 2));
     }
 
     #[test]

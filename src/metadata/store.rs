@@ -79,6 +79,7 @@ mod tests {
             port: 9092,
             rack: None,
             fenced: false,
+            incarnation: 0,
             endpoints: Vec::new(),
         }
     }

@@ -205,3 +205,15 @@ def test_fetch_from_deleted_topic_is_unknown_topic(bootstrap):
         wait_until(fetch_error_seen, timeout=15, what="a Fetch answered with UNKNOWN_TOPIC_OR_PARTITION")
     finally:
         c.close()
+
+
+def test_clients_cannot_produce_to_the_offsets_topic(bootstrap):
+    # Kafka refuses appends to internal topics from clients (INVALID_TOPIC_EXCEPTION); only the
+    # group coordinator writes __consumer_offsets.
+    p = producer(bootstrap, **{"message.timeout.ms": 20000})
+    errors = []
+    p.produce("__consumer_offsets", value=b"forged", partition=0,
+              on_delivery=lambda err, msg: errors.append(err))
+    p.flush(30)
+    assert len(errors) == 1 and errors[0] is not None, errors
+    assert errors[0].code() == KafkaError.TOPIC_EXCEPTION, errors[0]
