@@ -263,7 +263,7 @@ class IptablesPartitioner:
         if self._checked:
             return self._reason
         self._checked = True
-        if shutil.which("iptables") is None:
+        if shutil.which("iptables") is None or shutil.which("iptables-restore") is None:
             self._reason = "iptables is not installed"
         elif os.geteuid() != 0:
             self._reason = "iptables needs root"
@@ -296,22 +296,24 @@ class IptablesPartitioner:
         chain = self._chain(b)
         cg = self.cgroup_root / f"raftka-verify-{self.chain.lower()}-b{b}"
         cg.mkdir(exist_ok=True)
-        self._ipt("-N", chain, check=False)
-        self._ipt("-F", chain)
         # 3. new sockets: move the process (all its threads) into the cgroup first, so that
         # every socket not in the ss snapshot below is one it opened after the move.
         (cg / "cgroup.procs").write_text(str(pid))
-        self._ipt("-A", chain, "-m", "cgroup", "--path", str(cg.relative_to(self.cgroup_root)), "-j", "DROP")
-        # 1. listeners
-        for port in ports:
-            self._ipt("-A", chain, "-p", "tcp", "--dport", str(port), "-j", "DROP")
-            self._ipt("-A", chain, "-p", "tcp", "--sport", str(port), "-j", "DROP")
-        # 2. its open connections
         tuples = self._connections(pid, ports)
-        for lport, rport in tuples:
-            self._ipt("-A", chain, "-p", "tcp", "--sport", str(lport), "--dport", str(rport), "-j", "DROP")
-            self._ipt("-A", chain, "-p", "tcp", "--sport", str(rport), "--dport", str(lport), "-j", "DROP")
-        self._ipt("-I", "OUTPUT", "-o", "lo", "-j", chain)
+        rules = [f"-A {chain} -m cgroup --path {cg.relative_to(self.cgroup_root)} -j DROP"]
+        for port in ports:  # 1. listeners
+            rules.append(f"-A {chain} -p tcp --dport {port} -j DROP")
+            rules.append(f"-A {chain} -p tcp --sport {port} -j DROP")
+        for lport, rport in tuples:  # 2. its open connections
+            rules.append(f"-A {chain} -p tcp --sport {lport} --dport {rport} -j DROP")
+            rules.append(f"-A {chain} -p tcp --sport {rport} --dport {lport} -j DROP")
+        rules.append(f"-I OUTPUT -o lo -j {chain}")
+        # one atomic iptables-restore: the partition starts at once, not rule by rule
+        script = "*filter\n" + f":{chain} - [0:0]\n" + "\n".join(rules) + "\nCOMMIT\n"
+        p = subprocess.run(["iptables-restore", "-w", "5", "--noflush"], input=script, capture_output=True,
+                           text=True, timeout=30)
+        if p.returncode != 0:
+            raise BackendError(f"iptables-restore: {p.stderr.strip()}")
         self.active[b] = (pid, cg)
         self.log(f"partition: broker {b} (pid {pid}) cut off: ports {ports}, {len(tuples)} open "
                  f"connection(s), cgroup {cg.name}")

@@ -29,9 +29,9 @@ not-healed           after the faults were healed the cluster did not return to 
 incomplete-final-read  some partition could not be read up to its high watermark, so the
                      checks above could not be completed.
 
-``Report.failovers`` gives, for each fault, the time from the fault to the first
-acknowledgement of a record sent at or after the fault on a partition the faulted broker led
-just before (or, if it led none, on any partition).
+``Report.failovers`` gives, for each fault, the time from the moment the fault was in effect
+(its command had returned) to the first acknowledgement of a record sent at or after that
+moment, on a partition the faulted broker led just before (or, if it led none, on any).
 """
 
 from __future__ import annotations
@@ -70,7 +70,7 @@ class Violation:
 class Failover:
     kind: str
     broker: int
-    t_start: float
+    t_start: float  # when the fault was in effect
     scope: str  # "partitions 0,2" or "any partition"
     seconds: float | None  # None: no acknowledged write after the fault
 
@@ -361,20 +361,22 @@ def _check_health(h, r):
 
 
 def failovers(h):
-    """For each fault: seconds from the fault to the first ack of a record sent at or after
-    it, on the partitions the faulted broker led (any partition if it led none)."""
+    """For each fault: seconds from the moment it was in effect (``t_effect``; ``t_start`` if
+    not recorded) to the first ack of a record sent at or after that moment, on the partitions
+    the faulted broker led (any partition if it led none)."""
     acks = sorted(h.acks, key=lambda a: a.t_ack)
     times = [a.t_ack for a in acks]
     out = []
     for f in sorted(h.faults, key=lambda f: f.t_start):
         led = set(f.led)
         best = None
-        for a in acks[bisect.bisect_left(times, f.t_start):]:
-            if a.t_send >= f.t_start and (not led or a.partition in led):
-                best = a.t_ack - f.t_start
+        t = f.t_effect if f.t_effect is not None else f.t_start
+        for a in acks[bisect.bisect_left(times, t):]:
+            if a.t_send >= t and (not led or a.partition in led):
+                best = a.t_ack - t
                 break
         scope = ("partitions " + ",".join(map(str, sorted(led)))) if led else "any partition"
-        out.append(Failover(f.kind, f.broker, f.t_start, scope, best))
+        out.append(Failover(f.kind, f.broker, t, scope, best))
     return out
 
 

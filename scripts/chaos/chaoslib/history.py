@@ -89,13 +89,14 @@ class Read:
 @dataclass
 class CommitAttempt:
     """A consumer's synchronous commit of ``offset`` (the next offset to read) for a
-    partition, started at ``t_start``; ``ok`` when the broker acknowledged it."""
+    partition, started at ``t_start``, answered at ``t_end`` (None: never answered);
+    ``ok`` when the broker acknowledged it."""
 
     consumer: str
     partition: int
     offset: int
     t_start: float
-    t_end: float
+    t_end: float | None
     ok: bool
     error: str = ""
 
@@ -117,9 +118,11 @@ class CommittedObs:
 
 @dataclass
 class Fault:
-    """One fault: ``kind`` (kill, pause, partition), the broker it hit, when it started and
-    when it was healed (None if never), and the broker's roles just before it struck:
-    ``led`` = the test topic's partitions it led, ``controller`` = it was the quorum leader."""
+    """One fault: ``kind`` (kill, pause, partition), the broker it hit, when the fault command
+    was issued (``t_start``), when it had returned so the fault was in effect (``t_effect``;
+    None if it failed), when it was healed (None if never), and the broker's roles just
+    before: ``led`` = the test topic's partitions it led, ``controller`` = it was the quorum
+    leader."""
 
     kind: str
     broker: int
@@ -128,6 +131,7 @@ class Fault:
     led: list = field(default_factory=list)
     controller: bool = False
     note: str = ""
+    t_effect: float | None = None
 
 
 @dataclass

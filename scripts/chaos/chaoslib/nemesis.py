@@ -96,7 +96,12 @@ class Nemesis(threading.Thread):
             self.rec.add("faults", f)
             self.log(f"fault {n}: {kind} broker {b} ({policy}; leads {f.led or 'nothing'}"
                      f"{', controller' if f.controller else ''}) for {hold:.1f}s")
-            self.backend.inject(kind, b)
+            try:
+                self.backend.inject(kind, b)
+                f.t_effect = now()
+            except Exception as e:  # noqa: BLE001 - recorded; heal anyway, go on
+                f.note += f"; inject failed: {e}"
+                self.log(f"fault {n}: {kind} broker {b} failed: {e}")
             self.stop_ev.wait(hold)
             self.backend.heal(kind, b)
             f.t_heal = now()

@@ -160,6 +160,7 @@ class ConsumerWorker(threading.Thread):
         self.epoch_no = 0
         self.epochs = {}  # partition -> current epoch
         self.last_read = {}  # partition -> last offset read (any epoch)
+        self.pending = {}  # (partition, offset) -> [CommitAttempt] awaiting their outcome
         self.errors = 0
 
     def _on_assign(self, consumer, tps):
@@ -193,6 +194,7 @@ class ConsumerWorker(threading.Thread):
             "reconnect.backoff.max.ms": 500,
             "retry.backoff.ms": 50,
             "enable.partition.eof": False,
+            "on_commit": self._on_commit,
         }
         conf.update(self.extra)
         c = Consumer(conf)
@@ -225,27 +227,58 @@ class ConsumerWorker(threading.Thread):
                 pass
 
     def _commit(self, c, upto, TopicPartition, KafkaException):
+        """Asynchronous commit; its outcome arrives in ``_on_commit`` during a later poll. (A
+        synchronous commit can block the thread for good when the coordinator is lost, and
+        then the member is evicted.) The attempt is recorded before it is sent."""
         tps = [TopicPartition(self.topic, p, o) for p, o in sorted(upto.items())]
         t0 = now()
+        attempts = [CommitAttempt(self.cname, p, o, t0, None, False, "in flight") for p, o in sorted(upto.items())]
+        with self.rec.lock:
+            self.rec.h.commits.extend(attempts)
+            for a in attempts:
+                self.pending.setdefault((a.partition, a.offset), []).append(a)
         try:
-            res = c.commit(offsets=tps, asynchronous=False)
-            t1 = now()
-            errs = {tp.partition: tp.error for tp in (res or [])}
-            for p, o in sorted(upto.items()):
-                err = errs.get(p)
-                self.rec.add("commits", CommitAttempt(self.cname, p, o, t0, t1, err is None,
-                                                      "" if err is None else str(err)))
+            c.commit(offsets=tps, asynchronous=True)
         except KafkaException as e:
             t1 = now()
-            for p, o in sorted(upto.items()):
-                self.rec.add("commits", CommitAttempt(self.cname, p, o, t0, t1, False, str(e.args[0])))
+            with self.rec.lock:
+                for a in attempts:
+                    a.t_end, a.error = t1, str(e.args[0])
+                    self._unpend(a)
+
+    def _unpend(self, a):
+        lst = self.pending.get((a.partition, a.offset), [])
+        if a in lst:
+            lst.remove(a)
+
+    def _on_commit(self, err, tps):
+        t1 = now()
+        with self.rec.lock:
+            for tp in tps:
+                if tp.topic != self.topic:
+                    continue
+                lst = self.pending.get((tp.partition, tp.offset))
+                if not lst:
+                    continue
+                a = lst.pop(0)
+                perr = err or tp.error
+                a.t_end = t1
+                a.ok = perr is None
+                a.error = "" if perr is None else str(perr)
 
     def stop(self):
         self.stop_ev.set()
-        self.join(60)
+        self.join(20)
+        if self.is_alive():
+            self.log(f"{self.cname}: still running 20 s after stop (blocked in the client); left behind")
 
 
 class CommittedPoller(threading.Thread):
+    """Polls the group's committed offsets every ``interval`` seconds with
+    ``Consumer.committed()`` (OffsetFetch) from a consumer that carries the group id but never
+    joins the group. (AdminClient.list_consumer_group_offsets is not used: librdkafka 2.16
+    crashes in it on a NOT_COORDINATOR answer, which coordinator moves produce.)"""
+
     def __init__(self, rec, bootstrap, topic, partitions, group, interval=0.5):
         super().__init__(name="committed-poller", daemon=True)
         self.rec, self.bootstrap, self.topic = rec, bootstrap, topic
@@ -253,30 +286,33 @@ class CommittedPoller(threading.Thread):
         self.stop_ev = threading.Event()
         self.errors = 0
 
-    def poll_once(self, admin):
-        from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
+    def poll_once(self, c):
+        from confluent_kafka import TopicPartition
 
-        req = ConsumerGroupTopicPartitions(self.group, [TopicPartition(self.topic, p) for p in range(self.partitions)])
         t0 = now()
         try:
-            res = admin.list_consumer_group_offsets([req], request_timeout=3)[self.group].result(timeout=5)
+            res = c.committed([TopicPartition(self.topic, p) for p in range(self.partitions)], timeout=3)
         except Exception:  # noqa: BLE001 - coordinator moving, broker down: try again
             self.errors += 1
             return
         t1 = now()
-        offs = {str(tp.partition): tp.offset for tp in res.topic_partitions
+        offs = {str(tp.partition): tp.offset for tp in res
                 if tp.error is None and tp.offset is not None and tp.offset >= 0}
         self.rec.add("committed", CommittedObs(t0, t1, offs))
 
     def run(self):
-        from confluent_kafka.admin import AdminClient
+        from confluent_kafka import Consumer
 
-        admin = AdminClient({"bootstrap.servers": self.bootstrap, "reconnect.backoff.ms": 50,
-                             "reconnect.backoff.max.ms": 500})
-        while not self.stop_ev.is_set():
-            self.poll_once(admin)
-            self.stop_ev.wait(self.interval)
-        self.poll_once(admin)
+        c = Consumer({"bootstrap.servers": self.bootstrap, "group.id": self.group,
+                      "client.id": "verify-committed-poller", "enable.auto.commit": False,
+                      "reconnect.backoff.ms": 50, "reconnect.backoff.max.ms": 500})
+        try:
+            while not self.stop_ev.is_set():
+                self.poll_once(c)
+                self.stop_ev.wait(self.interval)
+            self.poll_once(c)
+        finally:
+            c.close()
 
     def stop(self):
         self.stop_ev.set()
