@@ -197,7 +197,7 @@ def _check_lost(h, r, final):
     for a in h.acks:
         if a.value not in where:
             r.add("lost", f"acknowledged record {a.value} (partition {a.partition} offset {a.offset}, "
-                  f"acked at t={a.t_ack:.3f}) is not in the final read",
+                  f"acked at t={a.t_ack - h.t0:.3f}) is not in the final read",
                   source="ack", value=a.value, partition=a.partition, offset=a.offset, t_ack=a.t_ack)
     seen = set()
     for rd in h.reads:
@@ -205,7 +205,7 @@ def _check_lost(h, r, final):
             continue
         seen.add(rd.value)
         r.add("lost", f"record {rd.value} read by {rd.consumer} at partition {rd.partition} offset "
-              f"{rd.offset} (t={rd.t:.3f}) is not in the final read",
+              f"{rd.offset} (t={rd.t - h.t0:.3f}) is not in the final read",
               source="read", value=rd.value, partition=rd.partition, offset=rd.offset, t=rd.t)
 
 
@@ -216,9 +216,9 @@ def _check_offsets(h, r, final):
         for o, v in log.items():
             at[(p, o)].setdefault(v, "final read")
     for a in h.acks:
-        at[(a.partition, a.offset)].setdefault(a.value, f"ack at t={a.t_ack:.3f}")
+        at[(a.partition, a.offset)].setdefault(a.value, f"ack at t={a.t_ack - h.t0:.3f}")
     for rd in h.reads:
-        at[(rd.partition, rd.offset)].setdefault(rd.value, f"read by {rd.consumer} at t={rd.t:.3f}")
+        at[(rd.partition, rd.offset)].setdefault(rd.value, f"read by {rd.consumer} at t={rd.t - h.t0:.3f}")
     for (p, o), vals in sorted(at.items()):
         if len(vals) > 1:
             desc = "; ".join(f"{v} ({src})" for v, src in vals.items())
@@ -265,28 +265,28 @@ def _check_reads(h, r, sent):
         last[k] = rd
         if prev is None:
             _check_epoch_start(r, rd, attempts.get(rd.partition, nothing), acked.get(rd.partition, nothing),
-                               assigned_at.get(k))
+                               assigned_at.get(k), h.t0)
             continue
         if rd.offset <= prev.offset:
             r.add("nonmonotonic", f"{rd.consumer} read partition {rd.partition} offset {rd.offset} after "
-                  f"offset {prev.offset} in the same assignment (epoch {rd.epoch}, t={rd.t:.3f})",
+                  f"offset {prev.offset} in the same assignment (epoch {rd.epoch}, t={rd.t - h.t0:.3f})",
                   consumer=rd.consumer, partition=rd.partition, epoch=rd.epoch, prev=prev.offset,
                   offset=rd.offset, t=rd.t)
         elif rd.offset > prev.offset + 1:
             r.add("skip", f"{rd.consumer} read partition {rd.partition} offset {rd.offset} right after "
                   f"offset {prev.offset}: skipped {rd.offset - prev.offset - 1} offset(s) "
-                  f"(epoch {rd.epoch}, t={rd.t:.3f})",
+                  f"(epoch {rd.epoch}, t={rd.t - h.t0:.3f})",
                   consumer=rd.consumer, partition=rd.partition, epoch=rd.epoch, prev=prev.offset,
                   offset=rd.offset, t=rd.t)
 
 
-def _check_epoch_start(r, rd, attempts, acked, t_assign):
+def _check_epoch_start(r, rd, attempts, acked, t_assign, t0):
     upper = attempts(rd.t, default=0)
     if rd.offset > upper:
         r.add("skip-at-assignment",
               f"{rd.consumer} began partition {rd.partition} (epoch {rd.epoch}) at offset {rd.offset}, "
               f"beyond every offset the group could resume from (highest commit attempted before: "
-              f"{upper}; t={rd.t:.3f})",
+              f"{upper}; t={rd.t - t0:.3f})",
               consumer=rd.consumer, partition=rd.partition, epoch=rd.epoch, offset=rd.offset,
               upper=upper, t=rd.t)
     if t_assign is not None:
@@ -294,7 +294,7 @@ def _check_epoch_start(r, rd, attempts, acked, t_assign):
         if lower is not None and rd.offset < lower:
             r.add("commit-backwards",
                   f"{rd.consumer} resumed partition {rd.partition} (epoch {rd.epoch}, assigned at "
-                  f"t={t_assign:.3f}) at offset {rd.offset}, below offset {lower} whose commit was "
+                  f"t={t_assign - t0:.3f}) at offset {rd.offset}, below offset {lower} whose commit was "
                   f"acknowledged before the assignment",
                   source="resume", consumer=rd.consumer, partition=rd.partition, epoch=rd.epoch,
                   offset=rd.offset, acked=lower, t=rd.t)
@@ -319,34 +319,36 @@ def _check_order(h, r):
 
 
 def _check_commits(h, r):
-    """Committed offsets observed by the poller never decrease, and never fall below a commit
-    acknowledged before the poll was sent."""
+    """Committed offsets observed by the poller never decrease from one poll to the next, and
+    never fall below a commit acknowledged before the poll was sent. Each drop is reported
+    once (not again for every later poll that still shows the lower value)."""
     points = defaultdict(list)
     for c in h.commits:
         if c.ok:
             points[c.partition].append((c.t_end, c.offset))
     acked = defaultdict(lambda: _MaxBefore([]), {p: _MaxBefore(v) for p, v in points.items()})
-    best = {}  # partition -> (offset, t) highest observed so far
+    prev = {}  # partition -> (offset, t) of the previous poll that had one
+    reported_acked = set()  # (partition, acknowledged offset) already reported
     for obs in sorted(h.committed, key=lambda o: o.t_start):
         for p in range(h.partitions):
             v = obs.get(p)
             if v is None or v < 0:
                 continue
-            prev = best.get(p)
-            if prev is not None and v < prev[0]:
+            last = prev.get(p)
+            if last is not None and v < last[0]:
                 r.add("commit-backwards",
-                      f"partition {p}: committed offset {v} polled at t={obs.t_start:.3f} is below "
-                      f"{prev[0]} polled at t={prev[1]:.3f}",
-                      source="poll", partition=p, offset=v, t=obs.t_start, earlier=prev[0],
-                      earlier_t=prev[1])
+                      f"partition {p}: committed offset {v} polled at t={obs.t_start - h.t0:.3f} is below "
+                      f"{last[0]} polled at t={last[1] - h.t0:.3f}",
+                      source="poll", partition=p, offset=v, t=obs.t_start, earlier=last[0],
+                      earlier_t=last[1])
             lower = acked[p](obs.t_start)
-            if lower is not None and v < lower:
+            if lower is not None and v < lower and (p, lower) not in reported_acked:
+                reported_acked.add((p, lower))
                 r.add("commit-backwards",
-                      f"partition {p}: committed offset {v} polled at t={obs.t_start:.3f} is below "
+                      f"partition {p}: committed offset {v} polled at t={obs.t_start - h.t0:.3f} is below "
                       f"offset {lower} whose commit was acknowledged before the poll",
                       source="poll-vs-ack", partition=p, offset=v, t=obs.t_start, acked=lower)
-            if prev is None or v > prev[0]:
-                best[p] = (v, obs.t_start)
+            prev[p] = (v, obs.t_start)
 
 
 def _check_health(h, r):
