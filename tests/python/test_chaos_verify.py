@@ -25,7 +25,7 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "scripts" / "chaos"))
 
 from chaoslib import checker  # noqa: E402
-from chaoslib.backends import IptablesPartitioner  # noqa: E402
+from chaoslib.backends import DockerBackend, IptablesPartitioner  # noqa: E402
 from chaoslib.history import (  # noqa: E402
     Ack,
     Assign,
@@ -277,6 +277,70 @@ def test_failover_time():
 def test_every_kind_has_a_test():
     names = {n for n in globals() if n.startswith("test_")}
     assert len(checker.KINDS) == 11 and len(names) >= len(checker.KINDS)
+
+
+# ---------------------------------------------------------------------------------------------
+# the docker backend's commands (no docker needed)
+
+
+class FakeDocker(DockerBackend):
+    """DockerBackend with `docker` answered from a script instead of the engine."""
+
+    def __init__(self, **kw):
+        self.calls = []
+        self.states = {"cid1": "running", "cid2": "running", "cid3": "running"}
+        super().__init__("127.0.0.1:19092,127.0.0.1:29092,127.0.0.1:39092", log=lambda m: None, **kw)
+
+    def docker(self, *args, check=True, timeout=120):
+        self.calls.append(args)
+        out = ""
+        if args[:2] == ("ps", "-aq"):
+            out = "cid" + args[-1].rsplit("broker", 1)[1] + "\n"
+        elif args[:2] == ("network", "ls"):
+            out = "raftka_raftka\n"
+        elif args[0] == "inspect" and "{{json .NetworkSettings.Networks}}" in args:
+            out = '{"raftka_raftka": {"IPAddress": "172.30.0.3", "Aliases": ["broker2", "cid2"]}}'
+        elif args[0] == "inspect":
+            st = self.states[args[-1]]
+            out = {"running": "true false", "paused": "true true", "stopped": "false false"}[st]
+        elif args[0] == "kill":
+            self.states[args[1]] = "stopped"
+        elif args[0] == "start":
+            self.states[args[1]] = "running"
+        elif args[0] == "pause":
+            self.states[args[1]] = "paused"
+        elif args[0] == "unpause":
+            self.states[args[1]] = "running"
+        return subprocess.CompletedProcess(args, 0, out, "")
+
+    def _wait_answers(self, b, timeout=120):
+        pass
+
+
+def test_docker_backend_commands():
+    d = FakeDocker()
+    assert d.containers == ["cid1", "cid2", "cid3"] and d.network == "raftka_raftka"
+    assert d.address(2) == "127.0.0.1:29092"
+    d.calls.clear()
+    d.inject("kill", 1)
+    d.heal("kill", 1)
+    d.inject("pause", 3)
+    d.heal("pause", 3)
+    d.inject("partition", 2)
+    d.heal("partition", 2)
+    cmds = [c for c in d.calls if c[0] != "inspect"]
+    assert cmds == [
+        ("kill", "cid1"),
+        ("start", "cid1"),
+        ("pause", "cid3"),
+        ("unpause", "cid3"),
+        ("network", "disconnect", "raftka_raftka", "cid2"),
+        ("network", "connect", "--alias", "broker2", "--alias", "cid2", "--ip", "172.30.0.3", "raftka_raftka", "cid2"),
+    ]
+    assert all(d.states[c] == "running" for c in d.states)
+    # explicit containers and network skip the label lookups
+    e = FakeDocker(containers=["a", "b", "c"], network="net")
+    assert not [c for c in e.calls if c[0] in ("ps", "network")]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -373,19 +373,39 @@ class DockerBackend:
     kill = ``docker kill`` / heal ``docker start``; pause = ``docker pause`` / ``unpause``;
     partition = ``docker network disconnect`` / ``connect`` (with the aliases and, when the
     network has a configured subnet, the IP address the container had).
+
+    Defaults follow the compose file: project ``raftka`` (COMPOSE_PROJECT_NAME), services
+    broker1..N, one network ``raftka``; containers and the network are found by compose's
+    labels (so compose v1 and v2 container names both work) unless given explicitly.
     """
 
     name = "docker"
 
-    def __init__(self, bootstrap, containers, network, log=print):
-        self.addresses = [a.strip() for a in bootstrap.split(",") if a.strip()]
-        self.containers = containers
-        if len(self.addresses) != len(self.containers):
-            raise BackendError(f"--bootstrap names {len(self.addresses)} brokers but --containers "
-                               f"{len(self.containers)}; give one address per container, in order")
-        self.network = network
+    def __init__(self, bootstrap, containers=None, network=None, project="raftka", n=3, log=print):
+        self.project = project
         self.log = log
+        self.containers = containers or [self._container_by_label(i) for i in range(1, n + 1)]
+        self.addresses = [a.strip() for a in bootstrap.split(",") if a.strip()]
+        if len(self.addresses) != len(self.containers):
+            raise BackendError(f"--bootstrap names {len(self.addresses)} brokers but there are "
+                               f"{len(self.containers)} containers; give one address per broker, in order")
+        self.network = network or self._network_by_label()
         self.disconnected = {}  # broker -> (ip, aliases)
+
+    def _container_by_label(self, i):
+        out = self.docker("ps", "-aq", "--filter", f"label=com.docker.compose.project={self.project}",
+                          "--filter", f"label=com.docker.compose.service=broker{i}").stdout.split()
+        if len(out) != 1:
+            raise BackendError(f"found {len(out)} containers for service broker{i} of compose project "
+                               f"{self.project} (scripts/docker-cluster up; or pass --containers)")
+        return out[0]
+
+    def _network_by_label(self):
+        out = self.docker("network", "ls", "--format", "{{.Name}}", "--filter",
+                          f"label=com.docker.compose.project={self.project}").stdout.split()
+        if len(out) != 1:
+            raise BackendError(f"found networks {out} for compose project {self.project}; pass --docker-network")
+        return out[0]
 
     def docker(self, *args, check=True, timeout=120):
         p = subprocess.run(["docker", *args], capture_output=True, text=True, timeout=timeout)

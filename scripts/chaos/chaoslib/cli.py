@@ -47,15 +47,18 @@ def parse_args(argv):
     ap.add_argument("--seed", type=int, default=None, help="seed of the fault schedule and key choice "
                     "(default: random, printed)")
     ap.add_argument("--target", choices=["process", "docker"], default="process")
-    ap.add_argument("--bootstrap", help="Kafka bootstrap servers, broker 1 first (docker: required "
-                    "unless the default matches; process: default from the cluster)")
+    ap.add_argument("--bootstrap", help="Kafka bootstrap servers, broker 1 first (process: default from "
+                    "the cluster; docker: 127.0.0.1 and the EXTERNAL ports of .run/docker/<project>.env, "
+                    "else 19092,29092,39092)")
     ap.add_argument("--run-dir", help="process: use the scripts/cluster cluster in this RAFTKA_RUN_DIR "
                     "instead of starting one")
     ap.add_argument("--brokers", type=int, default=3, help="process: brokers of the cluster it starts (3)")
-    ap.add_argument("--containers", default="raftka-broker1,raftka-broker2,raftka-broker3",
-                    help="docker: broker containers in node.id order")
-    ap.add_argument("--docker-network", default="raftka_default",
-                    help="docker: the compose network to disconnect brokers from (default raftka_default)")
+    ap.add_argument("--docker-project", default=os.environ.get("COMPOSE_PROJECT_NAME", "raftka"),
+                    help="docker: compose project (default COMPOSE_PROJECT_NAME or raftka)")
+    ap.add_argument("--containers", help="docker: broker containers in node.id order (default: found by "
+                    "compose labels, services broker1..3 of the project)")
+    ap.add_argument("--docker-network", help="docker: the network to disconnect brokers from (default: the "
+                    "project's compose network, found by label)")
     ap.add_argument("--topic", help="test topic (default verify-<random>; created)")
     ap.add_argument("--partitions", type=int, default=3)
     ap.add_argument("--replication-factor", type=int, default=3)
@@ -88,9 +91,9 @@ def parse_args(argv):
 
 def make_backend(args):
     if args.target == "docker":
-        bootstrap = args.bootstrap or "127.0.0.1:9092,127.0.0.1:9192,127.0.0.1:9292"
-        return DockerBackend(bootstrap, [c.strip() for c in args.containers.split(",") if c.strip()],
-                             args.docker_network, log=log)
+        containers = [c.strip() for c in (args.containers or "").split(",") if c.strip()] or None
+        return DockerBackend(args.bootstrap or docker_bootstrap(args.docker_project), containers,
+                             args.docker_network, project=args.docker_project, log=log)
     env = {}
     if "RAFTKA_BIN" not in os.environ:
         for cand in ("target/release/raftka", "target/debug/raftka"):
@@ -102,6 +105,19 @@ def make_backend(args):
         run_dir = os.environ.get("RAFTKA_RUN_DIR") or str(REPO / ".run" / "cluster")
     return ProcessBackend(REPO, run_dir=run_dir, n=args.brokers, keep=args.keep, env=env, log=log,
                           bootstrap=args.bootstrap)
+
+
+def docker_bootstrap(project):
+    """The EXTERNAL listeners scripts/docker-cluster publishes: 127.0.0.1:<RAFTKA_EXTERNAL_PORT_i>
+    from .run/docker/<project>.env (or the environment), default 19092, 29092, 39092."""
+    ports = {i: os.environ.get(f"RAFTKA_EXTERNAL_PORT_{i}", str(p)) for i, p in ((1, 19092), (2, 29092), (3, 39092))}
+    state = REPO / ".run" / "docker" / f"{project}.env"
+    if state.exists():
+        for line in state.read_text().splitlines():
+            for i in ports:
+                if line.startswith(f"RAFTKA_EXTERNAL_PORT_{i}="):
+                    ports[i] = line.split("=", 1)[1].strip().strip("'\"")
+    return ",".join(f"127.0.0.1:{ports[i]}" for i in sorted(ports))
 
 
 def create_topic(bootstrap, topic, partitions, rf, min_isr):
