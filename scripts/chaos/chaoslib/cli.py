@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import os
 import random
+import signal
 import sys
 import tempfile
 import time
@@ -243,6 +244,7 @@ def run(args):
             nemesis.stop()
             if nemesis.error:
                 log(f"the nemesis stopped on an error: {nemesis.error!r}")
+                h.config["nemesis_error"] = repr(nemesis.error)
         backend.heal_all()
         log("faults over; waiting for the cluster to heal")
         h.health = wait_healed(backend, [topic, "__consumer_offsets"], args.heal_timeout)
@@ -338,6 +340,8 @@ def summary(h, report, target, hist_path):
                         (", controller" if fault.controller else "")
             lines.append(f"  #{i:<3} t={f.t_start - h.t0:7.1f}s {f.kind:<9} broker {f.broker}{roles}: {secs} "
                          f"({f.scope})")
+    if cfg.get("nemesis_error"):
+        lines.append(f"the nemesis stopped early on an error: {cfg['nemesis_error']}")
     if h.health is not None:
         lines.append(f"cluster healed: {'yes' if h.health.healed else 'NO'} after {h.health.seconds:.1f} s"
                      + (f" ({h.health.detail})" if h.health.detail else ""))
@@ -360,8 +364,14 @@ def check_only(path):
     return 0 if report.ok else 1
 
 
+def _terminate(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
     if args.check:
         return check_only(args.check)
+    # SIGTERM like Ctrl-C: heal (iptables rules, paused brokers), save the history, tear down
+    signal.signal(signal.SIGTERM, _terminate)
     return run(args)

@@ -204,7 +204,7 @@ class ConsumerWorker(threading.Thread):
             while not self.stop_ev.is_set():
                 try:
                     msgs = c.consume(500, 0.2)
-                except KafkaException as e:
+                except KafkaException:
                     self.errors += 1
                     time.sleep(0.1)
                     continue
