@@ -251,7 +251,8 @@ def run(args):
         log(f"healed: {h.health.healed} after {h.health.seconds:.1f}s {h.health.detail}")
         time.sleep(args.tail)
         producer.stop()
-        log(f"producer stopped; {len(h.acks)} acks")
+        h.config["producer_fatal_errors"] = producer.fatal_errors
+        log(f"producer stopped; {len(h.acks)} acks; {producer.producers} producer(s) used")
 
         # consumers catch up to the end of every partition
         try:
@@ -320,6 +321,12 @@ def summary(h, report, target, hist_path):
     lines.append(f"consumers: reads {s['consumer reads']} ({s['distinct values read by consumers']} distinct), "
                  f"assignments {s['assignments']}, commits acknowledged {s['commits acknowledged']}, "
                  f"failed {s['commits failed']}, committed-offset polls {s['committed-offset polls']}")
+    unanswered = s["sent"] - s["acknowledged"] - s["failed (indeterminate)"]
+    if unanswered:
+        lines.append(f"  {unanswered} record(s) never answered (indeterminate, like failed ones)")
+    fatal = cfg.get("producer_fatal_errors") or []
+    if fatal:
+        lines.append(f"producer: {len(fatal)} fatal error(s), producer recreated each time; first: {fatal[0][:300]}")
     by_kind = Counter(f.kind for f in h.faults)
     lines.append(f"faults: {len(h.faults)}" + (" (" + ", ".join(f"{k} {n}" for k, n in sorted(by_kind.items())) + ")"
                                                if by_kind else ""))

@@ -61,6 +61,7 @@ class ProducerWorker(threading.Thread):
         self.log = log
         self.stop_ev = threading.Event()
         self.fatal = None
+        self.fatal_errors = []  # every fatal error that made it recreate the producer
         self.producers = 0
         self.pending_at_end = 0
 
@@ -91,17 +92,35 @@ class ProducerWorker(threading.Thread):
         if err.fatal():
             self.fatal = str(err)
 
+    def _poll(self, p, timeout):
+        """poll() serves delivery callbacks; it raises KafkaException once the producer hit a
+        fatal error (e.g. OUT_OF_ORDER_SEQUENCE_NUMBER when the broker lost records)."""
+        try:
+            p.poll(timeout)
+        except Exception as e:  # noqa: BLE001 - KafkaException: fatal state
+            self.fatal = self.fatal or str(e)
+            time.sleep(min(timeout, 0.05))
+
+    def _replace(self, p):
+        """A fatal producer can send nothing more: fail what it still holds (the delivery
+        callbacks record them as indeterminate) and start a new one (new producer id)."""
+        self.log(f"producer: fatal error {self.fatal}; recreating the producer")
+        self.fatal_errors.append(self.fatal)
+        self.fatal = None
+        for step in (lambda: p.purge(), lambda: p.flush(5)):
+            try:
+                step()
+            except Exception:  # noqa: BLE001 - still fatal: its callbacks may not all come
+                pass
+        return self._new_producer()
+
     def run(self):
         p = self._new_producer()
         period = 1.0 / self.rate if self.rate > 0 else 0.0
         next_t = now()
         while not self.stop_ev.is_set():
             if self.fatal:
-                self.log(f"producer: fatal error {self.fatal}; recreating the producer")
-                self.fatal = None
-                p.purge()
-                p.flush(5)
-                p = self._new_producer()
+                p = self._replace(p)
             key = self.rng.choice(self.keys)
             seq = self.next_seq[key]
             self.next_seq[key] = seq + 1
@@ -114,7 +133,7 @@ class ProducerWorker(threading.Thread):
                     p.produce(self.topic, key=key.encode(), value=value.encode(), on_delivery=cb)
                     break
                 except BufferError:
-                    p.poll(0.05)
+                    self._poll(p, 0.05)
                 except Exception as e:  # noqa: BLE001 - KafkaException: fatal state
                     self.rec.add("produce_errors", ProduceError(value, key, seq, now(), f"produce(): {e}"))
                     self.fatal = self.fatal or str(e)
@@ -122,16 +141,23 @@ class ProducerWorker(threading.Thread):
             next_t += period
             delay = next_t - now()
             if delay > 0:
-                p.poll(delay)
+                self._poll(p, delay)
             else:
-                p.poll(0)
+                self._poll(p, 0)
                 if delay < -1.0:
                     next_t = now()  # fell behind (backpressure): do not burst to catch up
-        self.pending_at_end = p.flush(60)
+        try:
+            self.pending_at_end = p.flush(60)
+        except Exception as e:  # noqa: BLE001
+            self.log(f"producer: flush failed: {e}")
+            self.pending_at_end = len(p)
         if self.pending_at_end:
             self.log(f"producer: {self.pending_at_end} record(s) still undelivered after 60 s of flush")
-            p.purge()
-            p.flush(5)
+            for step in (lambda: p.purge(), lambda: p.flush(5)):
+                try:
+                    step()
+                except Exception:  # noqa: BLE001
+                    pass
 
     def _callback(self, value, key, seq, t_send):
         def cb(err, msg):
