@@ -242,6 +242,14 @@ def test_unknown_value_detected():
     assert "unknown-value" in found
 
 
+def test_no_final_read_reports_only_that():
+    """An interrupted run has no final read: that is reported, not every ack as lost."""
+    h = clean_history()
+    h.final = None
+    found, _ = kinds_found(h)
+    assert found == {"incomplete-final-read"}
+
+
 def test_not_healed_detected():
     h = clean_history()
     h.health = Health(False, "broker 2 is not running", 120.0)
