@@ -384,14 +384,8 @@ def test_verify_run_against_process_cluster(tmp_path):
     assert acked > 0, out
     assert nfaults >= 3, out
     assert (tmp_path / "history.json").exists()
-    others = {k: n for k, n in counts.items() if n and k != "commit-backwards"}
-    assert not others, f"verify found violations {others}\n{out}\n{p.stderr[-6000:]}"
-    if counts["commit-backwards"]:
-        # Known broker bug (found by this checker): ReplicatedOffsetStore::put applies a commit to
-        # the coordinator's offsets cache before it is replicated, so OffsetFetch serves it; when
-        # the coordinator then loses leadership the commit is truncated away and the committed
-        # offset polled moves backwards. See scripts/chaos/VERIFY.md, "Findings".
-        pytest.xfail("committed offset moved backwards: OffsetFetch serves unreplicated commits (known)")
+    found = {k: n for k, n in counts.items() if n}
+    assert not found, f"verify found violations {found}\n{out}\n{p.stderr[-6000:]}"
     assert p.returncode == 0 and "RESULT: OK" in out, f"verify exited {p.returncode}\n{out}\n{p.stderr[-6000:]}"
 
 
