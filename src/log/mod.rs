@@ -9,6 +9,7 @@ pub mod batch;
 pub mod partition;
 pub mod producer;
 mod replica;
+pub mod retention;
 pub mod store;
 
 pub use partition::{AppendOutcome, PartitionLog, ReadResult};

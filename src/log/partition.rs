@@ -352,9 +352,10 @@ impl PartitionLog {
     /// timestamp, or `None` when every record is older.
     pub fn offset_for_timestamp(&self, ts: i64) -> Result<Option<(i64, i64)>, LogError> {
         let offsets = self.offsets();
+        let first = self.first_batch_key(offsets.log_start)?;
         for kv in self
             .tree
-            .range(batch_key(offsets.log_start.max(0))..batch_key(offsets.high_watermark))
+            .range(batch_key(first)..batch_key(offsets.high_watermark))
         {
             let (_, v) = kv?;
             let h = BatchHeader::read(&v)?;
