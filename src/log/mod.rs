@@ -6,6 +6,7 @@
 //! network, the request codec or cluster metadata.
 
 pub mod batch;
+pub mod compaction;
 pub mod partition;
 pub mod producer;
 mod replica;
