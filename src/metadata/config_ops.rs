@@ -206,13 +206,19 @@ mod tests {
 
     #[test]
     fn incremental_ops_keep_other_keys_and_replace_drops_them() {
-        let cur: BTreeMap<String, String> = [("retention.ms".to_string(), "1000".to_string())].into();
+        let cur: BTreeMap<String, String> =
+            [("retention.ms".to_string(), "1000".to_string())].into();
         let out = apply_ops(&topic(), &cur, &[set("retention.bytes", "5")], false).unwrap();
         assert_eq!(out.len(), 2);
         let out = apply_ops(&topic(), &cur, &[set("retention.bytes", "5")], true).unwrap();
         assert_eq!(out.len(), 1);
-        let out = apply_ops(&topic(), &cur, &[("retention.ms".into(), ConfigOp::Delete)], false)
-            .unwrap();
+        let out = apply_ops(
+            &topic(),
+            &cur,
+            &[("retention.ms".into(), ConfigOp::Delete)],
+            false,
+        )
+        .unwrap();
         assert!(out.is_empty());
     }
 
@@ -239,7 +245,10 @@ mod tests {
         let e = apply_ops(
             &topic(),
             &out,
-            &[("cleanup.policy".into(), ConfigOp::Subtract("compact".into()))],
+            &[(
+                "cleanup.policy".into(),
+                ConfigOp::Subtract("compact".into()),
+            )],
             false,
         )
         .unwrap_err();

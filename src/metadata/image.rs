@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use super::config_ops::{apply_ops, ConfigOp, ConfigResource};
 use super::MetadataError;
 
 /// A broker as clients see it.
@@ -95,6 +96,14 @@ pub enum MetadataCommand {
         topic: String,
         partition: i32,
     },
+    /// Change the config overrides of a topic or the dynamic settings of brokers
+    /// (AlterConfigs with `replace`, IncrementalAlterConfigs without). Refused as a whole when
+    /// any operation is invalid.
+    AlterConfigs {
+        resource: ConfigResource,
+        ops: Vec<(String, ConfigOp)>,
+        replace: bool,
+    },
 }
 
 /// Everything a broker knows about the cluster.
@@ -104,6 +113,9 @@ pub struct ClusterImage {
     pub controller_id: i32,
     pub brokers: BTreeMap<i32, BrokerMeta>,
     pub topics: BTreeMap<String, TopicMeta>,
+    /// Dynamic broker settings: "" → the cluster-wide defaults, "<id>" → one broker's.
+    #[serde(default)]
+    pub broker_configs: BTreeMap<String, BTreeMap<String, String>>,
 }
 
 impl ClusterImage {
@@ -213,6 +225,34 @@ impl ClusterImage {
                     return Err(MetadataError::UnknownTopic(name.clone()));
                 }
             }
+            MetadataCommand::AlterConfigs {
+                resource,
+                ops,
+                replace,
+            } => match resource {
+                ConfigResource::Topic(name) => {
+                    let topic = self
+                        .topics
+                        .get_mut(name)
+                        .ok_or_else(|| MetadataError::UnknownTopic(name.clone()))?;
+                    topic.configs = apply_ops(resource, &topic.configs, ops, *replace)?;
+                }
+                ConfigResource::Broker(id) => {
+                    if let Some(id) = id {
+                        if !self.brokers.contains_key(id) {
+                            return Err(MetadataError::UnknownBroker(*id));
+                        }
+                    }
+                    let key = ConfigResource::broker_key(*id);
+                    let current = self.broker_configs.get(&key).cloned().unwrap_or_default();
+                    let new = apply_ops(resource, &current, ops, *replace)?;
+                    if new.is_empty() {
+                        self.broker_configs.remove(&key);
+                    } else {
+                        self.broker_configs.insert(key, new);
+                    }
+                }
+            },
             MetadataCommand::CreatePartitions { name, assignments } => {
                 self.check_assignments(assignments)?;
                 let topic = self
