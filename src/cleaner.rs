@@ -104,6 +104,9 @@ pub async fn run(broker: Arc<Broker>) {
     let mut tick = tokio::time::interval(period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tick.tick().await;
+    // Passes left that still ask sled to release space: the blobs of deleted data are
+    // sometimes only freed a segment later (see `LogStore::release_space`).
+    let mut release_passes = 0u32;
     loop {
         tokio::select! {
             _ = broker.shutdown.cancelled() => return,
@@ -113,8 +116,12 @@ pub async fn run(broker: Arc<Broker>) {
         let result = tokio::task::spawn_blocking(move || {
             let before = b.logs.db().size_on_disk().ok();
             let stats = pass(&b, now_ms())?;
-            if stats != PassStats::default() {
+            let removed = stats != PassStats::default();
+            if removed || release_passes > 0 {
                 b.logs.flush()?;
+                b.logs.release_space()?;
+            }
+            if removed {
                 let after = b.logs.db().size_on_disk().ok();
                 tracing::info!(
                     retained = stats.retained,
@@ -124,9 +131,13 @@ pub async fn run(broker: Arc<Broker>) {
                     "log cleaner pass"
                 );
             }
-            Ok::<_, LogError>(stats)
+            Ok::<_, LogError>(removed)
         })
         .await;
+        release_passes = match &result {
+            Ok(Ok(true)) => 3,
+            _ => release_passes.saturating_sub(1),
+        };
         match result {
             Ok(Ok(_)) => {}
             Ok(Err(e)) => tracing::error!(error = %e, "log cleaner pass failed"),
