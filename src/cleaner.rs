@@ -11,6 +11,7 @@
 //!
 //! May depend on: `broker` (configs, metadata image, logs, roles), `log`. Not on the network.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -55,7 +56,16 @@ pub struct PassStats {
     pub retained: usize,
     /// Partitions that compaction rewrote.
     pub compacted: usize,
+    /// Followed partitions whose log start moved since the last pass (the leader's retention
+    /// or DeleteRecords, applied by replica fetches).
+    pub followed: usize,
+    /// Batches were deleted from some log since the last pass (by this pass, DeleteRecords or
+    /// replica fetches): sled should give the space back.
+    pub removed_data: bool,
 }
+
+/// The log start offset of every hosted partition at the previous pass.
+pub type SeenStarts = HashMap<(String, i32), i64>;
 
 /// Milliseconds since the Unix epoch (record timestamps are in this clock).
 pub fn now_ms() -> i64 {
@@ -66,10 +76,12 @@ pub fn now_ms() -> i64 {
 }
 
 /// One cleaner pass over every partition this broker hosts.
-pub fn pass(broker: &Broker, now: i64) -> Result<PassStats, LogError> {
+pub fn pass(broker: &Broker, now: i64, seen: &mut SeenStarts) -> Result<PassStats, LogError> {
     let image = broker.metadata.image();
     let me = broker.config.node_id;
     let mut stats = PassStats::default();
+    // Only partitions still hosted are remembered.
+    let previous = std::mem::take(seen);
     for topic in image.topics.values() {
         let cfg = CleanupConfig::of(broker, topic);
         for p in &topic.partitions {
@@ -86,6 +98,13 @@ pub fn pass(broker: &Broker, now: i64) -> Result<PassStats, LogError> {
                     stats.retained += 1;
                 }
             }
+            let start = log.offsets().log_start;
+            let key = (topic.name.clone(), p.index);
+            if !leads && previous.get(&key).is_some_and(|s| *s < start) {
+                tracing::info!(topic = %topic.name, partition = p.index, log_start = start, "follower deleted below the leader's log start offset");
+                stats.followed += 1;
+            }
+            seen.insert(key, start);
             if cfg.compact {
                 let c = log.compact(now, cfg.delete_retention_ms)?;
                 if c.rewritten_batches > 0 || c.removed_batches > 0 {
@@ -93,6 +112,7 @@ pub fn pass(broker: &Broker, now: i64) -> Result<PassStats, LogError> {
                     stats.compacted += 1;
                 }
             }
+            stats.removed_data |= log.take_removed();
         }
     }
     Ok(stats)
@@ -107,16 +127,19 @@ pub async fn run(broker: Arc<Broker>) {
     // Passes left that still ask sled to release space: the blobs of deleted data are
     // sometimes only freed a segment later (see `LogStore::release_space`).
     let mut release_passes = 0u32;
+    let seen = Arc::new(std::sync::Mutex::new(SeenStarts::new()));
     loop {
         tokio::select! {
             _ = broker.shutdown.cancelled() => return,
             _ = tick.tick() => {}
         }
         let b = broker.clone();
+        let seen = seen.clone();
         let result = tokio::task::spawn_blocking(move || {
             let before = b.logs.db().size_on_disk().ok();
-            let stats = pass(&b, now_ms())?;
-            let removed = stats != PassStats::default();
+            let mut seen = seen.lock().unwrap_or_else(|p| p.into_inner());
+            let stats = pass(&b, now_ms(), &mut seen)?;
+            let removed = stats.removed_data;
             if removed || release_passes > 0 {
                 b.logs.flush()?;
                 b.logs.release_space()?;
@@ -126,6 +149,7 @@ pub async fn run(broker: Arc<Broker>) {
                 tracing::info!(
                     retained = stats.retained,
                     compacted = stats.compacted,
+                    followed = stats.followed,
                     sled_bytes_before = before.unwrap_or(0),
                     sled_bytes_after = after.unwrap_or(0),
                     "log cleaner pass"

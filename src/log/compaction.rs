@@ -188,6 +188,7 @@ impl PartitionLog {
         }
         self.tree.apply_batch(write)?;
         drop(st);
+        self.mark_removed();
         Ok(stats)
     }
 }

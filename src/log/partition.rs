@@ -117,6 +117,9 @@ pub struct PartitionLog {
     pub(super) state: Mutex<State>,
     /// The high watermark, published for acks=all waiters and followers' fetch sessions.
     pub(super) hw: tokio::sync::watch::Sender<i64>,
+    /// Set when batches were deleted (retention, DeleteRecords, following the leader's log
+    /// start, compaction), so the cleaner asks sled to give the space back.
+    pub(super) removed: std::sync::atomic::AtomicBool,
 }
 
 impl PartitionLog {
@@ -172,6 +175,7 @@ impl PartitionLog {
                 epochs,
             }),
             hw,
+            removed: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -179,6 +183,17 @@ impl PartitionLog {
         // A panic while holding the lock cannot leave sled inconsistent (writes are atomic
         // batches), so a poisoned lock is still safe to use.
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// True once after batches were deleted from this log (then false until the next time).
+    pub fn take_removed(&self) -> bool {
+        self.removed
+            .swap(false, std::sync::atomic::Ordering::Relaxed)
+    }
+
+    pub(super) fn mark_removed(&self) {
+        self.removed
+            .store(true, std::sync::atomic::Ordering::Relaxed);
     }
 
     pub fn offsets(&self) -> Offsets {

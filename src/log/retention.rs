@@ -174,6 +174,7 @@ impl PartitionLog {
         write.insert(STATE_KEY, &offsets.encode());
         self.tree.apply_batch(write)?;
         st.offsets = offsets;
+        self.mark_removed();
         Ok(Some(new_start))
     }
 
@@ -201,6 +202,7 @@ impl PartitionLog {
         st.epochs.clear();
         st.producers.clear();
         st.offsets = offsets;
+        self.mark_removed();
         self.hw.send_replace(offset);
         Ok(())
     }
