@@ -15,7 +15,8 @@
 //! - [`config`]: Kafka-named settings from file, environment and flags.
 //! - [`alloc`]: the global allocator guard against hostile array lengths in requests.
 //!
-//! Dependencies point inwards: `server → api → broker → {metadata, log, group} → config`;
+//! Dependencies point inwards: `server → api → broker → {metadata, log, group} → config`,
+//! `cleaner → broker`;
 //! `quorum → {rpc → raft} → metadata` (not yet wired into `broker`).
 
 pub mod alloc;

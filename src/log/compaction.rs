@@ -7,7 +7,9 @@
 //! their offsets (offsets become sparse, as in Kafka) and the batch keeps its last offset
 //! (`lastOffsetDelta` is not `recordCount - 1` any more, which Kafka's format allows for
 //! exactly this reason). The rebuilt batch is stored under its first kept offset. A batch
-//! left without records is removed. Records without a key are kept.
+//! left without records is removed. Produce refuses records without a key for compacted
+//! topics ([`check_keys`]); any such record already in the log (the policy changed later) is
+//! kept.
 //!
 //! Compaction is a pure function of the committed log and the clock, so each replica runs
 //! it on its own copy (Kafka does the same) and replicas converge on the same records.
@@ -55,6 +57,16 @@ fn compression_of(h: &BatchHeader) -> Result<Compression, LogError> {
         4 => Compression::Zstd,
         c => return Err(LogError::Corrupt(format!("unknown compression codec {c}"))),
     })
+}
+
+/// Checks that every record of a produced batch has a key (compacted topics need one).
+pub fn check_keys(batch: &[u8]) -> Result<(), LogError> {
+    if decode(batch)?.iter().any(|r| r.key.is_none()) {
+        return Err(LogError::Batch(super::batch::BatchError::Invalid(
+            "compacted topics cannot accept records without a key",
+        )));
+    }
+    Ok(())
 }
 
 /// Encodes `kept` (records of the batch `orig`, in offset order, at least one) as one batch
@@ -317,6 +329,25 @@ mod tests {
         l.set_high_watermark(2).unwrap();
         assert_eq!(l.compact(2_000, 0).unwrap().removed_records, 1);
         assert_eq!(contents(&l), vec![(1, "a".into(), Some("2".into()))]);
+    }
+
+    #[test]
+    fn records_without_a_key_are_refused_for_compacted_topics() {
+        assert!(check_keys(&batch(&[("a", Some("1"))], 0, Compression::Gzip)).is_ok());
+        let mut r = rec(0, "a", Some("1"), 0);
+        r.key = None;
+        let mut buf = BytesMut::new();
+        RecordBatchEncoder::encode(
+            &mut buf,
+            [r].iter(),
+            &RecordEncodeOptions {
+                version: 2,
+                compression: Compression::None,
+            },
+        )
+        .unwrap();
+        let e = check_keys(&buf).unwrap_err();
+        assert!(e.to_string().contains("without a key"), "{e}");
     }
 
     #[test]

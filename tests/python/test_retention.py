@@ -331,3 +331,12 @@ def test_max_message_bytes_is_enforced(bootstrap):
         produce_all(p, t, [{"value": b"x" * 5000}])
     assert "MSG_SIZE_TOO_LARGE" in str(e.value), str(e.value)
     produce_all(p, t, [{"value": b"x" * 500}])
+
+
+def test_compacted_topics_refuse_records_without_a_key(bootstrap):
+    t = create_topic(bootstrap, topic_name("nokey"), 1, config={"cleanup.policy": "compact"})
+    p = producer(bootstrap, **{"message.send.max.retries": 0})
+    with pytest.raises(AssertionError) as e:
+        produce_all(p, t, [{"value": b"no key"}])
+    assert "INVALID_RECORD" in str(e.value), str(e.value)
+    produce_all(p, t, [{"key": b"k", "value": b"with key"}])
