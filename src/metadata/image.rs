@@ -498,6 +498,64 @@ mod tests {
     }
 
     #[test]
+    fn config_changes_apply_to_topics_and_brokers_or_not_at_all() {
+        let mut img = image(2);
+        img.apply(&MetadataCommand::CreateTopic {
+            name: "t".into(),
+            assignments: vec![vec![1]],
+            configs: [("retention.ms".to_string(), "1000".to_string())].into(),
+        })
+        .unwrap();
+        let alter = |resource, ops: Vec<(&str, ConfigOp)>, replace| MetadataCommand::AlterConfigs {
+            resource,
+            ops: ops.into_iter().map(|(k, o)| (k.to_string(), o)).collect(),
+            replace,
+        };
+        let topic = ConfigResource::Topic("t".into());
+        img.apply(&alter(
+            topic.clone(),
+            vec![("retention.bytes", ConfigOp::Set("5".into()))],
+            false,
+        ))
+        .unwrap();
+        assert_eq!(img.topics["t"].configs.len(), 2);
+        // One bad operation refuses the whole change.
+        let before = img.clone();
+        let bad = alter(
+            topic.clone(),
+            vec![
+                ("retention.ms", ConfigOp::Delete),
+                ("retention.bytes", ConfigOp::Set("lots".into())),
+            ],
+            false,
+        );
+        assert!(matches!(
+            img.apply(&bad),
+            Err(MetadataError::InvalidConfig { .. })
+        ));
+        assert_eq!(img, before);
+        assert!(img
+            .apply(&alter(ConfigResource::Topic("nope".into()), vec![], false))
+            .is_err());
+        // Brokers: one broker's settings and the cluster-wide defaults; unknown brokers refused.
+        let set = || vec![("log.retention.ms", ConfigOp::Set("60000".into()))];
+        img.apply(&alter(ConfigResource::Broker(Some(2)), set(), false))
+            .unwrap();
+        img.apply(&alter(ConfigResource::Broker(None), set(), false))
+            .unwrap();
+        assert_eq!(img.broker_configs["2"]["log.retention.ms"], "60000");
+        assert_eq!(img.broker_configs[""]["log.retention.ms"], "60000");
+        assert_eq!(
+            img.apply(&alter(ConfigResource::Broker(Some(9)), set(), false)),
+            Err(MetadataError::UnknownBroker(9))
+        );
+        // Replacing with nothing removes the entry.
+        img.apply(&alter(ConfigResource::Broker(None), vec![], true))
+            .unwrap();
+        assert!(!img.broker_configs.contains_key(""));
+    }
+
+    #[test]
     fn bad_assignments_leave_the_image_unchanged() {
         let mut img = image(1);
         let before = img.clone();
