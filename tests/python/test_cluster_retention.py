@@ -1,4 +1,5 @@
-"""Three-broker cluster: time and size retention on RF=3 topics while a replica is down.
+"""Three-broker cluster: time and size retention on RF=3 topics while a replica is down, and
+compaction converging on two replicas that compact independently.
 
 Broker 1 is the preferred leader of both topics. It is stopped, the retention configs are
 changed through another broker (IncrementalAlterConfigs goes through the metadata quorum), and
@@ -43,11 +44,21 @@ def alter(bootstrap, topic, key, value):
 def test_retention_is_enforced_on_every_replica_with_one_down(cluster3):
     c = cluster3
     a = admin(c.bootstrap)
-    t_time, t_size = topic_name("crtime"), topic_name("crsize")
+    t_time, t_size, t_compact = topic_name("crtime"), topic_name("crsize"), topic_name("crcompact")
     futs = a.create_topics([NewTopic(t, num_partitions=1, replica_assignment=[[1, 2, 3]]) for t in (t_time, t_size)])
+    futs.update(
+        a.create_topics([
+            NewTopic(
+                t_compact,
+                num_partitions=1,
+                replica_assignment=[[1, 2, 3]],
+                config={"cleanup.policy": "compact", "delete.retention.ms": "0"},
+            )
+        ])
+    )
     for f in futs.values():
         f.result(timeout=30)
-    for t in (t_time, t_size):
+    for t in (t_time, t_size, t_compact):
         c.wait_settled(t)
 
     p = producer(c.bootstrap, **{"acks": "all", "linger.ms": 20, "compression.type": "none"})
@@ -56,12 +67,27 @@ def test_retention_is_enforced_on_every_replica_with_one_down(cluster3):
     value = os.urandom(1000)
     for r in range(80):  # 8 MB in batches of up to 100 records
         produce_all(p, t_size, [{"value": value, "key": f"{r}-{i}".encode()} for i in range(100)])
-    # Every replica has everything before broker 1 goes away.
+    produce_all(p, t_compact, [{"key": f"k{i}".encode(), "value": b"v1"} for i in range(10)])
+    produce_all(p, t_compact, [{"key": f"k{i}".encode(), "value": b"v2"} for i in range(5)])
+    produce_all(p, t_compact, [{"key": b"k9", "value": None}])
+    produce_all(p, t_compact, [{"key": b"k0", "value": b"v3"}])
+    compacted = {(b"k0", b"v3", 16)} | {(f"k{i}".encode(), b"v2", 10 + i) for i in range(1, 5)}
+    compacted |= {(f"k{i}".encode(), b"v1", i) for i in range(5, 9)}
+
+    def compacted_on(broker_id):
+        got = consume_to_end(c.address(broker_id), t_compact, [0], **{"auto.offset.reset": "earliest"})[0]
+        return {(m.key(), m.value(), m.offset()) for m in got} == compacted
+
+    # Every replica has everything before broker 1 goes away, and the leader compacted.
     c.wait_settled(t_time)
     c.wait_settled(t_size)
+    wait_until(lambda: compacted_on(1), timeout=30, interval=0.3, what="compaction on broker 1")
 
     c.stop(1)
     c.wait_settled(t_time, full_isr=False, preferred=False, check=lambda v: v[0][0] == 2)
+    c.wait_settled(t_compact, full_isr=False, preferred=False, check=lambda v: v[0][0] == 2)
+    # Broker 2 compacted its own copy independently, to the same records.
+    wait_until(lambda: compacted_on(2), timeout=30, interval=0.3, what="compaction on broker 2")
     via2 = c.address(2)
     alter(via2, t_time, "retention.ms", "600000")  # 10 minutes: the old records expire
     alter(via2, t_size, "retention.bytes", "500000")
