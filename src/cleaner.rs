@@ -125,7 +125,8 @@ pub async fn run(broker: Arc<Broker>) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tick.tick().await;
     // Passes left that still ask sled to release space: the blobs of deleted data are
-    // sometimes only freed a segment later (see `LogStore::release_space`).
+    // sometimes only freed a segment later (see `LogStore::release_space`); every release
+    // that shrank the files earns another one.
     let mut release_passes = 0u32;
     let seen = Arc::new(std::sync::Mutex::new(SeenStarts::new()));
     loop {
@@ -140,9 +141,12 @@ pub async fn run(broker: Arc<Broker>) {
             let mut seen = seen.lock().unwrap_or_else(|p| p.into_inner());
             let stats = pass(&b, now_ms(), &mut seen)?;
             let removed = stats.removed_data;
+            let mut shrank = false;
             if removed || release_passes > 0 {
                 b.logs.flush()?;
+                let pre = b.logs.db().size_on_disk().unwrap_or(0);
                 b.logs.release_space()?;
+                shrank = b.logs.db().size_on_disk().unwrap_or(u64::MAX) < pre;
             }
             if removed {
                 let after = b.logs.db().size_on_disk().ok();
@@ -155,11 +159,13 @@ pub async fn run(broker: Arc<Broker>) {
                     "log cleaner pass"
                 );
             }
-            Ok::<_, LogError>(removed)
+            Ok::<_, LogError>((removed, shrank))
         })
         .await;
+        // Keep asking while it helps: sled frees blobs a segment or two later.
         release_passes = match &result {
-            Ok(Ok(true)) => 3,
+            Ok(Ok((true, _))) => 3,
+            Ok(Ok((false, true))) => release_passes.max(2),
             _ => release_passes.saturating_sub(1),
         };
         match result {

@@ -118,7 +118,8 @@ def test_retention_is_enforced_on_every_replica_with_one_down(cluster3):
     # and the retained batches stay).
     disk_after = wait_until(
         lambda: (lambda b: b if b < disk_before - 5_000_000 else None)(data_dir_bytes(c, 1)),
-        timeout=30,
+        timeout=60,
+        interval=0.5,
         what=f"broker 1's data directory to shrink by 5 MB from {disk_before} bytes",
     )
     print(f"\nbroker 1 (down during retention) sled data on disk: {disk_before} bytes before it "
