@@ -14,6 +14,7 @@ use crate::group::{
     GroupConfig, GroupCoordinator, GroupError, LocalPlacement, Placement, SledOffsetStore,
 };
 use crate::log::{LogError, LogStore, PartitionLog};
+use crate::metadata::config_ops::{ConfigOp, ConfigResource};
 use crate::metadata::{
     topic_config, validate_topic_name, BrokerMeta, ClusterImage, Endpoint, MetadataCommand,
     MetadataError, MetadataStore, PartitionMeta, TopicMeta,
@@ -496,13 +497,41 @@ impl Broker {
         Ok(())
     }
 
+    /// Changes the config overrides of a topic or the dynamic settings of brokers through the
+    /// metadata quorum (`replace`: AlterConfigs semantics), or only checks the change.
+    pub async fn alter_configs(
+        &self,
+        resource: ConfigResource,
+        ops: Vec<(String, ConfigOp)>,
+        replace: bool,
+        validate_only: bool,
+    ) -> Result<(), MetadataError> {
+        let cmd = MetadataCommand::AlterConfigs {
+            resource,
+            ops,
+            replace,
+        };
+        // Check against the local image first, so a refused change is not committed to the
+        // metadata log only to be refused there.
+        (*self.metadata.image()).clone().apply(&cmd)?;
+        if validate_only {
+            return Ok(());
+        }
+        self.metadata.submit(&cmd).await?;
+        if let MetadataCommand::AlterConfigs { resource, ops, .. } = &cmd {
+            tracing::info!(?resource, keys = ?ops.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>(), "altered configs");
+        }
+        Ok(())
+    }
+
     /// The effective value of a topic config: the topic's override or the broker's default.
     pub fn topic_config_value(&self, topic: &TopicMeta, key: &str) -> Option<String> {
         if let Some(v) = topic.configs.get(key) {
             return Some(v.clone());
         }
         let def = topic_config::topic_config(key)?;
-        Some(topic_config::broker_default(def, &self.config).0)
+        let image = self.metadata.image();
+        Some(topic_config::broker_default(def, &self.config, &image.broker_configs).0)
     }
 
     /// The partition's metadata and its local log, if this broker leads it.

@@ -99,6 +99,10 @@ pub fn setting(name: &str) -> Option<&'static SettingDef> {
 pub enum Source {
     Default,
     Static,
+    /// Set for one broker through the metadata quorum (IncrementalAlterConfigs/AlterConfigs).
+    DynamicBroker,
+    /// Set for every broker (resource name "") through the metadata quorum.
+    DynamicDefault,
 }
 
 /// A listener: its name, bind address and the address advertised to clients.

@@ -9,17 +9,20 @@
 //! - [`quorum`]: the metadata quorum node (openraft): bootstrap, submit, local reads.
 //! - [`raft`]: the quorum's Raft log and state machine in sled, and its openraft types.
 //! - [`rpc`]: gRPC between brokers (tonic): the Raft service and the per-peer clients.
-//! - [`log`]: partition logs in sled, idempotent-producer state.
+//! - [`log`]: partition logs in sled, idempotent-producer state, retention and compaction.
+//! - [`cleaner`]: the periodic task applying each topic's cleanup.policy.
 //! - [`group`]: the consumer-group coordinator and committed offsets.
 //! - [`config`]: Kafka-named settings from file, environment and flags.
 //! - [`alloc`]: the global allocator guard against hostile array lengths in requests.
 //!
-//! Dependencies point inwards: `server → api → broker → {metadata, log, group} → config`;
+//! Dependencies point inwards: `server → api → broker → {metadata, log, group} → config`,
+//! `cleaner → broker`;
 //! `quorum → {rpc → raft} → metadata` (not yet wired into `broker`).
 
 pub mod alloc;
 pub mod api;
 pub mod broker;
+pub mod cleaner;
 pub mod cluster;
 pub mod config;
 pub mod group;
@@ -49,6 +52,8 @@ pub async fn run(config: BrokerConfig, shutdown: CancellationToken) -> anyhow::R
     // Session and rebalance timeouts of consumer groups; when the broker stops it releases
     // waiting JoinGroup/SyncGroup requests (NOT_COORDINATOR).
     let sweeper = tokio::spawn(broker.groups.clone().run_sweeper(broker.shutdown.clone()));
+    // Retention and compaction, every log.retention.check.interval.ms.
+    tokio::spawn(cleaner::run(broker.clone()));
     for l in &broker.config.listeners {
         let listener = TcpListener::bind(l.bind)
             .await

@@ -207,10 +207,18 @@ pub fn load_partition(log: &PartitionLog) -> Result<OffsetsPartition, LogError> 
     let mut pos = offsets.log_start;
     while pos < offsets.log_end {
         let read = log.read_for_follower(pos, 1 << 20)?;
+        if read.records.is_empty() {
+            break;
+        }
         let mut buf = read.records.clone();
         let sets = RecordBatchDecoder::decode_all(&mut buf)
             .map_err(|e| LogError::Corrupt(format!("offsets batch does not decode: {e}")))?;
+        // Continue after each batch's last offset: compaction may have removed a batch's
+        // last records but keeps its offset span.
         let mut next = pos;
+        for b in crate::log::batch::split_stored_batches(&read.records)? {
+            next = next.max(crate::log::batch::BatchHeader::read(&b)?.last_offset() + 1);
+        }
         for set in sets {
             for r in set.records {
                 next = next.max(r.offset + 1);
@@ -648,6 +656,21 @@ mod tests {
         assert_eq!(loaded.get("g", &t0), Some(off(9)));
         assert_eq!(loaded.get("g", &t1), Some(off(4)));
         assert_eq!(loaded.get("h", &t0), None);
+        // A compacted partition (the first batch gone, the second ending with a removed
+        // tombstone) still loads every latest offset.
+        let b3 = build_batch(
+            &[encode_record("g", &TopicPartition::new("u", 0), Some(&off(7))).unwrap()],
+            3,
+        );
+        log.append(&[b3], 2).unwrap();
+        let b4 = build_batch(&[encode_record("g", &t1, Some(&off(8))).unwrap()], 4);
+        log.append(&[b4], 2).unwrap();
+        let s = log.compact(i64::MAX / 2, 0).unwrap();
+        assert!(s.removed_records > 0);
+        let loaded = load_partition(&log).unwrap();
+        assert_eq!(loaded.get("g", &t0), Some(off(9)));
+        assert_eq!(loaded.get("g", &t1), Some(off(8)));
+        assert_eq!(loaded.get("g", &TopicPartition::new("u", 0)), Some(off(7)));
     }
 
     #[test]

@@ -211,6 +211,15 @@ fn every_advertised_version_answers_with_a_well_formed_response() {
                     ApiKey::CreatePartitions => {
                         round_trip(&b, spec.key, v, CreatePartitionsRequest::default()).await
                     }
+                    ApiKey::AlterConfigs => {
+                        round_trip(&b, spec.key, v, AlterConfigsRequest::default()).await
+                    }
+                    ApiKey::IncrementalAlterConfigs => {
+                        round_trip(&b, spec.key, v, IncrementalAlterConfigsRequest::default()).await
+                    }
+                    ApiKey::DeleteRecords => {
+                        round_trip(&b, spec.key, v, DeleteRecordsRequest::default()).await
+                    }
                     ApiKey::DescribeCluster => {
                         round_trip(&b, spec.key, v, DescribeClusterRequest::default()).await
                     }

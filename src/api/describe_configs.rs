@@ -12,7 +12,8 @@ use super::errors::code;
 use super::RequestContext;
 use crate::broker::Broker;
 use crate::config::{Source, ValueType, SETTINGS};
-use crate::metadata::topic_config::{broker_default, TOPIC_CONFIGS};
+use crate::metadata::config_ops::DYNAMIC_BROKER_CONFIGS;
+use crate::metadata::topic_config::{default_synonyms, DynamicConfigs, TOPIC_CONFIGS};
 use crate::metadata::TopicMeta;
 
 const TOPIC: i8 = 2;
@@ -20,11 +21,15 @@ const BROKER: i8 = 4;
 
 /// Kafka's ConfigSource values.
 const TOPIC_CONFIG: i8 = 1;
+const DYNAMIC_BROKER_CONFIG: i8 = 2;
+const DYNAMIC_DEFAULT_BROKER_CONFIG: i8 = 3;
 const STATIC_BROKER_CONFIG: i8 = 4;
 const DEFAULT_CONFIG: i8 = 5;
 
 fn source_code(s: Source) -> i8 {
     match s {
+        Source::DynamicBroker => DYNAMIC_BROKER_CONFIG,
+        Source::DynamicDefault => DYNAMIC_DEFAULT_BROKER_CONFIG,
         Source::Static => STATIC_BROKER_CONFIG,
         Source::Default => DEFAULT_CONFIG,
     }
@@ -99,27 +104,28 @@ pub fn topic_entries(
     keys: Option<&[String]>,
     o: EntryOptions,
 ) -> Vec<DescribeConfigsResourceResult> {
+    let dynamic = broker.metadata.image().broker_configs.clone();
     TOPIC_CONFIGS
         .iter()
         .filter(|d| keys.is_none_or(|k| k.iter().any(|k| k == d.name)))
         .map(|d| {
-            let (default, default_source) = broker_default(d, &broker.config);
-            let default_source = source_code(default_source);
-            let mut synonyms = Vec::new();
+            let (default, default_source) =
+                crate::metadata::topic_config::broker_default(d, &broker.config, &dynamic);
+            // Most specific first, as Kafka lists them: the topic override, then the broker
+            // settings (dynamic, static, built-in) that supply the default.
+            let mut synonyms: Vec<(String, String, i8)> = Vec::new();
             let (value, source) = match topic.configs.get(d.name) {
                 Some(v) => {
                     synonyms.push((d.name.to_string(), v.clone(), TOPIC_CONFIG));
                     (v.clone(), TOPIC_CONFIG)
                 }
-                None => (default.clone(), default_source),
+                None => (default, source_code(default_source)),
             };
-            // Most specific first, as Kafka lists them: the topic override, then the broker
-            // setting (or the built-in default) that supplies the default.
-            synonyms.push((
-                d.broker_synonym.unwrap_or(d.name).to_string(),
-                default,
-                default_source,
-            ));
+            synonyms.extend(
+                default_synonyms(d, &broker.config, &dynamic)
+                    .into_iter()
+                    .map(|(n, v, s)| (n, v, source_code(s))),
+            );
             render(
                 Entry {
                     name: d.name,
@@ -136,32 +142,81 @@ pub fn topic_entries(
         .collect()
 }
 
+fn is_dynamic(name: &str) -> bool {
+    DYNAMIC_BROKER_CONFIGS.iter().any(|(b, _)| *b == name)
+}
+
+/// This broker's settings: dynamic values (this broker's, then the cluster-wide default)
+/// over static ones. Only the dynamic settings are writable.
 fn broker_entries(
     broker: &Broker,
+    dynamic: &DynamicConfigs,
+    keys: Option<&[String]>,
+    o: EntryOptions,
+) -> Vec<DescribeConfigsResourceResult> {
+    let mine = broker.config.node_id.to_string();
+    SETTINGS
+        .iter()
+        .filter(|d| keys.is_none_or(|k| k.iter().any(|k| k == d.name)))
+        .map(|d| {
+            let mut synonyms = Vec::new();
+            for (key, source) in [
+                (mine.as_str(), DYNAMIC_BROKER_CONFIG),
+                ("", DYNAMIC_DEFAULT_BROKER_CONFIG),
+            ] {
+                if let Some(v) = dynamic.get(key).and_then(|m| m.get(d.name)) {
+                    synonyms.push((d.name.to_string(), v.clone(), source));
+                }
+            }
+            let (stat, stat_source) = broker
+                .config
+                .raw(d.name)
+                .map(|(v, s)| (v.to_string(), source_code(s)))
+                .unwrap_or_default();
+            synonyms.push((d.name.to_string(), stat, stat_source));
+            let (value, source) = synonyms
+                .first()
+                .map(|(_, v, s)| (v.clone(), *s))
+                .unwrap_or_default();
+            render(
+                Entry {
+                    name: d.name,
+                    synonyms,
+                    value,
+                    source,
+                    read_only: !is_dynamic(d.name),
+                    kind: d.kind,
+                    doc: d.doc,
+                },
+                o,
+            )
+        })
+        .collect()
+}
+
+/// The cluster-wide dynamic defaults (the broker resource named ""), as Kafka lists them.
+fn cluster_default_entries(
+    dynamic: &DynamicConfigs,
     keys: Option<&[String]>,
     o: EntryOptions,
 ) -> Vec<DescribeConfigsResourceResult> {
     SETTINGS
         .iter()
         .filter(|d| keys.is_none_or(|k| k.iter().any(|k| k == d.name)))
-        .map(|d| {
-            let (value, source) = broker
-                .config
-                .raw(d.name)
-                .map(|(v, s)| (v.to_string(), source_code(s)))
-                .unwrap_or_default();
-            render(
+        .filter_map(|d| {
+            let v = dynamic.get("").and_then(|m| m.get(d.name))?;
+            Some(render(
                 Entry {
                     name: d.name,
-                    synonyms: vec![(d.name.to_string(), value.clone(), source)],
-                    value,
-                    source,
-                    read_only: true,
+                    synonyms: vec![(d.name.to_string(), v.clone(), DYNAMIC_DEFAULT_BROKER_CONFIG)],
+                    value: v.clone(),
+                    source: DYNAMIC_DEFAULT_BROKER_CONFIG,
+                    read_only: false,
                     kind: d.kind,
                     doc: d.doc,
                 },
                 o,
-            )
+            ))
         })
         .collect()
 }
@@ -195,9 +250,17 @@ pub async fn handle(
                     format!("topic '{name}' does not exist"),
                 )),
             },
-            BROKER if name.is_empty() || name == broker.config.node_id.to_string() => {
-                Ok(broker_entries(broker, keys.as_deref(), o))
-            }
+            BROKER if name.is_empty() => Ok(cluster_default_entries(
+                &image.broker_configs,
+                keys.as_deref(),
+                o,
+            )),
+            BROKER if name == broker.config.node_id.to_string() => Ok(broker_entries(
+                broker,
+                &image.broker_configs,
+                keys.as_deref(),
+                o,
+            )),
             BROKER => Err((
                 ResponseError::InvalidRequest,
                 format!(

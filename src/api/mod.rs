@@ -4,10 +4,13 @@
 //! May depend on: `protocol`, `broker` (and through it `metadata`, `log`), the codec's
 //! message types. Not on sockets: [`dispatch`] turns one request frame into one response frame.
 
+mod alter_configs;
 mod api_versions;
+mod config_resources;
 mod create_partitions;
 mod create_topics;
 mod delete_groups;
+mod delete_records;
 mod delete_topics;
 mod describe_cluster;
 mod describe_configs;
@@ -16,6 +19,7 @@ pub mod errors;
 mod fetch;
 mod find_coordinator;
 mod heartbeat;
+mod incremental_alter_configs;
 mod init_producer_id;
 mod join_group;
 mod leave_group;
@@ -67,6 +71,9 @@ pub const APIS: &[ApiSpec] = &[
     api(ApiKey::DeleteTopics, 0, 6),
     api(ApiKey::InitProducerId, 0, 4),
     api(ApiKey::DescribeConfigs, 0, 4),
+    api(ApiKey::AlterConfigs, 0, 2),
+    api(ApiKey::IncrementalAlterConfigs, 0, 1),
+    api(ApiKey::DeleteRecords, 0, 2),
     api(ApiKey::CreatePartitions, 0, 3),
     api(ApiKey::DescribeCluster, 0, 1),
     // Consumer groups (the classic protocol). v4 batches coordinator keys; v5+ only adds
@@ -213,6 +220,21 @@ pub async fn dispatch_from(
         ApiKey::DescribeConfigs => {
             serve(spec.key, &ctx, frame, |r| {
                 describe_configs::handle(b, &ctx, r)
+            })
+            .await
+        }
+        ApiKey::AlterConfigs => {
+            serve(spec.key, &ctx, frame, |r| alter_configs::handle(b, &ctx, r)).await
+        }
+        ApiKey::IncrementalAlterConfigs => {
+            serve(spec.key, &ctx, frame, |r| {
+                incremental_alter_configs::handle(b, &ctx, r)
+            })
+            .await
+        }
+        ApiKey::DeleteRecords => {
+            serve(spec.key, &ctx, frame, |r| {
+                delete_records::handle(b, &ctx, r)
             })
             .await
         }

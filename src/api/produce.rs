@@ -261,6 +261,16 @@ fn append(
         let e = crate::log::LogError::from(e);
         (log_code(&e), Some(e.to_string()))
     })?;
+    let compacted = broker
+        .topic_config_value(topic, "cleanup.policy")
+        .is_some_and(|p| p.split(',').any(|x| x.trim() == "compact"));
+    if compacted {
+        // Kafka refuses records without a key on compacted topics: compaction is by key.
+        for b in &batches {
+            crate::log::compaction::check_keys(b)
+                .map_err(|e| (log_code(&e), Some(e.to_string())))?;
+        }
+    }
     let out = log
         .append_as_leader(&batches, meta.leader_epoch, false)
         .map_err(|e| (log_code(&e), Some(e.to_string())))?;

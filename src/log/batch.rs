@@ -106,6 +106,21 @@ impl BatchHeader {
 /// Every batch must be magic v2, have a correct CRC-32C and a consistent header, and be no
 /// larger than `max_batch_bytes`.
 pub fn split_batches(records: &Bytes, max_batch_bytes: usize) -> Result<Vec<Bytes>, BatchError> {
+    split(records, max_batch_bytes, true)
+}
+
+/// Splits batches a leader serves to a follower. Like [`split_batches`], except that a batch
+/// may hold fewer records than its offset span: compaction removes records but keeps the
+/// batch's last offset (as Kafka's cleaner does), so `lastOffsetDelta >= recordCount - 1`.
+pub fn split_stored_batches(records: &Bytes) -> Result<Vec<Bytes>, BatchError> {
+    split(records, usize::MAX, false)
+}
+
+fn split(
+    records: &Bytes,
+    max_batch_bytes: usize,
+    as_produced: bool,
+) -> Result<Vec<Bytes>, BatchError> {
     let mut out = Vec::new();
     let mut pos = 0usize;
     while pos < records.len() {
@@ -147,9 +162,14 @@ pub fn split_batches(records: &Bytes, max_batch_bytes: usize) -> Result<Vec<Byte
         if h.record_count < 0 || h.last_offset_delta < 0 {
             return Err(BatchError::Invalid("negative record count or offset delta"));
         }
-        if h.record_count > 0 && h.last_offset_delta != h.record_count - 1 {
+        if as_produced && h.record_count > 0 && h.last_offset_delta != h.record_count - 1 {
             return Err(BatchError::Invalid(
                 "last offset delta does not match record count",
+            ));
+        }
+        if h.record_count > h.last_offset_delta.saturating_add(1) {
+            return Err(BatchError::Invalid(
+                "more records than the batch's offset span",
             ));
         }
         if h.is_transactional() || h.is_control() {

@@ -6,9 +6,11 @@
 //! network, the request codec or cluster metadata.
 
 pub mod batch;
+pub mod compaction;
 pub mod partition;
 pub mod producer;
 mod replica;
+pub mod retention;
 pub mod store;
 
 pub use partition::{AppendOutcome, PartitionLog, ReadResult};

@@ -117,6 +117,9 @@ pub struct PartitionLog {
     pub(super) state: Mutex<State>,
     /// The high watermark, published for acks=all waiters and followers' fetch sessions.
     pub(super) hw: tokio::sync::watch::Sender<i64>,
+    /// Set when batches were deleted (retention, DeleteRecords, following the leader's log
+    /// start, compaction), so the cleaner asks sled to give the space back.
+    pub(super) removed: std::sync::atomic::AtomicBool,
 }
 
 impl PartitionLog {
@@ -172,6 +175,7 @@ impl PartitionLog {
                 epochs,
             }),
             hw,
+            removed: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -179,6 +183,17 @@ impl PartitionLog {
         // A panic while holding the lock cannot leave sled inconsistent (writes are atomic
         // batches), so a poisoned lock is still safe to use.
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// True once after batches were deleted from this log (then false until the next time).
+    pub fn take_removed(&self) -> bool {
+        self.removed
+            .swap(false, std::sync::atomic::Ordering::Relaxed)
+    }
+
+    pub(super) fn mark_removed(&self) {
+        self.removed
+            .store(true, std::sync::atomic::Ordering::Relaxed);
     }
 
     pub fn offsets(&self) -> Offsets {
@@ -352,9 +367,10 @@ impl PartitionLog {
     /// timestamp, or `None` when every record is older.
     pub fn offset_for_timestamp(&self, ts: i64) -> Result<Option<(i64, i64)>, LogError> {
         let offsets = self.offsets();
+        let first = self.first_batch_key(offsets.log_start)?;
         for kv in self
             .tree
-            .range(batch_key(offsets.log_start.max(0))..batch_key(offsets.high_watermark))
+            .range(batch_key(first)..batch_key(offsets.high_watermark))
         {
             let (_, v) = kv?;
             let h = BatchHeader::read(&v)?;

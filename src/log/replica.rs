@@ -123,10 +123,15 @@ impl PartitionLog {
         let mut new_epochs = Vec::new();
         for raw in batches {
             let h = BatchHeader::read(raw)?;
-            if h.base_offset != next {
+            // Batches follow each other, with gaps where compaction emptied a batch; the one
+            // exception is the first batch after a reset to the leader's log start, which may
+            // begin below it.
+            let empty = next == st.offsets.log_start && next == st.offsets.log_end;
+            if h.last_offset() < next || (h.base_offset < next && !empty) {
                 return Err(LogError::Corrupt(format!(
-                    "replicated batch starts at {}, expected {next}",
-                    h.base_offset
+                    "replicated batch {}..{} overlaps this log, which ends at {next}",
+                    h.base_offset,
+                    h.last_offset()
                 )));
             }
             let newest = new_epochs

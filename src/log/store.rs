@@ -24,6 +24,9 @@ pub struct LogStore {
     flush_every_append: bool,
 }
 
+/// A scratch tree for [`LogStore::release_space`].
+const PAD_TREE: &str = "sled_padding";
+
 fn tree_name(topic: &str, partition: i32) -> String {
     format!("log:{topic}:{partition}")
 }
@@ -116,6 +119,30 @@ impl LogStore {
                 .map_err(|e| LogError::Corrupt(format!("flush task failed: {e}")))??;
         }
         self.appended.notify_waiters();
+        Ok(())
+    }
+
+    /// Makes sled give back the disk space of data deleted since the last call.
+    ///
+    /// sled 0.34 stores large tree nodes (our batches live in them) as blob files and
+    /// deletes a replaced node's blob only when the log segment holding the replacement is
+    /// sealed; with the data itself in blobs, sled's log grows by a few bytes per write, so
+    /// the segment can stay open for hours and deleted data keeps its disk space. Writing two
+    /// segments' worth of padding (and removing it) seals that segment and the next (one was
+    /// not always enough): the blobs go now, and the padding's own space is reused by sled's
+    /// segment cleaner. Measured: 8 MB produced, 36.5 MB on disk; retention down to 1 MB →
+    /// 4.4 MB on disk (tests/python/test_retention.py prints the figures).
+    pub fn release_space(&self) -> Result<(), LogError> {
+        const PAD: usize = 96 * 1024; // below sled's blob threshold (a quarter segment)
+        const SEGMENT: usize = 512 * 1024; // sled's default segment size
+        let tree = self.db.open_tree(PAD_TREE)?;
+        let pad = vec![0u8; PAD];
+        for i in 0..=(2 * SEGMENT / PAD) {
+            tree.insert(b"pad", &pad[..PAD - i])?;
+            self.db.flush()?;
+        }
+        tree.remove(b"pad")?;
+        self.db.flush()?;
         Ok(())
     }
 

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use super::config_ops::{apply_ops, ConfigOp, ConfigResource};
 use super::MetadataError;
 
 /// A broker as clients see it.
@@ -139,6 +140,14 @@ pub enum MetadataCommand {
         topic: String,
         partition: i32,
     },
+    /// Change the config overrides of a topic or the dynamic settings of brokers
+    /// (AlterConfigs with `replace`, IncrementalAlterConfigs without). Refused as a whole when
+    /// any operation is invalid.
+    AlterConfigs {
+        resource: ConfigResource,
+        ops: Vec<(String, ConfigOp)>,
+        replace: bool,
+    },
 }
 
 /// Everything a broker knows about the cluster.
@@ -148,6 +157,9 @@ pub struct ClusterImage {
     pub controller_id: i32,
     pub brokers: BTreeMap<i32, BrokerMeta>,
     pub topics: BTreeMap<String, TopicMeta>,
+    /// Dynamic broker settings: "" → the cluster-wide defaults, "<id>" → one broker's.
+    #[serde(default)]
+    pub broker_configs: BTreeMap<String, BTreeMap<String, String>>,
 }
 
 impl ClusterImage {
@@ -268,6 +280,34 @@ impl ClusterImage {
                     return Err(MetadataError::UnknownTopic(name.clone()));
                 }
             }
+            MetadataCommand::AlterConfigs {
+                resource,
+                ops,
+                replace,
+            } => match resource {
+                ConfigResource::Topic(name) => {
+                    let topic = self
+                        .topics
+                        .get_mut(name)
+                        .ok_or_else(|| MetadataError::UnknownTopic(name.clone()))?;
+                    topic.configs = apply_ops(resource, &topic.configs, ops, *replace)?;
+                }
+                ConfigResource::Broker(id) => {
+                    if let Some(id) = id {
+                        if !self.brokers.contains_key(id) {
+                            return Err(MetadataError::UnknownBroker(*id));
+                        }
+                    }
+                    let key = ConfigResource::broker_key(*id);
+                    let current = self.broker_configs.get(&key).cloned().unwrap_or_default();
+                    let new = apply_ops(resource, &current, ops, *replace)?;
+                    if new.is_empty() {
+                        self.broker_configs.remove(&key);
+                    } else {
+                        self.broker_configs.insert(key, new);
+                    }
+                }
+            },
             MetadataCommand::CreatePartitions { name, assignments } => {
                 self.check_assignments(assignments)?;
                 let topic = self
@@ -566,6 +606,64 @@ mod tests {
         assert!(a.iter().all(|r| r.len() == 2 && r[0] != r[1]));
         assert!(img.place_replicas(1, 4, 0).is_err());
         assert!(img.place_replicas(0, 1, 0).is_err());
+    }
+
+    #[test]
+    fn config_changes_apply_to_topics_and_brokers_or_not_at_all() {
+        let mut img = image(2);
+        img.apply(&MetadataCommand::CreateTopic {
+            name: "t".into(),
+            assignments: vec![vec![1]],
+            configs: [("retention.ms".to_string(), "1000".to_string())].into(),
+        })
+        .unwrap();
+        let alter = |resource, ops: Vec<(&str, ConfigOp)>, replace| MetadataCommand::AlterConfigs {
+            resource,
+            ops: ops.into_iter().map(|(k, o)| (k.to_string(), o)).collect(),
+            replace,
+        };
+        let topic = ConfigResource::Topic("t".into());
+        img.apply(&alter(
+            topic.clone(),
+            vec![("retention.bytes", ConfigOp::Set("5".into()))],
+            false,
+        ))
+        .unwrap();
+        assert_eq!(img.topics["t"].configs.len(), 2);
+        // One bad operation refuses the whole change.
+        let before = img.clone();
+        let bad = alter(
+            topic.clone(),
+            vec![
+                ("retention.ms", ConfigOp::Delete),
+                ("retention.bytes", ConfigOp::Set("lots".into())),
+            ],
+            false,
+        );
+        assert!(matches!(
+            img.apply(&bad),
+            Err(MetadataError::InvalidConfig { .. })
+        ));
+        assert_eq!(img, before);
+        assert!(img
+            .apply(&alter(ConfigResource::Topic("nope".into()), vec![], false))
+            .is_err());
+        // Brokers: one broker's settings and the cluster-wide defaults; unknown brokers refused.
+        let set = || vec![("log.retention.ms", ConfigOp::Set("60000".into()))];
+        img.apply(&alter(ConfigResource::Broker(Some(2)), set(), false))
+            .unwrap();
+        img.apply(&alter(ConfigResource::Broker(None), set(), false))
+            .unwrap();
+        assert_eq!(img.broker_configs["2"]["log.retention.ms"], "60000");
+        assert_eq!(img.broker_configs[""]["log.retention.ms"], "60000");
+        assert_eq!(
+            img.apply(&alter(ConfigResource::Broker(Some(9)), set(), false)),
+            Err(MetadataError::UnknownBroker(9))
+        );
+        // Replacing with nothing removes the entry.
+        img.apply(&alter(ConfigResource::Broker(None), vec![], true))
+            .unwrap();
+        assert!(!img.broker_configs.contains_key(""));
     }
 
     #[test]

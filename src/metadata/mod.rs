@@ -8,6 +8,7 @@
 //!
 //! May depend on: `config` (defaults), `sled`, `serde`. Not on the network or the log.
 
+pub mod config_ops;
 pub mod controller;
 pub mod image;
 pub mod store;

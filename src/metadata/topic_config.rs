@@ -4,7 +4,9 @@
 //! stored and ignored; values raftka cannot honour (e.g. broker-side recompression) are
 //! refused with a reason.
 
-use crate::config::{BrokerConfig, Source, ValueType};
+use std::collections::BTreeMap;
+
+use crate::config::{setting, BrokerConfig, Source, ValueType};
 
 use super::MetadataError;
 
@@ -26,7 +28,7 @@ pub const TOPIC_CONFIGS: &[TopicConfigDef] = &[
         broker_synonym: Some("log.cleanup.policy"),
         default: "delete",
         kind: ValueType::List,
-        doc: "delete or compact (compaction arrives with the retention work).",
+        doc: "delete (retention by time and size), compact (latest value per key), or both.",
     },
     TopicConfigDef {
         name: "compression.type",
@@ -90,25 +92,84 @@ pub fn topic_config(name: &str) -> Option<&'static TopicConfigDef> {
     TOPIC_CONFIGS.iter().find(|d| d.name == name)
 }
 
-/// The default of a topic config on this broker and where that default comes from.
-pub fn broker_default(def: &TopicConfigDef, broker: &BrokerConfig) -> (String, Source) {
-    match def.broker_synonym {
-        Some("log.retention.ms") => {
-            let src = match (
-                broker.raw("log.retention.ms"),
-                broker.raw("log.retention.hours"),
-            ) {
-                (Some((_, Source::Static)), _) | (_, Some((_, Source::Static))) => Source::Static,
-                _ => Source::Default,
-            };
-            (broker.retention_ms.to_string(), src)
+/// Dynamic broker settings from the metadata image: "" → cluster-wide, "<id>" → one broker.
+pub type DynamicConfigs = BTreeMap<String, BTreeMap<String, String>>;
+
+/// The broker-level values behind a topic config's default, most specific first (as Kafka
+/// lists synonyms): this broker's dynamic value, the cluster-wide dynamic default, the static
+/// setting, the built-in default. Values are as set (`log.retention.hours` in hours).
+pub fn default_synonyms(
+    def: &TopicConfigDef,
+    broker: &BrokerConfig,
+    dynamic: &DynamicConfigs,
+) -> Vec<(String, String, Source)> {
+    let mut out = Vec::new();
+    let Some(syn) = def.broker_synonym else {
+        out.push((
+            def.name.to_string(),
+            def.default.to_string(),
+            Source::Default,
+        ));
+        return out;
+    };
+    let mine = broker.node_id.to_string();
+    for (key, source) in [
+        (mine.as_str(), Source::DynamicBroker),
+        ("", Source::DynamicDefault),
+    ] {
+        if let Some(v) = dynamic.get(key).and_then(|m| m.get(syn)) {
+            out.push((syn.to_string(), v.clone(), source));
         }
-        Some(syn) => match broker.raw(syn) {
-            Some((v, s)) => (v.to_string(), s),
-            None => (def.default.to_string(), Source::Default),
-        },
-        None => (def.default.to_string(), Source::Default),
     }
+    if syn == "log.retention.ms" {
+        match (
+            broker.raw("log.retention.ms"),
+            broker.raw("log.retention.hours"),
+        ) {
+            (Some((v, Source::Static)), _) => {
+                out.push((syn.to_string(), v.to_string(), Source::Static))
+            }
+            (_, Some((v, Source::Static))) => {
+                out.push(("log.retention.hours".into(), v.to_string(), Source::Static))
+            }
+            _ => {}
+        }
+        let hours = setting("log.retention.hours").map_or("168", |d| d.default);
+        out.push((
+            "log.retention.hours".into(),
+            hours.to_string(),
+            Source::Default,
+        ));
+        return out;
+    }
+    match broker.raw(syn) {
+        Some((v, Source::Static)) => {
+            out.push((syn.to_string(), v.to_string(), Source::Static));
+            let d = setting(syn).map_or(def.default, |d| d.default);
+            out.push((syn.to_string(), d.to_string(), Source::Default));
+        }
+        Some((v, _)) => out.push((syn.to_string(), v.to_string(), Source::Default)),
+        None => out.push((syn.to_string(), def.default.to_string(), Source::Default)),
+    }
+    out
+}
+
+/// The default of a topic config on this broker and where that default comes from.
+pub fn broker_default(
+    def: &TopicConfigDef,
+    broker: &BrokerConfig,
+    dynamic: &DynamicConfigs,
+) -> (String, Source) {
+    let syns = default_synonyms(def, broker, dynamic);
+    let (name, value, source) = syns
+        .into_iter()
+        .next()
+        .unwrap_or_else(|| (def.name.into(), def.default.into(), Source::Default));
+    if name == "log.retention.hours" {
+        // The hours setting (static or default) is what broker.retention_ms was computed from.
+        return (broker.retention_ms.to_string(), source);
+    }
+    (value, source)
 }
 
 /// Checks one topic config key and value.
@@ -182,8 +243,34 @@ mod tests {
         )])
         .unwrap();
         let d = topic_config("max.message.bytes").unwrap();
-        assert_eq!(broker_default(d, &b), ("2000".into(), Source::Static));
+        let none = DynamicConfigs::new();
+        assert_eq!(
+            broker_default(d, &b, &none),
+            ("2000".into(), Source::Static)
+        );
         let d = topic_config("retention.ms").unwrap();
-        assert_eq!(broker_default(d, &b), ("604800000".into(), Source::Default));
+        assert_eq!(
+            broker_default(d, &b, &none),
+            ("604800000".into(), Source::Default)
+        );
+        // Dynamic values win: this broker's over the cluster-wide default.
+        let mut dynamic = DynamicConfigs::new();
+        dynamic.insert(
+            String::new(),
+            [("log.retention.ms".to_string(), "5".to_string())].into(),
+        );
+        assert_eq!(
+            broker_default(d, &b, &dynamic),
+            ("5".into(), Source::DynamicDefault)
+        );
+        dynamic.insert(
+            "1".into(),
+            [("log.retention.ms".to_string(), "7".to_string())].into(),
+        );
+        assert_eq!(
+            broker_default(d, &b, &dynamic),
+            ("7".into(), Source::DynamicBroker)
+        );
+        assert_eq!(default_synonyms(d, &b, &dynamic).len(), 3);
     }
 }

@@ -1,7 +1,7 @@
 //! The follower's side of replication for one partition: what to ask the leader for, and
 //! how to apply the answer (truncate on divergence, append, follow the high watermark).
 
-use crate::log::batch::split_batches;
+use crate::log::batch::split_stored_batches;
 use crate::log::{LogError, PartitionLog};
 
 use super::{FetchRefusal, PartitionFetch, PartitionFetchResult};
@@ -35,6 +35,14 @@ pub enum Applied {
 
 /// Applies the leader's answer to the local log.
 pub fn apply(log: &PartitionLog, r: &PartitionFetchResult) -> Result<Applied, LogError> {
+    if r.refusal == Some(FetchRefusal::OffsetOutOfRange) && r.log_start > log.offsets().log_end {
+        // Retention or DeleteRecords removed everything this replica is missing: start over
+        // at the leader's log start (Kafka's truncate-fully-and-start-at).
+        log.reset_to(r.log_start)?;
+        return Ok(Applied::Truncated {
+            log_end: r.log_start,
+        });
+    }
     if let Some(refusal) = r.refusal {
         return Ok(Applied::Refused(refusal));
     }
@@ -52,10 +60,13 @@ pub fn apply(log: &PartitionLog, r: &PartitionFetchResult) -> Result<Applied, Lo
     }
     let mut log_end = log.offsets().log_end;
     if !r.records.is_empty() {
-        let batches = split_batches(&r.records, usize::MAX)?;
+        let batches = split_stored_batches(&r.records)?;
         log_end = log.append_replicated(&batches)?;
     }
     log.set_high_watermark(r.high_watermark.min(log_end))?;
+    // The leader alone decides the log start (retention, DeleteRecords); followers delete
+    // below it too, so every replica holds the same range.
+    log.advance_log_start(r.log_start)?;
     Ok(Applied::Appended { log_end })
 }
 
@@ -127,5 +138,58 @@ mod tests {
         assert_eq!(b2.offsets().high_watermark, 4);
         // The committed records 0..2 are still there, with their original content.
         assert_eq!(b1.end_offset_for_epoch(0), Some((0, 3)));
+    }
+
+    #[test]
+    fn followers_take_the_leaders_log_start_and_reset_when_far_behind() {
+        let (leader, _d1) = log();
+        let (f1, _d2) = log();
+        let (f2, _d3) = log();
+        let m = PartitionMeta {
+            index: 0,
+            replicas: vec![1, 2, 3],
+            isr: vec![1, 2, 3],
+            leader: 1,
+            leader_epoch: 0,
+            partition_epoch: 0,
+        };
+        let mut st = LeaderState::new(&m, &leader, 0);
+        leader
+            .append_as_leader(&[make_batch(3, -1, -1)], 0, false)
+            .unwrap(); // 0..2
+        sync(&leader, &mut st, &f1, 2);
+        sync(&leader, &mut st, &f2, 3);
+        // Broker 3 goes away (and leaves the ISR); more data arrives and retention deletes
+        // everything before 6.
+        st.update(&PartitionMeta {
+            isr: vec![1, 2],
+            partition_epoch: 1,
+            ..m.clone()
+        });
+        for _ in 0..2 {
+            leader
+                .append_as_leader(&[make_batch(3, -1, -1)], 0, false)
+                .unwrap(); // 3..5, 6..8
+        }
+        sync(&leader, &mut st, &f1, 2);
+        st.advance_high_watermark(&leader).unwrap();
+        assert_eq!(leader.advance_log_start(6).unwrap(), Some(6));
+        // Broker 2 follows the new log start on its next fetch.
+        sync(&leader, &mut st, &f1, 2);
+        assert_eq!(f1.offsets().log_start, 6);
+        assert_eq!(f1.batch_spans().unwrap().len(), 1);
+        // Broker 3 returns with a log ending at 3, below the leader's start: it resets to 6
+        // and copies the rest.
+        let f = next_fetch(&f2, "t", 0, 0);
+        let r = st.on_fetch(&leader, 3, &f, 1 << 20, 0);
+        assert_eq!(r.refusal, Some(FetchRefusal::OffsetOutOfRange));
+        assert_eq!(apply(&f2, &r).unwrap(), Applied::Truncated { log_end: 6 });
+        sync(&leader, &mut st, &f2, 3);
+        assert_eq!(f2.offsets().log_start, 6);
+        assert_eq!(f2.offsets().log_end, 9);
+        assert_eq!(
+            f2.read_for_follower(6, 1 << 20).unwrap().records,
+            leader.read_for_follower(6, 1 << 20).unwrap().records
+        );
     }
 }

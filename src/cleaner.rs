@@ -1,0 +1,177 @@
+//! The log cleaner: every `log.retention.check.interval.ms` it applies each hosted
+//! partition's `cleanup.policy` — retention (`delete`) on the partitions this broker leads,
+//! compaction (`compact`) on every replica — and logs sled's on-disk size before and after
+//! a pass that removed data.
+//!
+//! Retention is the leader's decision: it moves the log start offset, and followers delete
+//! below the log start their leader reports in every replica fetch (see
+//! `replication::follower`), so all replicas agree on it. Compaction runs on each replica
+//! independently, over the records below its high watermark, as Kafka's log cleaner does:
+//! it is a pure function of the committed log, so replicas converge on the same records.
+//!
+//! May depend on: `broker` (configs, metadata image, logs, roles), `log`. Not on the network.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::broker::Broker;
+use crate::log::retention::RetentionPolicy;
+use crate::log::LogError;
+use crate::metadata::TopicMeta;
+
+/// The cleanup settings of one topic, resolved against the broker defaults.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CleanupConfig {
+    pub delete: bool,
+    pub compact: bool,
+    pub retention: RetentionPolicy,
+    /// How long tombstones survive compaction (`delete.retention.ms`).
+    pub delete_retention_ms: i64,
+}
+
+impl CleanupConfig {
+    /// The effective cleanup settings of `topic` on this broker.
+    pub fn of(broker: &Broker, topic: &TopicMeta) -> Self {
+        let get = |k: &str| broker.topic_config_value(topic, k).unwrap_or_default();
+        let num = |k: &str, default: i64| get(k).trim().parse::<i64>().unwrap_or(default);
+        let policy = get("cleanup.policy");
+        let has = |p: &str| policy.split(',').any(|x| x.trim() == p);
+        Self {
+            delete: has("delete"),
+            compact: has("compact"),
+            retention: RetentionPolicy {
+                retention_ms: num("retention.ms", -1),
+                retention_bytes: num("retention.bytes", -1),
+            },
+            delete_retention_ms: num("delete.retention.ms", 86_400_000),
+        }
+    }
+}
+
+/// What one pass did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PassStats {
+    /// Partitions whose log start moved (retention).
+    pub retained: usize,
+    /// Partitions that compaction rewrote.
+    pub compacted: usize,
+    /// Followed partitions whose log start moved since the last pass (the leader's retention
+    /// or DeleteRecords, applied by replica fetches).
+    pub followed: usize,
+    /// Batches were deleted from some log since the last pass (by this pass, DeleteRecords or
+    /// replica fetches): sled should give the space back.
+    pub removed_data: bool,
+}
+
+/// The log start offset of every hosted partition at the previous pass.
+pub type SeenStarts = HashMap<(String, i32), i64>;
+
+/// Milliseconds since the Unix epoch (record timestamps are in this clock).
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// One cleaner pass over every partition this broker hosts.
+pub fn pass(broker: &Broker, now: i64, seen: &mut SeenStarts) -> Result<PassStats, LogError> {
+    let image = broker.metadata.image();
+    let me = broker.config.node_id;
+    let mut stats = PassStats::default();
+    // Only partitions still hosted are remembered.
+    let previous = std::mem::take(seen);
+    for topic in image.topics.values() {
+        let cfg = CleanupConfig::of(broker, topic);
+        for p in &topic.partitions {
+            let Some(log) = broker.logs.partition(&topic.name, p.index) else {
+                continue;
+            };
+            let leads = p.leader == me
+                && broker
+                    .replication
+                    .is_leading(&topic.name, p.index, p.leader_epoch);
+            if cfg.delete && leads {
+                if let Some(start) = log.apply_retention(now, cfg.retention)? {
+                    tracing::info!(topic = %topic.name, partition = p.index, log_start = start, "retention moved the log start offset");
+                    stats.retained += 1;
+                }
+            }
+            let start = log.offsets().log_start;
+            let key = (topic.name.clone(), p.index);
+            if !leads && previous.get(&key).is_some_and(|s| *s < start) {
+                tracing::info!(topic = %topic.name, partition = p.index, log_start = start, "follower deleted below the leader's log start offset");
+                stats.followed += 1;
+            }
+            seen.insert(key, start);
+            if cfg.compact {
+                let c = log.compact(now, cfg.delete_retention_ms)?;
+                if c.rewritten_batches > 0 || c.removed_batches > 0 {
+                    tracing::info!(topic = %topic.name, partition = p.index, records_removed = c.removed_records, batches_rewritten = c.rewritten_batches, batches_removed = c.removed_batches, "compacted");
+                    stats.compacted += 1;
+                }
+            }
+            stats.removed_data |= log.take_removed();
+        }
+    }
+    Ok(stats)
+}
+
+/// Runs a pass every `log.retention.check.interval.ms` until the broker shuts down.
+pub async fn run(broker: Arc<Broker>) {
+    let period = Duration::from_millis(broker.config.retention_check_interval_ms);
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    // Passes left that still ask sled to release space: the blobs of deleted data are
+    // sometimes only freed a segment later (see `LogStore::release_space`); every release
+    // that shrank the files earns another one.
+    let mut release_passes = 0u32;
+    let seen = Arc::new(std::sync::Mutex::new(SeenStarts::new()));
+    loop {
+        tokio::select! {
+            _ = broker.shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let b = broker.clone();
+        let seen = seen.clone();
+        let result = tokio::task::spawn_blocking(move || {
+            let before = b.logs.db().size_on_disk().ok();
+            let mut seen = seen.lock().unwrap_or_else(|p| p.into_inner());
+            let stats = pass(&b, now_ms(), &mut seen)?;
+            let removed = stats.removed_data;
+            let mut shrank = false;
+            if removed || release_passes > 0 {
+                b.logs.flush()?;
+                let pre = b.logs.db().size_on_disk().unwrap_or(0);
+                b.logs.release_space()?;
+                shrank = b.logs.db().size_on_disk().unwrap_or(u64::MAX) < pre;
+            }
+            if removed {
+                let after = b.logs.db().size_on_disk().ok();
+                tracing::info!(
+                    retained = stats.retained,
+                    compacted = stats.compacted,
+                    followed = stats.followed,
+                    sled_bytes_before = before.unwrap_or(0),
+                    sled_bytes_after = after.unwrap_or(0),
+                    "log cleaner pass"
+                );
+            }
+            Ok::<_, LogError>((removed, shrank))
+        })
+        .await;
+        // Keep asking while it helps: sled frees blobs a segment or two later.
+        release_passes = match &result {
+            Ok(Ok((true, _))) => 3,
+            Ok(Ok((false, true))) => release_passes.max(2),
+            _ => release_passes.saturating_sub(1),
+        };
+        match result {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "log cleaner pass failed"),
+            Err(e) => tracing::error!(error = %e, "log cleaner task panicked"),
+        }
+    }
+}
