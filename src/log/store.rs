@@ -127,7 +127,8 @@ impl LogStore {
     /// sled 0.34 stores large tree nodes (our batches live in them) as blob files and
     /// deletes a replaced node's blob only when the log segment holding the replacement is
     /// sealed; with the data itself in blobs, sled's log grows by a few bytes per write, so
-    /// the segment can stay open for hours and deleted data keeps its disk space. Writing two
+    /// the segment stays open and deleted data keeps its disk space (measured without this:
+    /// 8 MB produced → 36 MB, retention to 1 MB → 40 MB, 8 MB more under retention → 86 MB). Writing two
     /// segments' worth of padding (and removing it) seals that segment and the next (one was
     /// not always enough): the blobs go now, and the padding's own space is reused by sled's
     /// segment cleaner. Measured: 8 MB produced, 36.5 MB on disk; retention down to 1 MB →
