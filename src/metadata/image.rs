@@ -458,7 +458,10 @@ impl ClusterImage {
         rf: i16,
         first: i32,
     ) -> Result<Vec<Vec<i32>>, MetadataError> {
-        let ids: Vec<i32> = self.brokers.keys().copied().collect();
+        // Fenced brokers get no new replicas (as in KRaft); with racks set, consecutive
+        // brokers of the list are in different racks, so a partition's replicas spread over
+        // racks as far as the replication factor allows.
+        let ids = rack_interleaved(self.brokers.values().filter(|b| !b.fenced));
         if rf < 1 || rf as usize > ids.len() {
             return Err(MetadataError::InvalidReplicationFactor(format!(
                 "replication factor {rf} is invalid: it must be between 1 and the number of \
@@ -479,6 +482,23 @@ impl ClusterImage {
             })
             .collect())
     }
+}
+
+/// Broker ids ordered for placement: by id when no broker has a rack; otherwise one broker of
+/// each rack in turn (racks by name, brokers of a rack by id; no rack counts as a rack of its
+/// own), like Kafka's rack-alternated broker list.
+fn rack_interleaved<'a>(brokers: impl Iterator<Item = &'a BrokerMeta>) -> Vec<i32> {
+    let mut by_rack: BTreeMap<Option<&str>, Vec<i32>> = BTreeMap::new();
+    for b in brokers {
+        by_rack.entry(b.rack.as_deref()).or_default().push(b.id);
+    }
+    for ids in by_rack.values_mut() {
+        ids.sort_unstable();
+    }
+    let longest = by_rack.values().map(Vec::len).max().unwrap_or(0);
+    (0..longest)
+        .flat_map(|i| by_rack.values().filter_map(move |ids| ids.get(i).copied()))
+        .collect()
 }
 
 fn new_partition(index: i32, replicas: &[i32]) -> PartitionMeta {
@@ -595,6 +615,36 @@ mod tests {
             .unwrap();
         let p1 = &img.topics["t"].partitions[1];
         assert_eq!((p1.leader, p1.leader_epoch), (1, 2));
+    }
+
+    #[test]
+    fn placement_skips_fenced_brokers_and_spreads_over_racks() {
+        let mut img = ClusterImage::default();
+        for (id, rack) in [(1, "a"), (2, "a"), (3, "b"), (4, "b"), (5, "c"), (6, "c")] {
+            img.apply(&MetadataCommand::RegisterBroker(BrokerMeta {
+                id,
+                host: "h".into(),
+                port: 1,
+                rack: Some(rack.into()),
+                fenced: false,
+                incarnation: 0,
+                endpoints: Vec::new(),
+            }))
+            .unwrap();
+        }
+        let rack = |id: &i32| img.brokers[id].rack.clone();
+        for (first, replicas) in img.place_replicas(6, 3, 0).unwrap().iter().enumerate() {
+            let racks: std::collections::BTreeSet<_> = replicas.iter().map(rack).collect();
+            assert_eq!(
+                racks.len(),
+                3,
+                "partition {first}: {replicas:?} not on three racks"
+            );
+        }
+        img.apply(&MetadataCommand::FenceBroker { id: 3 }).unwrap();
+        let a = img.place_replicas(5, 2, 0).unwrap();
+        assert!(a.iter().flatten().all(|b| *b != 3), "{a:?}");
+        assert!(img.place_replicas(1, 6, 0).is_err());
     }
 
     #[test]
