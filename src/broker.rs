@@ -13,6 +13,7 @@ use crate::group::state::GroupLimits;
 use crate::group::{
     GroupConfig, GroupCoordinator, GroupError, LocalPlacement, Placement, SledOffsetStore,
 };
+use crate::lease::SelfLease;
 use crate::log::{LogError, LogStore, PartitionLog};
 use crate::metadata::config_ops::{ConfigOp, ConfigResource};
 use crate::metadata::{
@@ -113,6 +114,9 @@ pub struct Broker {
     /// without a quorum). A registration with a new incarnation fences the broker's previous
     /// incarnation: see `MetadataCommand::RegisterBroker`.
     pub incarnation: u64,
+    /// Whether the cluster may still count this broker as live (renewed by heartbeats in a
+    /// cluster; see `lease`). Group coordination stops while it is expired.
+    pub self_lease: Arc<SelfLease>,
     /// Consumer groups this broker coordinates and their committed offsets (a tree in the
     /// logs' sled database).
     pub groups: Arc<GroupCoordinator>,
@@ -173,6 +177,7 @@ impl Broker {
                     node_id: config.node_id,
                 }),
             )?;
+            let self_lease = Arc::new(SelfLease::new(config.session_timeout_ms));
             let broker = Self {
                 groups,
                 config,
@@ -184,6 +189,7 @@ impl Broker {
                 leases: std::sync::Mutex::new(None),
                 cluster_id,
                 incarnation: 0,
+                self_lease,
             };
             for topic in broker.metadata.image().topics.values() {
                 broker.open_logs(topic)?;
@@ -210,11 +216,13 @@ impl Broker {
         let placement = Arc::new(OffsetsTopicPlacement {
             images: quorum.subscribe(),
         });
+        let self_lease = Arc::new(SelfLease::new(config.session_timeout_ms));
         let store = Arc::new(ReplicatedOffsetStore::new(
             logs.clone(),
             replication.clone(),
             quorum.subscribe(),
             std::time::Duration::from_millis(config.offsets_commit_timeout_ms),
+            self_lease.clone(),
         ));
         let groups = Arc::new(GroupCoordinator::open(
             config.node_id,
@@ -237,6 +245,7 @@ impl Broker {
             shutdown: CancellationToken::new(),
             leases: std::sync::Mutex::new(None),
             incarnation: rand::random::<u64>() | 1,
+            self_lease,
         })
     }
 

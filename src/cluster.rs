@@ -21,7 +21,9 @@ use crate::metadata::{MetadataCommand, MetadataError};
 use crate::quorum::{MetadataQuorum, QuorumConfig, QuorumError};
 use crate::replication::manager::{BoxFuture, IsrProposer, ReplicaManager};
 use crate::replication::{ReplicaFetchRequest, ReplicaFetchResponse};
-use crate::rpc::cluster::{ClusterHandler, ClusterPeers, ClusterService, HandlerSlot};
+use crate::rpc::cluster::{
+    ClusterHandler, ClusterPeers, ClusterService, HandlerSlot, HeartbeatAnswer,
+};
 
 /// Opens a cluster member (called by `Broker::open` when `controller.quorum.voters` is set).
 pub async fn open(
@@ -70,7 +72,7 @@ pub async fn open(
 }
 
 impl ClusterHandler for Broker {
-    fn heartbeat(&self, broker: i32, raft_addr: &str) -> Result<bool, String> {
+    fn heartbeat(&self, broker: i32, raft_addr: &str) -> Result<HeartbeatAnswer, String> {
         let q = self.metadata.quorum().ok_or("not a cluster member")?;
         if !q.is_leader() {
             return Err(format!(
@@ -86,12 +88,11 @@ impl ClusterHandler for Broker {
         if let Some(l) = leases.as_mut() {
             l.heartbeat(broker, now_ms());
         }
-        Ok(self
-            .metadata
-            .image()
-            .brokers
-            .get(&broker)
-            .is_some_and(|b| b.fenced))
+        let applied = q.applied();
+        Ok(HeartbeatAnswer {
+            fenced: applied.image.brokers.get(&broker).is_some_and(|b| b.fenced),
+            metadata_index: applied.applied_index(),
+        })
     }
 
     fn replica_fetch(&self, req: ReplicaFetchRequest) -> BoxFuture<'_, ReplicaFetchResponse> {
@@ -231,15 +232,34 @@ async fn heartbeats(broker: Arc<Broker>, peers: Arc<ClusterPeers>) {
                 voters[attempt % voters.len()]
             }
         };
+        let sent = broker.self_lease.now_ms();
         let result = if controller == me {
-            broker.heartbeat(me, &raft_addr)
+            // The controller renews its own self-lease only with a quorum's confirmation that
+            // it still leads (a resumed, deposed leader believes it leads until it hears).
+            match q.linearizable_image().await {
+                Ok(_) => broker.heartbeat(me, &raft_addr),
+                Err(e) => Err(e.to_string()),
+            }
         } else {
             peers
                 .heartbeat(controller, me, &raft_addr, period * 2)
                 .await
         };
-        if let Err(e) = result {
-            tracing::debug!(controller, error = %e, "heartbeat failed");
+        match result {
+            Ok(answer) => {
+                // Renew only once this broker has applied what the controller had applied:
+                // then it knows of every fencing and leader change made while it was away.
+                let mut images = q.subscribe();
+                let caught_up = tokio::time::timeout(
+                    period * 4,
+                    images.wait_for(|a| a.applied_index() >= answer.metadata_index),
+                )
+                .await;
+                if matches!(caught_up, Ok(Ok(_))) {
+                    broker.self_lease.renew(sent);
+                }
+            }
+            Err(e) => tracing::debug!(controller, error = %e, "heartbeat failed"),
         }
     }
 }

@@ -26,6 +26,7 @@ pub mod cleaner;
 pub mod cluster;
 pub mod config;
 pub mod group;
+pub mod lease;
 pub mod log;
 pub mod metadata;
 pub mod offsets_topic;

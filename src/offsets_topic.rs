@@ -40,6 +40,7 @@ use crate::group::{
     CommittedOffset, GroupCoordinator, GroupError, OffsetRecord, OffsetStore, OffsetsPartition,
     Placement, SyncFuture, TopicPartition,
 };
+use crate::lease::SelfLease;
 use crate::log::{LogError, LogStore, PartitionLog};
 use crate::metadata::ClusterImage;
 use crate::raft::AppliedImage;
@@ -152,6 +153,8 @@ pub struct ReplicatedOffsetStore {
     images: watch::Receiver<AppliedImage>,
     slots: Mutex<HashMap<i32, Slot>>,
     commit_timeout: Duration,
+    /// This broker's self-lease: no group is served while it is expired.
+    lease: Arc<SelfLease>,
 }
 
 fn storage(e: LogError) -> GroupError {
@@ -244,6 +247,7 @@ impl ReplicatedOffsetStore {
         replication: Arc<ReplicaManager>,
         images: watch::Receiver<AppliedImage>,
         commit_timeout: Duration,
+        lease: Arc<SelfLease>,
     ) -> Self {
         Self {
             logs,
@@ -251,6 +255,7 @@ impl ReplicatedOffsetStore {
             images,
             slots: Mutex::new(HashMap::new()),
             commit_timeout,
+            lease,
         }
     }
 
@@ -282,6 +287,12 @@ impl ReplicatedOffsetStore {
         f: impl FnOnce(i32, i32, &mut OffsetsPartition, &mut Pending) -> Result<R, GroupError>,
     ) -> Result<R, GroupError> {
         let p = self.partition_of(group)?;
+        // A broker that may have been fenced (paused, cut off) may also have been replaced as
+        // this group's coordinator, and its offsets may be older than the new coordinator's:
+        // it serves nothing until it has heard from the controller again (src/lease.rs).
+        if !self.lease.is_valid() {
+            return Err(GroupError::NotCoordinator(group.to_string()));
+        }
         let mut slots = self.lock();
         let slot = slots.get_mut(&p);
         if let Some(slot) = slot {

@@ -19,10 +19,19 @@ use crate::replication::{
     FetchRefusal, PartitionFetch, PartitionFetchResult, ReplicaFetchRequest, ReplicaFetchResponse,
 };
 
+/// The controller's answer to a broker heartbeat.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeartbeatAnswer {
+    /// The controller sees the broker fenced.
+    pub fenced: bool,
+    /// The controller's applied metadata log index.
+    pub metadata_index: u64,
+}
+
 /// What the broker does with the service's requests.
 pub trait ClusterHandler: Send + Sync + 'static {
-    /// Renews `broker`'s lease; `Err` when this broker is not the controller. Ok(fenced).
-    fn heartbeat(&self, broker: i32, raft_addr: &str) -> Result<bool, String>;
+    /// Renews `broker`'s lease; `Err` when this broker is not the controller.
+    fn heartbeat(&self, broker: i32, raft_addr: &str) -> Result<HeartbeatAnswer, String>;
     /// Answers a follower's fetch.
     fn replica_fetch(&self, req: ReplicaFetchRequest) -> BoxFuture<'_, ReplicaFetchResponse>;
 }
@@ -63,7 +72,10 @@ impl Cluster for ClusterService {
     ) -> Result<Response<HeartbeatReply>, Status> {
         let req = request.into_inner();
         match self.handler()?.heartbeat(req.broker_id, &req.raft_addr) {
-            Ok(fenced) => Ok(Response::new(HeartbeatReply { fenced })),
+            Ok(a) => Ok(Response::new(HeartbeatReply {
+                fenced: a.fenced,
+                metadata_index: a.metadata_index,
+            })),
             Err(e) => Err(Status::failed_precondition(e)),
         }
     }
@@ -227,14 +239,14 @@ impl ClusterPeers {
     }
 
     /// Sends a heartbeat to `controller`, saying where this broker's gRPC service is reached;
-    /// returns whether the controller sees us fenced.
+    /// returns the controller's answer.
     pub async fn heartbeat(
         &self,
         controller: i32,
         me: i32,
         raft_addr: &str,
         timeout: Duration,
-    ) -> Result<bool, String> {
+    ) -> Result<HeartbeatAnswer, String> {
         let mut c = self.client(controller)?;
         let mut req = Request::new(HeartbeatRequest {
             broker_id: me,
@@ -243,7 +255,13 @@ impl ClusterPeers {
         req.set_timeout(timeout);
         c.heartbeat(req)
             .await
-            .map(|r| r.into_inner().fenced)
+            .map(|r| {
+                let r = r.into_inner();
+                HeartbeatAnswer {
+                    fenced: r.fenced,
+                    metadata_index: r.metadata_index,
+                }
+            })
             .map_err(|s| s.message().to_string())
     }
 }

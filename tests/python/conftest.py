@@ -158,7 +158,10 @@ class Cluster:
         from kafka.protocol.metadata import MetadataResponse
         from kafka.protocol.producer import ProduceResponse
 
-        resp_cls = {0: ProduceResponse, 3: MetadataResponse, 44: IncrementalAlterConfigsResponse}[req.API_KEY]
+        from kafka.protocol.consumer.group import OffsetFetchResponse
+
+        resp_cls = {0: ProduceResponse, 3: MetadataResponse, 9: OffsetFetchResponse,
+                    44: IncrementalAlterConfigsResponse}[req.API_KEY]
         req.with_header(correlation_id=4242, client_id="raftka-tests-raw")
         data = req.encode(version=version, header=True, framed=True)
         with socket.create_connection(("127.0.0.1", self.port(broker_id)), timeout=timeout) as s:

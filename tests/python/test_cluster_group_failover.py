@@ -161,3 +161,72 @@ def test_committed_offsets_survive_coordinator_kill(cluster3):
           f"{new_desc.coordinator.id} after {t_loaded:.2f} s; first commit of the group after "
           f"{t_resume:.2f} s; {len(r.commit_errors)} failed commits during the move")
     assert t_resume is not None and t_resume < MAX_RESUME_SECONDS
+
+
+def _offset_fetch_raw(cluster, broker_id, group, topic):
+    """OffsetFetch v5 sent to exactly this broker: (error code, {partition: offset})."""
+    from kafka.protocol.consumer.group import OffsetFetchRequest
+
+    req = OffsetFetchRequest(group_id=group, topics=[
+        OffsetFetchRequest.OffsetFetchRequestTopic(name=topic, partition_indexes=list(range(PARTITIONS)))])
+    resp = cluster.request(broker_id, req, 5, timeout=5).to_dict()
+    offsets = {p["partition_index"]: p["committed_offset"]
+               for t in resp["topics"] for p in t["partitions"] if p["error_code"] == 0}
+    return resp["error_code"], offsets
+
+
+def test_a_deposed_coordinator_never_serves_stale_offsets_after_resuming(cluster3):
+    """The coordinator's broker is paused (SIGSTOP) long enough to be fenced; the group's offsets
+    partition gets a new leader, which takes newer commits; when the old broker resumes it must
+    not answer OffsetFetch from its old cache (chaos verify found it did, for about a second):
+    every answer is an error (NOT_COORDINATOR, …) or offsets at least as new as the acknowledged
+    commits. Found by scripts/chaos/verify (commit-backwards after a coordinator pause)."""
+    c = cluster3
+    for b in c.ids():  # the test above leaves its coordinator dead
+        if b not in c.running():
+            c.start(b)
+    c.wait_brokers()
+    topic = create_topic(c.bootstrap, topic_name("dp"), PARTITIONS, replication_factor=3)
+    c.wait_settled(topic)
+    group = topic_name("grp-dp")
+
+    def commit(via, offset):
+        cons = Consumer({"bootstrap.servers": via, "group.id": group, "enable.auto.commit": False})
+        try:
+            res = cons.commit(offsets=[TopicPartition(topic, p, offset) for p in range(PARTITIONS)],
+                              asynchronous=False)
+            return all(tp.error is None for tp in res)
+        except KafkaException:
+            return False
+        finally:
+            cons.close()
+
+    wait_until(lambda: commit(c.bootstrap, 100), timeout=60, what="first commit")
+    a = admin(c.bootstrap)
+    old = a.describe_consumer_groups([group], request_timeout=10)[group].result(timeout=15).coordinator.id
+    assert _offset_fetch_raw(c, old, group, topic) == (0, {p: 100 for p in range(PARTITIONS)})
+
+    others = [b for b in c.ids() if b != old]
+    via_others = ",".join(c.address(b) for b in others)
+    c.pause(old)
+    try:
+        # A new coordinator (after fencing and election; the old one is stopped) acknowledges a
+        # newer commit.
+        wait_until(lambda: commit(via_others, 200), timeout=60, interval=0.2,
+                   what="a commit acknowledged by the new coordinator")
+    finally:
+        c.resume(old)
+    # Right after resuming, the old coordinator answers with an error or with offsets at least
+    # as new as the acknowledged ones, never with its stale 100s.
+    answers = []
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        try:
+            answers.append(_offset_fetch_raw(c, old, group, topic))
+        except OSError:
+            continue
+    assert answers, "the resumed broker never answered"
+    stale = [a for a in answers if a[0] == 0 and any(o < 200 for o in a[1].values())]
+    assert not stale, f"{len(stale)} of {len(answers)} answers were stale, first {stale[0]}"
+    print(f"\nresumed ex-coordinator {old}: {len(answers)} OffsetFetch answers, error codes "
+          f"{sorted({a[0] for a in answers})}, none stale")
