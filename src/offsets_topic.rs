@@ -668,8 +668,14 @@ mod tests {
             offset: Some(off(o)),
         };
         let batch = |o: i64| build_batch(&[encode_record("g", &t0, Some(&off(o))).unwrap()], 1);
-        let end1 = log.append_as_leader(&[batch(10)], 1, false).unwrap().log_end;
-        let end2 = log.append_as_leader(&[batch(20)], 1, false).unwrap().log_end;
+        let end1 = log
+            .append_as_leader(&[batch(10)], 1, false)
+            .unwrap()
+            .log_end;
+        let end2 = log
+            .append_as_leader(&[batch(20)], 1, false)
+            .unwrap()
+            .log_end;
         let mut slot = Slot::Loaded {
             epoch: 1,
             offsets: OffsetsPartition::default(),

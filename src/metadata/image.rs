@@ -164,8 +164,8 @@ impl ClusterImage {
                 // fenced — other in-sync replicas take over its partitions with a new leader
                 // epoch and it leaves the ISRs until it has caught up — even when it came back
                 // before its lease expired.
-                let restarted = b.incarnation != 0
-                    && old.is_some_and(|old| old.incarnation != b.incarnation);
+                let restarted =
+                    b.incarnation != 0 && old.is_some_and(|old| old.incarnation != b.incarnation);
                 self.brokers.insert(
                     b.id,
                     BrokerMeta {
@@ -537,15 +537,22 @@ mod tests {
         assert_eq!((p0.leader, p0.leader_epoch), (3, 1));
         assert_eq!(p0.isr, vec![3, 1]);
         let p1 = &img.topics["t"].partitions[1];
-        assert_eq!((p1.leader, p1.leader_epoch, p1.isr.clone()), (1, 0, vec![1]));
+        assert_eq!(
+            (p1.leader, p1.leader_epoch, p1.isr.clone()),
+            (1, 0, vec![1])
+        );
         assert!(img.brokers[&2].fenced);
         assert_eq!(img.brokers[&2].incarnation, 99);
         // The last in-sync replica restarting keeps its ISR place but leads only once
         // unfenced, in a new epoch.
         img.apply(&register(1, 77)).unwrap();
         let p1 = &img.topics["t"].partitions[1];
-        assert_eq!((p1.leader, p1.leader_epoch, p1.isr.clone()), (-1, 1, vec![1]));
-        img.apply(&MetadataCommand::UnfenceBroker { id: 1 }).unwrap();
+        assert_eq!(
+            (p1.leader, p1.leader_epoch, p1.isr.clone()),
+            (-1, 1, vec![1])
+        );
+        img.apply(&MetadataCommand::UnfenceBroker { id: 1 })
+            .unwrap();
         let p1 = &img.topics["t"].partitions[1];
         assert_eq!((p1.leader, p1.leader_epoch), (1, 2));
     }
