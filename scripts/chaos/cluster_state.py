@@ -32,8 +32,10 @@ import argparse
 import json
 import logging
 import os
+import queue
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed, wait
 
@@ -45,6 +47,18 @@ HOST = os.environ.get("RAFTKA_EXTERNAL_HOST", "localhost")
 PORTS = {
     i: int(os.environ.get(f"RAFTKA_EXTERNAL_PORT_{i}", f"{i}9092")) for i in range(1, N_BROKERS + 1)
 }
+# Destroying a librdkafka client waits for its broker threads, which can take seconds while a
+# broker is paused or cut off: clients are dropped on this thread instead, and the process ends
+# with os._exit, so neither a poll nor the exit waits for them.
+_GRAVEYARD = queue.SimpleQueue()
+
+
+def _reap():
+    while True:
+        _GRAVEYARD.get()  # the last reference goes here, and the client is destroyed
+
+
+threading.Thread(target=_reap, daemon=True).start()
 QUIET = logging.getLogger("raftka-chaos-librdkafka")
 QUIET.addHandler(logging.NullHandler())
 QUIET.propagate = False
@@ -102,6 +116,9 @@ def metadata_from(bid, timeout):
         md = admin.list_topics(timeout=timeout)
     except Exception as e:  # KafkaException on timeout / transport failure
         return {"broker": bid, "error": str(e)}
+    finally:
+        _GRAVEYARD.put(admin)
+        del admin
     topics = {}
     for name, t in md.topics.items():
         parts = {}
@@ -392,4 +409,7 @@ def main():
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    rc = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(rc)
