@@ -249,15 +249,19 @@ async fn heartbeats(broker: Arc<Broker>, peers: Arc<ClusterPeers>) {
             Ok(answer) => {
                 // Renew only once this broker has applied what the controller had applied:
                 // then it knows of every fencing and leader change made while it was away.
+                // Waited for aside, so a broker catching up keeps heartbeating on time.
                 let mut images = q.subscribe();
-                let caught_up = tokio::time::timeout(
-                    period * 4,
-                    images.wait_for(|a| a.applied_index() >= answer.metadata_index),
-                )
-                .await;
-                if matches!(caught_up, Ok(Ok(_))) {
-                    broker.self_lease.renew(sent);
-                }
+                let lease = broker.self_lease.clone();
+                tokio::spawn(async move {
+                    let caught_up = tokio::time::timeout(
+                        period * 4,
+                        images.wait_for(|a| a.applied_index() >= answer.metadata_index),
+                    )
+                    .await;
+                    if matches!(caught_up, Ok(Ok(_))) {
+                        lease.renew(sent);
+                    }
+                });
             }
             Err(e) => tracing::debug!(controller, error = %e, "heartbeat failed"),
         }
