@@ -389,14 +389,19 @@ impl Broker {
             configs: [("cleanup.policy".to_string(), "compact".to_string())].into(),
             ..Default::default()
         };
-        match self.create_topic(&spec).await {
+        self.create_or_get(&spec).await
+    }
+
+    /// Creates the topic of `spec`, or returns it when another request created it first.
+    async fn create_or_get(&self, spec: &CreateTopicSpec) -> Result<TopicMeta, MetadataError> {
+        match self.create_topic(spec).await {
             Err(MetadataError::TopicExists(_)) => self
                 .metadata
                 .image()
                 .topics
-                .get(OFFSETS_TOPIC)
+                .get(&spec.name)
                 .cloned()
-                .ok_or_else(|| MetadataError::UnknownTopic(OFFSETS_TOPIC.to_string())),
+                .ok_or_else(|| MetadataError::UnknownTopic(spec.name.clone())),
             other => other,
         }
     }
@@ -412,17 +417,7 @@ impl Broker {
             replication_factor: -1,
             ..Default::default()
         };
-        match self.create_topic(&spec).await {
-            // Another request created it first.
-            Err(MetadataError::TopicExists(_)) => self
-                .metadata
-                .image()
-                .topics
-                .get(name)
-                .cloned()
-                .ok_or_else(|| MetadataError::UnknownTopic(name.to_string())),
-            other => other,
-        }
+        self.create_or_get(&spec).await
     }
 
     /// Deletes a topic, its data and the offsets groups committed for it.
