@@ -10,7 +10,7 @@ use crate::broker::Broker;
 pub async fn handle(
     broker: &Broker,
     ctx: &RequestContext,
-    _req: DescribeClusterRequest,
+    req: DescribeClusterRequest,
 ) -> DescribeClusterResponse {
     let image = broker.metadata.image();
     let brokers = image
@@ -32,4 +32,9 @@ pub async fn handle(
         .with_cluster_id(StrBytes::from_string(broker.cluster_id().to_string()))
         .with_controller_id(BrokerId(broker.controller_id()))
         .with_brokers(brokers)
+        .with_cluster_authorized_operations(if req.include_cluster_authorized_operations {
+            super::authorized_ops::CLUSTER
+        } else {
+            super::authorized_ops::NOT_REQUESTED
+        })
 }

@@ -9,9 +9,6 @@ use super::errors::group_code;
 use super::RequestContext;
 use crate::broker::Broker;
 
-/// READ, DELETE and DESCRIBE on a group: what every client may do without an authorizer.
-const GROUP_OPERATIONS: i32 = (1 << 3) | (1 << 6) | (1 << 8);
-
 pub async fn handle(
     broker: &Broker,
     ctx: &RequestContext,
@@ -24,7 +21,7 @@ pub async fn handle(
         .map(|id| {
             let g = DescribedGroup::default().with_group_id(id.clone());
             let g = if v >= 3 && req.include_authorized_operations {
-                g.with_authorized_operations(GROUP_OPERATIONS)
+                g.with_authorized_operations(super::authorized_ops::GROUP)
             } else {
                 g
             };

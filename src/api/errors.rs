@@ -39,7 +39,10 @@ pub fn log_code(e: &LogError) -> i16 {
         LogError::OffsetOutOfRange { .. } => E::OffsetOutOfRange,
         LogError::OutOfOrderSequence { .. } => E::OutOfOrderSequenceNumber,
         LogError::InvalidProducerEpoch { .. } => E::InvalidProducerEpoch,
-        LogError::Storage(_) | LogError::Corrupt(_) => E::KafkaStorageError,
+        LogError::Storage(_)
+        | LogError::Corrupt(_)
+        | LogError::Section(_)
+        | LogError::Records(_) => E::KafkaStorageError,
     }
     .code()
 }

@@ -9,7 +9,7 @@ use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 
 use super::errors::{code, metadata_code};
-use super::RequestContext;
+use super::{authorized_ops, RequestContext};
 use crate::broker::Broker;
 use crate::metadata::{validate_topic_name, TopicMeta};
 
@@ -31,22 +31,33 @@ pub async fn handle(
     };
     // Before v4 the request could not say no, and Kafka auto-created.
     let allow_auto = broker.config.auto_create_topics && (v < 4 || req.allow_auto_topic_creation);
+    // KIP-430: the operations this client may perform (cluster ops only exist in v8-v10).
+    let topic_ops = if v >= 8 && req.include_topic_authorized_operations {
+        authorized_ops::TOPIC
+    } else {
+        authorized_ops::NOT_REQUESTED
+    };
+    let cluster_ops = if (8..=10).contains(&v) && req.include_cluster_authorized_operations {
+        authorized_ops::CLUSTER
+    } else {
+        authorized_ops::NOT_REQUESTED
+    };
     let mut topics = Vec::new();
     match requested {
         None => {
             for t in broker.metadata.image().topics.values() {
-                topics.push(topic_entry(t));
+                topics.push(topic_entry(t).with_topic_authorized_operations(topic_ops));
             }
         }
         Some(names) => {
             for name in names {
                 let image = broker.metadata.image();
                 let entry = match image.topics.get(&name) {
-                    Some(t) => topic_entry(t),
+                    Some(t) => topic_entry(t).with_topic_authorized_operations(topic_ops),
                     None => match validate_topic_name(&name) {
                         Err(e) => error_entry(&name, metadata_code(&e)),
                         Ok(()) if allow_auto => match broker.auto_create(&name).await {
-                            Ok(t) => topic_entry(&t),
+                            Ok(t) => topic_entry(&t).with_topic_authorized_operations(topic_ops),
                             Err(e) => error_entry(&name, metadata_code(&e)),
                         },
                         Ok(()) => error_entry(&name, code(ResponseError::UnknownTopicOrPartition)),
@@ -79,6 +90,7 @@ pub async fn handle(
         .with_cluster_id(Some(StrBytes::from_string(broker.cluster_id().to_string())))
         .with_controller_id(BrokerId(broker.controller_id()))
         .with_topics(topics)
+        .with_cluster_authorized_operations(cluster_ops)
 }
 
 fn topic_entry(t: &TopicMeta) -> MetadataResponseTopic {

@@ -6,6 +6,7 @@
 
 mod alter_configs;
 mod api_versions;
+mod authorized_ops;
 mod config_resources;
 mod create_partitions;
 mod create_topics;

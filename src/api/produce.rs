@@ -5,7 +5,9 @@
 //! `min.insync.replicas` (NOT_ENOUGH_REPLICAS before appending, NOT_ENOUGH_REPLICAS_AFTER_APPEND
 //! when the ISR shrank below it while waiting) and the request's timeout (REQUEST_TIMED_OUT).
 
-use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::produce_response::{
+    BatchIndexAndErrorMessage, PartitionProduceResponse, TopicProduceResponse,
+};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,7 +18,9 @@ use kafka_protocol::ResponseError;
 use super::errors::{code, leader_code, log_code, metadata_code};
 use super::RequestContext;
 use crate::broker::Broker;
-use crate::log::batch::split_batches;
+use crate::log::batch::{split_batches, with_log_append_time};
+use crate::log::compaction::keyless_records;
+use crate::log::records::inflate_limit;
 use crate::log::PartitionLog;
 use crate::metadata::{validate_topic_name, TopicMeta};
 
@@ -43,8 +47,8 @@ pub async fn handle(
                 .with_index(pd.index)
                 .with_base_offset(-1);
             let result = match (&topic, acks_ok) {
-                (_, false) => Err((code(ResponseError::InvalidRequiredAcks), None)),
-                (Err(e), _) => Err((*e, None)),
+                (_, false) => Err(Refused::code(ResponseError::InvalidRequiredAcks)),
+                (Err(e), _) => Err(Refused::new(*e, None)),
                 (Ok(t), true) => append(broker, t, pd.index, req.acks, pd.records),
             };
             partitions.push(match result {
@@ -63,10 +67,12 @@ pub async fn handle(
                     }
                     base.with_base_offset(a.base_offset)
                         .with_log_start_offset(a.log_start)
+                        .with_log_append_time_ms(a.log_append_time)
                 }
-                Err((error, message)) => base
-                    .with_error_code(error)
-                    .with_error_message(message.map(StrBytes::from_string)),
+                Err(r) => base
+                    .with_error_code(r.code)
+                    .with_error_message(r.message.map(StrBytes::from_string))
+                    .with_record_errors(r.record_errors),
             });
         }
         responses.push(
@@ -217,9 +223,37 @@ struct Appended {
     end: i64,
     min_isr: usize,
     leader_epoch: i32,
+    /// The broker's append time on a LogAppendTime topic, else -1 (Kafka's answer).
+    log_append_time: i64,
 }
 
-type PartitionResult = Result<Appended, (i16, Option<String>)>;
+/// Why a partition's records were refused: the error code, a message for the client, and
+/// (KIP-467, Produce v8+) the records of the batch that caused it.
+struct Refused {
+    code: i16,
+    message: Option<String>,
+    record_errors: Vec<BatchIndexAndErrorMessage>,
+}
+
+impl Refused {
+    fn new(code: i16, message: Option<String>) -> Self {
+        Self {
+            code,
+            message,
+            record_errors: Vec::new(),
+        }
+    }
+
+    fn code(e: ResponseError) -> Self {
+        Self::new(code(e), None)
+    }
+
+    fn log(e: &crate::log::LogError) -> Self {
+        Self::new(log_code(e), Some(e.to_string()))
+    }
+}
+
+type PartitionResult = Result<Appended, Refused>;
 
 fn append(
     broker: &Broker,
@@ -230,12 +264,12 @@ fn append(
 ) -> PartitionResult {
     let (meta, log) = broker
         .leader_log(topic, partition)
-        .map_err(|e| (leader_code(e), None))?;
+        .map_err(|e| Refused::new(leader_code(e), None))?;
     if !broker
         .replication
         .is_leading(&topic.name, partition, meta.leader_epoch)
     {
-        return Err((code(ResponseError::NotLeaderOrFollower), None));
+        return Err(Refused::code(ResponseError::NotLeaderOrFollower));
     }
     let max = broker
         .topic_config_value(topic, "max.message.bytes")
@@ -246,38 +280,46 @@ fn append(
         .and_then(|v| v.parse::<usize>().ok())
         .unwrap_or(1);
     if acks == -1 && meta.isr.len() < min_isr {
-        {
-            return Err((
-                code(ResponseError::NotEnoughReplicas),
-                Some(format!(
-                    "ISR has {} replicas, min.insync.replicas is {min_isr}",
-                    meta.isr.len()
-                )),
-            ));
-        }
+        return Err(Refused::new(
+            code(ResponseError::NotEnoughReplicas),
+            Some(format!(
+                "ISR has {} replicas, min.insync.replicas is {min_isr}",
+                meta.isr.len()
+            )),
+        ));
     }
     let records = records.unwrap_or_default();
-    let batches = split_batches(&records, max).map_err(|e| {
-        let e = crate::log::LogError::from(e);
-        (log_code(&e), Some(e.to_string()))
-    })?;
+    let mut batches =
+        split_batches(&records, max).map_err(|e| Refused::log(&crate::log::LogError::from(e)))?;
+    let log_append_time = broker
+        .topic_config_value(topic, "message.timestamp.type")
+        .is_some_and(|t| t == "LogAppendTime");
+    let log_append_time = if log_append_time {
+        // Kafka stamps the append time into each batch header; the records stay as sent.
+        let now = crate::cleaner::now_ms();
+        for b in &mut batches {
+            *b = with_log_append_time(b, now);
+        }
+        now
+    } else {
+        -1
+    };
     let compacted = broker
         .topic_config_value(topic, "cleanup.policy")
         .is_some_and(|p| p.split(',').any(|x| x.trim() == "compact"));
     if compacted {
         // Kafka refuses records without a key on compacted topics: compaction is by key.
         for b in &batches {
-            crate::log::compaction::check_keys(b)
-                .map_err(|e| (log_code(&e), Some(e.to_string())))?;
+            refuse_keyless(&topic.name, partition, b, max)?;
         }
     }
     let out = log
         .append_as_leader(&batches, meta.leader_epoch, false)
-        .map_err(|e| (log_code(&e), Some(e.to_string())))?;
+        .map_err(|e| Refused::log(&e))?;
     broker
         .replication
         .after_leader_append(&topic.name, partition)
-        .map_err(|e| (log_code(&e), Some(e.to_string())))?;
+        .map_err(|e| Refused::log(&e))?;
     if out.duplicate {
         tracing::debug!(topic = %topic.name, partition, base = out.base_offset, "duplicate batch answered from producer state");
     }
@@ -290,5 +332,36 @@ fn append(
         log,
         min_isr,
         leader_epoch: meta.leader_epoch,
+        log_append_time,
+    })
+}
+
+/// Refuses a batch for a compacted topic if any of its records has no key, naming each such
+/// record (KIP-467): the whole batch is dropped, as in Kafka, and clients fail exactly the
+/// records listed.
+fn refuse_keyless(topic: &str, partition: i32, batch: &[u8], max: usize) -> Result<(), Refused> {
+    let limit = inflate_limit(max);
+    let keyless = keyless_records(batch, limit).map_err(|e| Refused::log(&e))?;
+    if keyless.is_empty() {
+        return Ok(());
+    }
+    let per_record = format!(
+        "Compacted topic cannot accept message without key in topic partition {topic}-{partition}."
+    );
+    Err(Refused {
+        code: code(ResponseError::InvalidRecord),
+        message: Some(format!(
+            "{} of the batch's records have no key; topic {topic} is compacted \
+             (cleanup.policy=compact) and needs a key on every record",
+            keyless.len()
+        )),
+        record_errors: keyless
+            .into_iter()
+            .map(|i| {
+                BatchIndexAndErrorMessage::default()
+                    .with_batch_index(i)
+                    .with_batch_index_error_message(Some(StrBytes::from_string(per_record.clone())))
+            })
+            .collect(),
     })
 }

@@ -580,12 +580,17 @@ impl Group {
             self.pending_sync.insert(new_id.clone());
         }
         if self.state == GroupState::Stable
-            && !was_leader
             && self.protocol_name.as_deref() == Some(self.select_protocol().as_str())
         {
-            // A follower restarted with the same subscription: no rebalance; it syncs and
-            // gets its previous assignment back.
-            return Reply::Now(self.generation_response(&new_id, false));
+            // A member restarted with the same subscription: no rebalance; it syncs and gets
+            // its previous assignment back. As Kafka does, the answer names the *old* leader
+            // id when the leader itself restarted, so the client does not take itself for the
+            // leader and compute an assignment that a Stable group would never hand out.
+            let mut r = self.generation_response(&new_id, false);
+            if was_leader {
+                r.leader = old_id.to_string();
+            }
+            return Reply::Now(r);
         }
         let (tx, rx) = oneshot::channel();
         if let Some(m) = self.member_mut(&new_id) {
@@ -1585,17 +1590,34 @@ mod tests {
             g.heartbeat(&old, 1, Instant::now()),
             Err(GroupError::FencedInstanceId("ib".into()))
         );
-        // The leader restarting triggers a rebalance (it must assign again).
-        let mut a = later(g.join(ja, "a2".into(), Instant::now()));
-        assert_eq!(g.state(), GroupState::PreparingRebalance);
-        // Admin removal by instance id.
+        // The leader restarting does not rebalance either: it is answered as a follower (the
+        // leader named is its old id) and syncs to get its assignment back.
+        let r = now(g.join(ja, "a2".into(), Instant::now()));
+        assert_eq!(
+            (
+                r.error,
+                r.generation_id,
+                r.member_id.as_str(),
+                r.leader.as_str()
+            ),
+            (None, 1, "a2", "a1")
+        );
+        assert!(r.members.is_empty());
+        assert_eq!(g.state(), GroupState::Stable);
+        assert_eq!(g.leader(), Some("a2"));
+        let mut s = sync_req("a2", 1, &[]);
+        s.group_instance_id = Some("ia".into());
+        assert_eq!(
+            now(g.sync(s, Instant::now())).assignment,
+            Bytes::from_static(b"A")
+        );
+        // Admin removal by instance id: now the group rebalances, led by a2.
         let by_instance = MemberRef {
             member_id: String::new(),
             group_instance_id: Some("ib".into()),
         };
         assert_eq!(g.leave(&by_instance, Instant::now()), Ok(()));
-        let r = ready(&mut a);
-        assert_eq!((r.generation_id, r.leader.as_str()), (2, "a2"));
+        assert_eq!(g.state(), GroupState::PreparingRebalance);
         assert_eq!(g.member_ids(), vec!["a2".to_string()]);
     }
 

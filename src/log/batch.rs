@@ -92,6 +92,12 @@ impl BatchHeader {
         self.attributes & 0x10 != 0
     }
 
+    /// True when the records' timestamps are the broker's append time (the batch's max
+    /// timestamp), not the producer's.
+    pub fn is_log_append_time(&self) -> bool {
+        self.attributes & LOG_APPEND_TIME_BIT != 0
+    }
+
     pub fn is_control(&self) -> bool {
         self.attributes & 0x20 != 0
     }
@@ -182,6 +188,22 @@ fn split(
         return Err(BatchError::Invalid("no record batch in produce request"));
     }
     Ok(out)
+}
+
+/// The attributes bit that says the batch's timestamps are the broker's append time.
+const LOG_APPEND_TIME_BIT: i16 = 0x08;
+
+/// Returns a copy of `batch` marked as a LogAppendTime batch with `now_ms` as its max
+/// timestamp, the CRC recomputed. The records are untouched, as in Kafka: consumers take the
+/// batch's max timestamp as every record's timestamp when the bit is set.
+pub fn with_log_append_time(batch: &[u8], now_ms: i64) -> Bytes {
+    let mut b = BytesMut::from(batch);
+    let attributes = i16::from_be_bytes([b[21], b[22]]) | LOG_APPEND_TIME_BIT;
+    b[21..23].copy_from_slice(&attributes.to_be_bytes());
+    b[35..43].copy_from_slice(&now_ms.to_be_bytes());
+    let crc = crc32c::crc32c(&b[21..]);
+    b[17..21].copy_from_slice(&crc.to_be_bytes());
+    b.freeze()
 }
 
 /// Returns a copy of `batch` with the broker's base offset and leader epoch written in.
@@ -280,6 +302,19 @@ pub(crate) mod tests {
         assert_eq!(h.base_offset, 42);
         assert_eq!(h.leader_epoch, 5);
         assert_eq!(h.last_offset(), 44);
+    }
+
+    #[test]
+    fn log_append_time_marks_the_batch_and_keeps_the_crc_valid() {
+        let b = make_batch(3, -1, -1);
+        assert!(!BatchHeader::read(&b).unwrap().is_log_append_time());
+        let s = with_log_append_time(&b, 1_700_000_000_000);
+        let h = BatchHeader::read(&split_batches(&s, 1 << 20).unwrap()[0]).unwrap();
+        assert!(h.is_log_append_time());
+        assert_eq!(h.max_timestamp, 1_700_000_000_000);
+        assert_eq!((h.base_timestamp, h.record_count), (1_000, 3));
+        // The records themselves are the producer's bytes.
+        assert_eq!(s[HEADER_LEN..], b[HEADER_LEN..]);
     }
 
     #[test]

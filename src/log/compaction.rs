@@ -8,8 +8,8 @@
 //! (`lastOffsetDelta` is not `recordCount - 1` any more, which Kafka's format allows for
 //! exactly this reason). The rebuilt batch is stored under its first kept offset. A batch
 //! left without records is removed. Produce refuses records without a key for compacted
-//! topics ([`check_keys`]); any such record already in the log (the policy changed later) is
-//! kept.
+//! topics ([`keyless_records`]); any such record already in the log (the policy changed
+//! later) is kept.
 //!
 //! Compaction is a pure function of the committed log and the clock, so each replica runs
 //! it on its own copy (Kafka does the same) and replicas converge on the same records.
@@ -59,14 +59,18 @@ fn compression_of(h: &BatchHeader) -> Result<Compression, LogError> {
     })
 }
 
-/// Checks that every record of a produced batch has a key (compacted topics need one).
-pub fn check_keys(batch: &[u8]) -> Result<(), LogError> {
-    if decode(batch)?.iter().any(|r| r.key.is_none()) {
-        return Err(LogError::Batch(super::batch::BatchError::Invalid(
-            "compacted topics cannot accept records without a key",
-        )));
+/// The indexes (within the batch, from 0) of a produced batch's records that have no key:
+/// compacted topics refuse them, and Produce v8+ names each one (KIP-467). The records are
+/// decompressed with at most `inflate_limit` bytes of output.
+pub fn keyless_records(batch: &[u8], inflate_limit: usize) -> Result<Vec<i32>, LogError> {
+    let section = super::records::records_section(batch, inflate_limit)?;
+    let mut keyless = Vec::new();
+    for (i, r) in super::records::Records::new(&section).enumerate() {
+        if r?.key.is_none() {
+            keyless.push(i32::try_from(i).unwrap_or(i32::MAX));
+        }
     }
-    Ok(())
+    Ok(keyless)
 }
 
 /// Encodes `kept` (records of the batch `orig`, in offset order, at least one) as one batch
@@ -333,21 +337,31 @@ mod tests {
 
     #[test]
     fn records_without_a_key_are_refused_for_compacted_topics() {
-        assert!(check_keys(&batch(&[("a", Some("1"))], 0, Compression::Gzip)).is_ok());
-        let mut r = rec(0, "a", Some("1"), 0);
-        r.key = None;
-        let mut buf = BytesMut::new();
-        RecordBatchEncoder::encode(
-            &mut buf,
-            [r].iter(),
-            &RecordEncodeOptions {
-                version: 2,
-                compression: Compression::None,
-            },
-        )
-        .unwrap();
-        let e = check_keys(&buf).unwrap_err();
-        assert!(e.to_string().contains("without a key"), "{e}");
+        let limit = 1 << 20;
+        let keyed = batch(&[("a", Some("1"))], 0, Compression::Gzip);
+        assert_eq!(keyless_records(&keyed, limit).unwrap(), Vec::<i32>::new());
+        for compression in [Compression::None, Compression::Lz4] {
+            let records: Vec<Record> = (0..5)
+                .map(|i| {
+                    let mut r = rec(i, "a", Some("1"), 0);
+                    if i % 2 == 1 {
+                        r.key = None;
+                    }
+                    r
+                })
+                .collect();
+            let mut buf = BytesMut::new();
+            RecordBatchEncoder::encode(
+                &mut buf,
+                records.iter(),
+                &RecordEncodeOptions {
+                    version: 2,
+                    compression,
+                },
+            )
+            .unwrap();
+            assert_eq!(keyless_records(&buf, limit).unwrap(), vec![1, 3]);
+        }
     }
 
     #[test]

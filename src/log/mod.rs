@@ -7,8 +7,10 @@
 
 pub mod batch;
 pub mod compaction;
+pub mod compression;
 pub mod partition;
 pub mod producer;
+pub mod records;
 mod replica;
 pub mod retention;
 pub mod store;
@@ -43,4 +45,8 @@ pub enum LogError {
     Storage(#[from] sled::Error),
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
+    #[error("stored batch cannot be read: {0}")]
+    Section(#[from] records::SectionError),
+    #[error("stored batch's records are malformed: {0}")]
+    Records(#[from] records::RecordsError),
 }

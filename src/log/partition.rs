@@ -13,10 +13,10 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 
 use bytes::{Bytes, BytesMut};
-use kafka_protocol::records::RecordBatchDecoder;
 
 use super::batch::{stamp, BatchHeader};
 use super::producer::{self, ProducerEntry, SeqCheck};
+use super::records::{record_timestamp, records_section, Records, STORED_INFLATE_LIMIT};
 use super::LogError;
 
 pub(super) const STATE_KEY: &[u8] = b"s";
@@ -377,15 +377,17 @@ impl PartitionLog {
             if h.max_timestamp < ts {
                 continue;
             }
-            let mut buf = Bytes::copy_from_slice(&v);
-            let set = RecordBatchDecoder::decode(&mut buf)
-                .map_err(|e| LogError::Corrupt(format!("stored batch does not decode: {e}")))?;
-            if let Some(r) = set
-                .records
-                .iter()
-                .find(|r| r.timestamp >= ts && r.offset >= offsets.log_start)
-            {
-                return Ok(Some((r.offset, r.timestamp)));
+            // Our own record reader: timestamp deltas are varlongs (kafka-protocol 0.15 reads
+            // them as 32-bit varints and misses records more than ~25 days after the batch's
+            // first one).
+            let section = records_section(&v, STORED_INFLATE_LIMIT)?;
+            for r in Records::new(&section) {
+                let r = r?;
+                let offset = h.base_offset + i64::from(r.offset_delta);
+                let timestamp = record_timestamp(&h, &r);
+                if timestamp >= ts && offset >= offsets.log_start {
+                    return Ok(Some((offset, timestamp)));
+                }
             }
         }
         Ok(None)
@@ -484,5 +486,18 @@ mod tests {
         assert_eq!(log.offset_for_timestamp(1001).unwrap(), Some((1, 1001)));
         assert_eq!(log.offset_for_timestamp(0).unwrap(), Some((0, 1000)));
         assert_eq!(log.offset_for_timestamp(5000).unwrap(), None);
+    }
+
+    #[test]
+    fn timestamps_far_apart_in_one_batch_are_found() {
+        use crate::log::records::tests::batch_with_timestamps;
+        let (log, _db) = open();
+        let far = 999_999_999_999;
+        log.append(&[batch_with_timestamps(&[1_234, far])], 0)
+            .unwrap();
+        assert_eq!(log.offset_for_timestamp(1_234).unwrap(), Some((0, 1_234)));
+        assert_eq!(log.offset_for_timestamp(far).unwrap(), Some((1, far)));
+        assert_eq!(log.offset_for_timestamp(1_235).unwrap(), Some((1, far)));
+        assert_eq!(log.offset_for_timestamp(far + 1).unwrap(), None);
     }
 }

@@ -52,11 +52,21 @@ pub const TOPIC_CONFIGS: &[TopicConfigDef] = &[
         doc: "Largest record batch accepted for this topic.",
     },
     TopicConfigDef {
+        name: "message.format.version",
+        broker_synonym: None,
+        default: "3.0-IV1",
+        kind: ValueType::Str,
+        doc: "Deprecated in Kafka 3.0 and ignored, as there: batches are always stored in the \
+              v2 format the producer sent. Accepted so that tools and clients that still set \
+              it work.",
+    },
+    TopicConfigDef {
         name: "message.timestamp.type",
         broker_synonym: None,
         default: "CreateTime",
         kind: ValueType::Str,
-        doc: "Only CreateTime.",
+        doc: "CreateTime (the producer's timestamps) or LogAppendTime (the broker stamps \
+              each batch with the time it was appended).",
     },
     TopicConfigDef {
         name: "min.insync.replicas",
@@ -202,8 +212,11 @@ pub fn validate(key: &str, value: &str) -> Result<(), MetadataError> {
         "compression.type" if v != "producer" => {
             return bad("only 'producer' is supported: raftka never recompresses batches")
         }
-        "message.timestamp.type" if v != "CreateTime" => {
-            return bad("only CreateTime is supported")
+        "message.timestamp.type" if v != "CreateTime" && v != "LogAppendTime" => {
+            return bad("expected CreateTime or LogAppendTime")
+        }
+        "message.format.version" if !is_message_format_version(v) => {
+            return bad("expected a Kafka version such as 2.8 or 3.0-IV1")
         }
         "max.message.bytes" | "delete.retention.ms" if v.starts_with('-') => {
             return bad("must be 0 or more")
@@ -219,6 +232,25 @@ pub fn validate(key: &str, value: &str) -> Result<(), MetadataError> {
     Ok(())
 }
 
+/// A value Kafka's `message.format.version` accepts: `0.8.0` … `3.x`, optionally with an
+/// `-IVn` suffix (Kafka's MetadataVersion / ApiVersion strings).
+fn is_message_format_version(v: &str) -> bool {
+    let version = match v.split_once("-IV") {
+        Some((version, iv)) => {
+            if iv.is_empty() || !iv.bytes().all(|c| c.is_ascii_digit()) {
+                return false;
+            }
+            version
+        }
+        None => v,
+    };
+    let parts: Vec<&str> = version.split('.').collect();
+    (2..=4).contains(&parts.len())
+        && parts
+            .iter()
+            .all(|p| !p.is_empty() && p.bytes().all(|c| c.is_ascii_digit()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -232,6 +264,14 @@ mod tests {
         assert!(validate("segment.bytes", "1").is_err());
         assert!(validate("compression.type", "gzip").is_err());
         assert!(validate("min.insync.replicas", "0").is_err());
+        assert!(validate("message.timestamp.type", "LogAppendTime").is_ok());
+        assert!(validate("message.timestamp.type", "AppendTime").is_err());
+        for ok in ["0.10.0", "0.10.2-IV0", "2.8", "3.0-IV1", "0.8.2.2"] {
+            assert!(validate("message.format.version", ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "3", "three", "3.0-IV", "3.0-", "3..0"] {
+            assert!(validate("message.format.version", bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

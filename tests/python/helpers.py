@@ -219,3 +219,35 @@ __all__ = [
     "wait_for_topic",
     "wait_until",
 ]
+
+
+# ------------------------------------------------------------------------------------------------
+# raw requests (kafka-python's protocol objects, no client logic)
+
+
+def raw_request(bootstrap, req, resp_cls, version, timeout=10.0):
+    """Sends one kafka-python protocol request object to the first bootstrap broker over a
+    fresh connection and returns the decoded response: no retries, no routing, so a test sees
+    exactly what the broker answers to exactly this API version."""
+    import socket
+    import struct
+
+    host, port = bootstrap.split(",")[0].rsplit(":", 1)
+    req.with_header(correlation_id=7, client_id="raftka-tests-raw")
+    data = req.encode(version=version, header=True, framed=True)
+
+    def recv_exact(s, n):
+        buf = b""
+        while len(buf) < n:
+            chunk = s.recv(n - len(buf))
+            if not chunk:
+                raise ConnectionError("broker closed the connection")
+            buf += chunk
+        return buf
+
+    with socket.create_connection((host, int(port)), timeout=timeout) as s:
+        s.settimeout(timeout)
+        s.sendall(data)
+        size = struct.unpack(">i", recv_exact(s, 4))[0]
+        body = recv_exact(s, size)
+    return resp_cls.decode(body, version=version, header=True)

@@ -189,6 +189,36 @@ def test_describe_cluster(bootstrap):
     assert desc.cluster_id
 
 
+def _op_names(ops):
+    return sorted(o.name for o in ops)
+
+
+def test_authorized_operations_without_an_authorizer_are_everything(bootstrap):
+    """KIP-430: with no authorizer every principal may do everything a resource supports:
+    7 cluster operations, 8 topic operations, 3 group operations (Kafka's sets)."""
+    from confluent_kafka import TopicCollection
+
+    a = admin(bootstrap)
+    cluster = a.describe_cluster(include_authorized_operations=True,
+                                 request_timeout=10).result(timeout=20)
+    assert _op_names(cluster.authorized_operations) == sorted([
+        "CREATE", "ALTER", "DESCRIBE", "CLUSTER_ACTION", "DESCRIBE_CONFIGS", "ALTER_CONFIGS",
+        "IDEMPOTENT_WRITE"])
+    topic = create_topic(bootstrap, topic_name("authops"), 1)
+    desc = a.describe_topics(TopicCollection([topic]), include_authorized_operations=True,
+                             request_timeout=10)[topic].result(timeout=20)
+    assert _op_names(desc.authorized_operations) == sorted([
+        "READ", "WRITE", "CREATE", "DELETE", "ALTER", "DESCRIBE", "DESCRIBE_CONFIGS",
+        "ALTER_CONFIGS"])
+    group = topic_name("authops-g")
+    g = a.describe_consumer_groups([group], include_authorized_operations=True,
+                                   request_timeout=10)[group].result(timeout=20)
+    assert _op_names(g.authorized_operations) == ["DELETE", "DESCRIBE", "READ"]
+    # Not asked: no operations are reported (Kafka sends Integer.MIN_VALUE, "not requested").
+    plain = a.describe_cluster(request_timeout=10).result(timeout=20)
+    assert not plain.authorized_operations
+
+
 def test_metadata_lists_broker_and_controller(bootstrap):
     md = admin(bootstrap).list_topics(timeout=10)
     assert sorted(md.brokers) == [1]

@@ -153,6 +153,34 @@ def test_static_member_restart_keeps_partitions_without_rebalance(bootstrap, spa
     assert sorted(m.group_instance_id for m in d.members) == ["inst-a", "inst-b"]
 
 
+def test_static_members_restart_one_at_a_time_without_revoking_the_other(bootstrap, spawn):
+    """Each of two static members restarts in turn (so the group's leader is among them): the
+    restarted one gets its partition back and the other never sees a revoke (Kafka answers a
+    rejoining static leader as a follower instead of rebalancing)."""
+    partitions = 2
+    topic = create_topic(bootstrap, topic_name("static2"), partitions)
+    group = topic_name("g")
+    a = spawn(bootstrap, group, topic, instance_id="inst-a", session_timeout_ms=10000, name="a")
+    b = spawn(bootstrap, group, topic, instance_id="inst-b", session_timeout_ms=10000, name="b")
+    owners = wait_balanced(bootstrap, group, [a, b], partitions)
+    members = {"inst-a": a, "inst-b": b}
+    for instance in ("inst-a", "inst-b"):
+        old = members[instance]
+        other = next(m for i, m in members.items() if i != instance)
+        other_history = list(other.history)
+        old.kill()
+        new = spawn(bootstrap, group, topic, instance_id=instance, session_timeout_ms=10000,
+                    name=instance + "-2")
+        wait_until(lambda: new.assigned == owners[old],
+                   what=f"restarted static member {instance} gets its partition back")
+        members[instance] = new
+        owners[new] = owners.pop(old)
+        wait_balanced(bootstrap, group, list(members.values()), partitions)
+        assert other.history == other_history, f"{instance} restart disturbed the other member"
+    d = describe(bootstrap, group)
+    assert sorted(m.group_instance_id for m in d.members) == ["inst-a", "inst-b"]
+
+
 def test_kcat_balanced_consumer(bootstrap):
     partitions = 3
     topic = create_topic(bootstrap, topic_name("kcatgrp"), partitions)

@@ -101,3 +101,64 @@ def test_kcat_consume_from_offset_and_end(bootstrap, timed_topic):
     # relative to the end
     out = kcat("-b", bootstrap, "-C", "-t", topic, "-p", "0", "-o", "-3", "-e", "-f", "%o\\n").stdout.decode()
     assert out.split() == [str(N - 3), str(N - 2), str(N - 1)]
+
+
+# ------------------------------------------------------------------------------------------------
+# Timestamps far apart inside one batch: a record's timestamp delta is a varlong, and a delta
+# above 2^31 ms (~25 days) must still find the record (found by a client's integration suite).
+
+FAR_A, FAR_B = 1234, 999_999_999_999
+
+
+@pytest.fixture(params=["none", "gzip", "snappy", "lz4", "zstd"])
+def far_topic(request, bootstrap):
+    # (retention off: both timestamps are years old)
+    topic = create_topic(bootstrap, topic_name(f"far-{request.param}"), 1,
+                         config={"retention.ms": "-1"})
+    p = producer(bootstrap, **{"compression.type": request.param, "linger.ms": 200})
+    sent = [{"value": b"old", "partition": 0, "timestamp": FAR_A},
+            {"value": b"new", "partition": 0, "timestamp": FAR_B}]
+    produce_all(p, topic, sent)
+    # linger.ms puts both records in one batch (the case that matters); librdkafka itself
+    # reads them back with their timestamps
+    out = kcat("-b", bootstrap, "-C", "-t", topic, "-p", "0", "-o", "beginning", "-e",
+               "-f", "%o:%T:%s\\n").stdout.decode()
+    assert out.split() == [f"0:{FAR_A}:old", f"1:{FAR_B}:new"]
+    return topic
+
+
+def test_far_apart_timestamps_in_one_batch_confluent(bootstrap, far_topic):
+    c = consumer(bootstrap)
+    try:
+        def lookup(ts):
+            [tp] = c.offsets_for_times([TopicPartition(far_topic, 0, ts)], timeout=10)
+            assert tp.error is None, tp.error
+            return tp.offset
+
+        assert lookup(FAR_A) == 0
+        assert lookup(FAR_B) == 1
+        assert lookup(FAR_A + 1) == 1
+        assert lookup(FAR_B + 1) in (-1, OFFSET_END)
+    finally:
+        c.close()
+
+
+@pytest.mark.parametrize("version", range(0, 7))
+def test_far_apart_timestamps_in_one_batch_every_list_offsets_version(bootstrap, far_topic, version):
+    from kafka.protocol.consumer.offsets import ListOffsetsRequest, ListOffsetsResponse
+
+    from helpers import raw_request
+
+    T = ListOffsetsRequest.ListOffsetsTopic
+    P = T.ListOffsetsPartition
+    req = ListOffsetsRequest(replica_id=-1, isolation_level=0, topics=[
+        T(name=far_topic, partitions=[P(partition_index=0, current_leader_epoch=-1,
+                                        timestamp=FAR_B, max_num_offsets=1)])])
+    resp = raw_request(bootstrap, req, ListOffsetsResponse, version).to_dict()
+    [t] = resp["topics"]
+    [p] = t["partitions"]
+    assert p["error_code"] == 0, p
+    if version == 0:
+        assert p["old_style_offsets"] == [1]
+    else:
+        assert (p["offset"], p["timestamp"]) == (1, FAR_B)
