@@ -16,13 +16,13 @@ use kafka_protocol::ResponseError;
 use super::errors::{code, leader_code, log_code, metadata_code};
 use super::RequestContext;
 use crate::broker::Broker;
-use crate::log::batch::split_batches;
+use crate::log::validate::{produced_batches, ProduceRules};
 use crate::log::PartitionLog;
 use crate::metadata::{validate_topic_name, TopicMeta};
 
 pub async fn handle(
     broker: &Broker,
-    _ctx: &RequestContext,
+    ctx: &RequestContext,
     req: ProduceRequest,
 ) -> ProduceResponse {
     let acks_ok = matches!(req.acks, -1..=1);
@@ -45,7 +45,9 @@ pub async fn handle(
             let result = match (&topic, acks_ok) {
                 (_, false) => Err((code(ResponseError::InvalidRequiredAcks), None)),
                 (Err(e), _) => Err((*e, None)),
-                (Ok(t), true) => append(broker, t, pd.index, req.acks, pd.records),
+                (Ok(t), true) => {
+                    append(broker, t, pd.index, req.acks, ctx.api_version, pd.records)
+                }
             };
             partitions.push(match result {
                 Ok(a) => {
@@ -226,6 +228,7 @@ fn append(
     topic: &TopicMeta,
     partition: i32,
     acks: i16,
+    version: i16,
     records: Option<bytes::Bytes>,
 ) -> PartitionResult {
     let (meta, log) = broker
@@ -257,20 +260,17 @@ fn append(
         }
     }
     let records = records.unwrap_or_default();
-    let batches = split_batches(&records, max).map_err(|e| {
-        let e = crate::log::LogError::from(e);
-        (log_code(&e), Some(e.to_string()))
-    })?;
     let compacted = broker
         .topic_config_value(topic, "cleanup.policy")
         .is_some_and(|p| p.split(',').any(|x| x.trim() == "compact"));
-    if compacted {
+    let rules = ProduceRules {
+        max_batch_bytes: max,
         // Kafka refuses records without a key on compacted topics: compaction is by key.
-        for b in &batches {
-            crate::log::compaction::check_keys(b)
-                .map_err(|e| (log_code(&e), Some(e.to_string())))?;
-        }
-    }
+        require_keys: compacted,
+        produce_version: version,
+    };
+    let batches =
+        produced_batches(&records, &rules).map_err(|e| (log_code(&e), Some(e.to_string())))?;
     let out = log
         .append_as_leader(&batches, meta.leader_epoch, false)
         .map_err(|e| (log_code(&e), Some(e.to_string())))?;

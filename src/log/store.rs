@@ -9,6 +9,7 @@ use std::sync::{Arc, RwLock};
 
 use tokio::sync::Notify;
 
+use super::flush::FlushPolicy;
 use super::{LogError, PartitionLog};
 
 /// Identifies a partition.
@@ -20,8 +21,9 @@ pub struct LogStore {
     partitions: RwLock<HashMap<PartitionKey, Arc<PartitionLog>>>,
     /// Notified after every append; fetches waiting for `min_bytes` re-check on it.
     appended: Notify,
-    /// When set, every append is followed by a sled flush (fsync) before it is acknowledged.
-    flush_every_append: bool,
+    /// `log.flush.interval.messages`: appends count against it, and the append path flushes
+    /// (fsync) before answering once it is due.
+    flush: Arc<FlushPolicy>,
 }
 
 /// A scratch tree for [`LogStore::release_space`].
@@ -37,23 +39,24 @@ impl LogStore {
         dir: &Path,
         cache_bytes: u64,
         flush_every_ms: u64,
-        flush_every_append: bool,
+        flush_interval_messages: u64,
     ) -> Result<Self, LogError> {
         let db = sled::Config::new()
             .path(dir)
             .cache_capacity(cache_bytes)
             .flush_every_ms(Some(flush_every_ms))
             .open()?;
-        Ok(Self::with_db(db, flush_every_append))
+        Ok(Self::with_db(db, flush_interval_messages))
     }
 
-    /// Wraps an already open database (tests use a temporary one).
-    pub fn with_db(db: sled::Db, flush_every_append: bool) -> Self {
+    /// Wraps an already open database (tests use a temporary one). `flush_interval_messages`
+    /// is Kafka's `log.flush.interval.messages` (`u64::MAX`: never).
+    pub fn with_db(db: sled::Db, flush_interval_messages: u64) -> Self {
         Self {
             db,
             partitions: RwLock::new(HashMap::new()),
             appended: Notify::new(),
-            flush_every_append,
+            flush: Arc::new(FlushPolicy::every(flush_interval_messages)),
         }
     }
 
@@ -72,8 +75,9 @@ impl LogStore {
         if let Some(p) = self.read_map().get(&key) {
             return Ok(p.clone());
         }
-        let log = Arc::new(PartitionLog::open(
+        let log = Arc::new(PartitionLog::open_with_flush(
             self.db.open_tree(tree_name(topic, partition))?,
+            self.flush.clone(),
         )?);
         let mut map = self.partitions.write().unwrap_or_else(|p| p.into_inner());
         Ok(map.entry(key).or_insert(log).clone())
@@ -110,9 +114,10 @@ impl LogStore {
         &self.appended
     }
 
-    /// Called after appends: makes them durable if configured, then wakes fetches.
+    /// Called after appends: flushes them to disk when `log.flush.interval.messages` says so
+    /// (see [`super::flush`]), then wakes fetches.
     pub async fn after_append(&self) -> Result<(), LogError> {
-        if self.flush_every_append {
+        if self.flush.take_due() {
             let db = self.db.clone();
             tokio::task::spawn_blocking(move || db.flush())
                 .await
