@@ -244,3 +244,91 @@ pub async fn run(broker: Arc<Broker>) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::log::batch::tests::make_batch;
+    use crate::log::batch::HEADER_LEN;
+    use bytes::{Bytes, BytesMut};
+
+    fn compact_cfg() -> CleanupConfig {
+        CleanupConfig {
+            delete: false,
+            compact: true,
+            retention: RetentionPolicy {
+                retention_ms: -1,
+                retention_bytes: -1,
+            },
+            delete_retention_ms: 0,
+        }
+    }
+
+    fn target(db: &sled::Db, name: &str) -> Target {
+        let log = PartitionLog::open(db.open_tree(name).unwrap()).unwrap();
+        Target {
+            key: (name.to_string(), 0),
+            log: Arc::new(log),
+            cfg: compact_cfg(),
+            leads: true,
+        }
+    }
+
+    /// A batch with a valid CRC around `records` (one record declared), optionally zstd.
+    fn with_records(records: &[u8], zstd: bool) -> Bytes {
+        let mut b = BytesMut::from(&make_batch(1, -1, -1)[..HEADER_LEN]);
+        b.extend_from_slice(records);
+        let len = (b.len() - 12) as i32;
+        b[8..12].copy_from_slice(&len.to_be_bytes());
+        if zstd {
+            b[22] |= 4;
+        }
+        let crc = crc32c::crc32c(&b[21..]);
+        b[17..21].copy_from_slice(&crc.to_be_bytes());
+        b.freeze()
+    }
+
+    #[test]
+    fn a_partition_that_fails_compaction_is_marked_once_and_the_others_are_cleaned() {
+        let db = sled::Config::new().temporary(true).open().unwrap();
+        // Stored below the produce checks (as data from before them would be): garbage
+        // records, and a zstd bomb inflating to 1 GiB from 32 KiB.
+        let garbage = target(&db, "a-garbage");
+        garbage
+            .log
+            .append(&[with_records(&[0x7f; 30], false)], 0)
+            .unwrap();
+        let bomb = target(&db, "b-bomb");
+        let frame = crate::log::decompress::tests::zstd_zeros_frame(1 << 30);
+        bomb.log.append(&[with_records(&frame, true)], 0).unwrap();
+        // A healthy compacted partition, sorted after the broken ones: keys k0..k2 twice.
+        let good = target(&db, "c-good");
+        good.log.append(&[make_batch(3, -1, -1)], 0).unwrap();
+        good.log.append(&[make_batch(3, -1, -1)], 0).unwrap();
+        let good_log = good.log.clone();
+
+        let mut state = CleanerState::default();
+        let targets = vec![garbage, bomb, good];
+        let keys: Vec<PartitionKey> = targets.iter().map(|t| t.key.clone()).collect();
+        let stats = clean(targets, 10_000, &mut state);
+        assert_eq!(stats.compacted, 1, "the healthy partition was compacted");
+        assert_eq!(good_log.batch_spans().unwrap().len(), 1);
+        let marked = state.uncleanable();
+        assert_eq!(marked.len(), 2, "{marked:?}");
+        assert!(marked[&keys[0]].contains("record 0"), "{marked:?}");
+        assert!(marked[&keys[1]].contains("compression bomb"), "{marked:?}");
+
+        // Later passes skip them (the reason stays the first one) and keep going.
+        let db2 = db.clone();
+        let again: Vec<Target> = ["a-garbage", "b-bomb", "c-good"]
+            .iter()
+            .map(|n| target(&db2, n))
+            .collect();
+        let stats = clean(again, 20_000, &mut state);
+        assert_eq!(stats.compacted, 0);
+        assert_eq!(state.uncleanable().len(), 2);
+        // A partition no longer hosted is forgotten.
+        clean(Vec::new(), 30_000, &mut state);
+        assert!(state.uncleanable().is_empty());
+    }
+}

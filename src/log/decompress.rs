@@ -173,9 +173,42 @@ fn snappy(data: &[u8], limit: usize) -> Result<Bytes, DecompressError> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::io::Write;
+
+    /// A zstd frame of `len` zero bytes built from RLE blocks (4 bytes per 128 KiB), so a
+    /// test can make a bomb of any size without compressing anything.
+    pub(crate) fn zstd_zeros_frame(len: usize) -> Vec<u8> {
+        const BLOCK: usize = 128 << 10;
+        let mut f = vec![0x28, 0xb5, 0x2f, 0xfd, 0x00, 0x38]; // magic, no content size, 128 KiB window
+        let mut left = len;
+        loop {
+            let n = left.min(BLOCK);
+            left -= n;
+            let last = (left == 0) as u32;
+            let h = last | (1 << 1) | ((n as u32) << 3); // RLE block of n bytes
+            f.extend_from_slice(&h.to_le_bytes()[..3]);
+            f.push(0);
+            if left == 0 {
+                return f;
+            }
+        }
+    }
+
+    #[test]
+    fn a_small_zstd_bomb_is_cut_off_at_the_limit() {
+        let bomb = zstd_zeros_frame(1 << 30);
+        assert!(bomb.len() < 40 << 10, "{} bytes", bomb.len());
+        assert_eq!(
+            decompress(Codec::Zstd, zstd_zeros_frame(1000).into(), 1000).unwrap(),
+            vec![0u8; 1000]
+        );
+        assert!(matches!(
+            decompress(Codec::Zstd, bomb.into(), inflate_limit(40 << 10)),
+            Err(DecompressError::TooLarge { codec: "zstd", .. })
+        ));
+    }
 
     fn zeros(n: usize) -> Vec<u8> {
         vec![0u8; n]
