@@ -20,11 +20,7 @@ use crate::log::validate::{produced_batches, ProduceRules};
 use crate::log::PartitionLog;
 use crate::metadata::{validate_topic_name, TopicMeta};
 
-pub async fn handle(
-    broker: &Broker,
-    ctx: &RequestContext,
-    req: ProduceRequest,
-) -> ProduceResponse {
+pub async fn handle(broker: &Broker, ctx: &RequestContext, req: ProduceRequest) -> ProduceResponse {
     let acks_ok = matches!(req.acks, -1..=1);
     let mut responses = Vec::with_capacity(req.topic_data.len());
     let mut appended = false;
@@ -45,9 +41,7 @@ pub async fn handle(
             let result = match (&topic, acks_ok) {
                 (_, false) => Err((code(ResponseError::InvalidRequiredAcks), None)),
                 (Err(e), _) => Err((*e, None)),
-                (Ok(t), true) => {
-                    append(broker, t, pd.index, req.acks, ctx.api_version, pd.records)
-                }
+                (Ok(t), true) => append(broker, t, pd.index, req.acks, ctx.api_version, pd.records),
             };
             partitions.push(match result {
                 Ok(a) => {

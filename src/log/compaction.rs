@@ -58,7 +58,11 @@ fn put_varint(out: &mut Vec<u8>, v: i64) {
 /// that still ends at `orig`'s last offset, compressed as `orig` was. Each record's key,
 /// value and headers are copied as stored; only its offset and timestamp deltas are
 /// re-encoded against the new batch's base.
-pub fn rebuild(orig: &BatchHeader, codec: Codec, kept: &[RecordView<'_>]) -> Result<Bytes, LogError> {
+pub fn rebuild(
+    orig: &BatchHeader,
+    codec: Codec,
+    kept: &[RecordView<'_>],
+) -> Result<Bytes, LogError> {
     let first = kept
         .first()
         .ok_or_else(|| LogError::Corrupt("rebuilding a batch without records".into()))?;
@@ -97,7 +101,8 @@ pub fn rebuild(orig: &BatchHeader, codec: Codec, kept: &[RecordView<'_>]) -> Res
         Codec::Lz4 => Lz4::compress(&mut buf, fill),
         Codec::Zstd => Zstd::compress(&mut buf, fill),
     };
-    compressed.map_err(|e| LogError::Corrupt(format!("cannot recompress a compacted batch: {e}")))?;
+    compressed
+        .map_err(|e| LogError::Corrupt(format!("cannot recompress a compacted batch: {e}")))?;
     let delta = i32::try_from(orig.last_offset() - new_base)
         .map_err(|_| LogError::Corrupt("compacted batch spans too many offsets".into()))?;
     let base_sequence = if orig.base_sequence < 0 {

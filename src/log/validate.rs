@@ -105,7 +105,9 @@ impl BatchRecords {
         }
         if origin == Origin::Produced {
             if header.record_count == 0 {
-                return Err(RecordError::Header("a produced batch holds no records".into()));
+                return Err(RecordError::Header(
+                    "a produced batch holds no records".into(),
+                ));
             }
             if header.last_offset_delta != header.record_count - 1 {
                 return Err(RecordError::Header(format!(
@@ -212,10 +214,11 @@ pub fn produced_batches(records: &Bytes, rules: &ProduceRules) -> Result<Vec<Byt
         e => LogError::Batch(e),
     })?;
     for b in &batches {
-        let recs = BatchRecords::parse(b, Origin::Produced)?;
-        if recs.codec == Codec::Zstd && rules.produce_version < 7 {
+        // A request-level rule in Kafka, checked before the records.
+        if BatchHeader::read(b)?.attributes & 0x7 == 4 && rules.produce_version < 7 {
             return Err(RecordError::ZstdNeedsV7(rules.produce_version).into());
         }
+        let recs = BatchRecords::parse(b, Origin::Produced)?;
         if rules.require_keys {
             for (index, r) in recs.iter().enumerate() {
                 if r?.key.is_none() {
@@ -232,7 +235,9 @@ pub fn produced_batches(records: &Bytes, rules: &ProduceRules) -> Result<Vec<Byt
 /// gaps compaction leaves. A batch that fails is reported as corrupt stored data.
 pub fn stored_records(batch: &Bytes) -> Result<BatchRecords, LogError> {
     BatchRecords::parse(batch, Origin::Stored).map_err(|e| {
-        let base = BatchHeader::read(batch).map(|h| h.base_offset).unwrap_or(-1);
+        let base = BatchHeader::read(batch)
+            .map(|h| h.base_offset)
+            .unwrap_or(-1);
         LogError::Corrupt(format!("stored batch at offset {base}: {e}"))
     })
 }
@@ -403,7 +408,11 @@ pub(crate) mod tests {
     fn record(offset_delta: u8, key_len: u8) -> Vec<u8> {
         // attributes 0, ts delta 0, offset delta, key (zig-zag len), value null, no headers.
         let mut body = vec![0, 0, offset_delta * 2, key_len];
-        let klen = if key_len == 1 { 0 } else { (key_len / 2) as usize };
+        let klen = if key_len == 1 {
+            0
+        } else {
+            (key_len / 2) as usize
+        };
         body.extend(std::iter::repeat_n(b'k', klen));
         body.extend([1, 0]);
         let mut r = vec![(body.len() * 2) as u8];
@@ -441,7 +450,10 @@ pub(crate) mod tests {
         assert!(err(&raw_batch(&r, 1)).contains("negative record length -3"));
         // A count of 10^9 with one record.
         let e = err(&raw_batch(&record(0, 2), 1_000_000_000));
-        assert!(e.contains("declares 1000000000 records but the batch holds only 1"), "{e}");
+        assert!(
+            e.contains("declares 1000000000 records but the batch holds only 1"),
+            "{e}"
+        );
         // Offset deltas out of order.
         let e = err(&raw_batch(&[record(0, 2), record(5, 2)].concat(), 2));
         assert!(e.contains("record 1: offset delta 5"), "{e}");
@@ -556,7 +568,12 @@ pub(crate) mod tests {
             ]
         }
 
-        type Fields = (Option<Vec<u8>>, Option<Vec<u8>>, Vec<(String, Option<Vec<u8>>)>, i32);
+        type Fields = (
+            Option<Vec<u8>>,
+            Option<Vec<u8>>,
+            Vec<(String, Option<Vec<u8>>)>,
+            i32,
+        );
 
         fn fields() -> impl Strategy<Value = Fields> {
             (
