@@ -9,6 +9,10 @@
 //! independently, over the records below its high watermark, as Kafka's log cleaner does:
 //! it is a pure function of the committed log, so replicas converge on the same records.
 //!
+//! A partition whose retention or compaction fails is marked uncleanable ([`CleanerState`]),
+//! logged once with the reason, and its compaction skipped until the broker restarts; the
+//! pass goes on with the other partitions.
+//!
 //! May depend on: `broker` (configs, metadata image, logs, roles), `log`. Not on the network.
 
 use std::collections::HashMap;

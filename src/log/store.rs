@@ -24,6 +24,8 @@ pub struct LogStore {
     /// `log.flush.interval.messages`: appends count against it, and the append path flushes
     /// (fsync) before answering once it is due.
     flush: Arc<FlushPolicy>,
+    /// Flushes `log.flush.interval.messages` caused (diagnostics and tests).
+    interval_flushes: std::sync::atomic::AtomicU64,
 }
 
 /// A scratch tree for [`LogStore::release_space`].
@@ -57,6 +59,7 @@ impl LogStore {
             partitions: RwLock::new(HashMap::new()),
             appended: Notify::new(),
             flush: Arc::new(FlushPolicy::every(flush_interval_messages)),
+            interval_flushes: Default::default(),
         }
     }
 
@@ -122,6 +125,8 @@ impl LogStore {
             tokio::task::spawn_blocking(move || db.flush())
                 .await
                 .map_err(|e| LogError::Corrupt(format!("flush task failed: {e}")))??;
+            self.interval_flushes
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
         self.appended.notify_waiters();
         Ok(())
@@ -152,9 +157,46 @@ impl LogStore {
         Ok(())
     }
 
+    /// How many flushes `log.flush.interval.messages` caused so far.
+    pub fn interval_flushes(&self) -> u64 {
+        self.interval_flushes
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Flushes everything to disk (used on shutdown).
     pub fn flush(&self) -> Result<(), LogError> {
         self.db.flush()?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::log::batch::tests::make_batch;
+
+    #[tokio::test]
+    async fn appends_are_flushed_once_n_messages_accumulate_in_a_partition() {
+        let db = sled::Config::new().temporary(true).open().unwrap();
+        let store = LogStore::with_db(db, 5);
+        let a = store.open_partition("a", 0).unwrap();
+        let b = store.open_partition("b", 0).unwrap();
+        let mut flushes = Vec::new();
+        for (log, n) in [(&a, 3), (&b, 3), (&a, 2), (&b, 2), (&b, 3), (&a, 9)] {
+            log.append(&[make_batch(n, -1, -1)], 0).unwrap();
+            store.after_append().await.unwrap();
+            flushes.push(store.interval_flushes());
+        }
+        // a reaches 5 on its second append; that flush covered b's 3, so b needs 5 more.
+        // One append of more than N flushes at once.
+        assert_eq!(flushes, vec![0, 0, 1, 1, 2, 3]);
+        let never = LogStore::with_db(
+            sled::Config::new().temporary(true).open().unwrap(),
+            i64::MAX as u64,
+        );
+        let c = never.open_partition("c", 0).unwrap();
+        c.append(&[make_batch(100, -1, -1)], 0).unwrap();
+        never.after_append().await.unwrap();
+        assert_eq!(never.interval_flushes(), 0);
     }
 }
