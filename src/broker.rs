@@ -152,7 +152,7 @@ impl Broker {
             &config.data_dir,
             config.sled_cache_bytes,
             config.flush_interval_ms,
-            config.flush_every_produce,
+            config.flush_interval_messages,
         )
         .map_err(|source| BrokerError::Storage {
             dir: config.data_dir.display().to_string(),

@@ -9,6 +9,10 @@
 //! independently, over the records below its high watermark, as Kafka's log cleaner does:
 //! it is a pure function of the committed log, so replicas converge on the same records.
 //!
+//! A partition whose retention or compaction fails is marked uncleanable ([`CleanerState`]),
+//! logged once with the reason, and its compaction skipped until the broker restarts; the
+//! pass goes on with the other partitions.
+//!
 //! May depend on: `broker` (configs, metadata image, logs, roles), `log`. Not on the network.
 
 use std::collections::HashMap;
@@ -17,7 +21,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::broker::Broker;
 use crate::log::retention::RetentionPolicy;
-use crate::log::LogError;
+use crate::log::{LogError, PartitionLog};
 use crate::metadata::TopicMeta;
 
 /// The cleanup settings of one topic, resolved against the broker defaults.
@@ -64,8 +68,38 @@ pub struct PassStats {
     pub removed_data: bool,
 }
 
+/// A partition: topic and index.
+pub type PartitionKey = (String, i32);
+
 /// The log start offset of every hosted partition at the previous pass.
-pub type SeenStarts = HashMap<(String, i32), i64>;
+pub type SeenStarts = HashMap<PartitionKey, i64>;
+
+/// What the cleaner remembers between passes (in memory: a restart starts afresh).
+#[derive(Debug, Default)]
+pub struct CleanerState {
+    seen: SeenStarts,
+    /// Partitions whose cleaning failed, with the reason. Compaction skips them from then on
+    /// (as Kafka's cleaner marks a partition uncleanable), so one undecodable batch costs
+    /// one error line instead of stopping the pass or repeating every pass.
+    uncleanable: HashMap<PartitionKey, String>,
+}
+
+impl CleanerState {
+    /// The partitions marked uncleanable, with the reason.
+    pub fn uncleanable(&self) -> &HashMap<PartitionKey, String> {
+        &self.uncleanable
+    }
+
+    /// Marks a partition uncleanable; logs the reason the first time only.
+    fn mark(&mut self, key: &PartitionKey, step: &str, e: &LogError) {
+        if self.uncleanable.contains_key(key) {
+            return;
+        }
+        let reason = format!("{step} failed: {e}");
+        tracing::error!(topic = %key.0, partition = key.1, reason = %reason, "marking partition uncleanable; the cleaner skips its compaction until the broker restarts");
+        self.uncleanable.insert(key.clone(), reason);
+    }
+}
 
 /// Milliseconds since the Unix epoch (record timestamps are in this clock).
 pub fn now_ms() -> i64 {
@@ -75,13 +109,20 @@ pub fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
+/// One hosted partition as a pass sees it.
+pub struct Target {
+    pub key: PartitionKey,
+    pub log: Arc<PartitionLog>,
+    pub cfg: CleanupConfig,
+    /// This broker leads the partition (retention is the leader's decision).
+    pub leads: bool,
+}
+
 /// One cleaner pass over every partition this broker hosts.
-pub fn pass(broker: &Broker, now: i64, seen: &mut SeenStarts) -> Result<PassStats, LogError> {
+pub fn pass(broker: &Broker, now: i64, state: &mut CleanerState) -> PassStats {
     let image = broker.metadata.image();
     let me = broker.config.node_id;
-    let mut stats = PassStats::default();
-    // Only partitions still hosted are remembered.
-    let previous = std::mem::take(seen);
+    let mut targets = Vec::new();
     for topic in image.topics.values() {
         let cfg = CleanupConfig::of(broker, topic);
         for p in &topic.partitions {
@@ -92,30 +133,62 @@ pub fn pass(broker: &Broker, now: i64, seen: &mut SeenStarts) -> Result<PassStat
                 && broker
                     .replication
                     .is_leading(&topic.name, p.index, p.leader_epoch);
-            if cfg.delete && leads {
-                if let Some(start) = log.apply_retention(now, cfg.retention)? {
-                    tracing::info!(topic = %topic.name, partition = p.index, log_start = start, "retention moved the log start offset");
-                    stats.retained += 1;
-                }
-            }
-            let start = log.offsets().log_start;
-            let key = (topic.name.clone(), p.index);
-            if !leads && previous.get(&key).is_some_and(|s| *s < start) {
-                tracing::info!(topic = %topic.name, partition = p.index, log_start = start, "follower deleted below the leader's log start offset");
-                stats.followed += 1;
-            }
-            seen.insert(key, start);
-            if cfg.compact {
-                let c = log.compact(now, cfg.delete_retention_ms)?;
-                if c.rewritten_batches > 0 || c.removed_batches > 0 {
-                    tracing::info!(topic = %topic.name, partition = p.index, records_removed = c.removed_records, batches_rewritten = c.rewritten_batches, batches_removed = c.removed_batches, "compacted");
-                    stats.compacted += 1;
-                }
-            }
-            stats.removed_data |= log.take_removed();
+            targets.push(Target {
+                key: (topic.name.clone(), p.index),
+                log,
+                cfg,
+                leads,
+            });
         }
     }
-    Ok(stats)
+    clean(targets, now, state)
+}
+
+/// Applies retention and compaction to each target. A partition that fails is marked
+/// uncleanable and the pass goes on with the others.
+pub fn clean(targets: Vec<Target>, now: i64, state: &mut CleanerState) -> PassStats {
+    let mut stats = PassStats::default();
+    // Only partitions still hosted are remembered.
+    let previous = std::mem::take(&mut state.seen);
+    let hosted: std::collections::HashSet<&PartitionKey> = targets.iter().map(|t| &t.key).collect();
+    state.uncleanable.retain(|k, _| hosted.contains(k));
+    for Target {
+        key,
+        log,
+        cfg,
+        leads,
+    } in &targets
+    {
+        let (topic, partition) = (&key.0, key.1);
+        if cfg.delete && *leads {
+            match log.apply_retention(now, cfg.retention) {
+                Ok(Some(start)) => {
+                    tracing::info!(topic = %topic, partition, log_start = start, "retention moved the log start offset");
+                    stats.retained += 1;
+                }
+                Ok(None) => {}
+                Err(e) => state.mark(key, "retention", &e),
+            }
+        }
+        let start = log.offsets().log_start;
+        if !leads && previous.get(key).is_some_and(|s| *s < start) {
+            tracing::info!(topic = %topic, partition, log_start = start, "follower deleted below the leader's log start offset");
+            stats.followed += 1;
+        }
+        state.seen.insert(key.clone(), start);
+        if cfg.compact && !state.uncleanable.contains_key(key) {
+            match log.compact(now, cfg.delete_retention_ms) {
+                Ok(c) if c.rewritten_batches > 0 || c.removed_batches > 0 => {
+                    tracing::info!(topic = %topic, partition, records_removed = c.removed_records, batches_rewritten = c.rewritten_batches, batches_removed = c.removed_batches, "compacted");
+                    stats.compacted += 1;
+                }
+                Ok(_) => {}
+                Err(e) => state.mark(key, "compaction", &e),
+            }
+        }
+        stats.removed_data |= log.take_removed();
+    }
+    stats
 }
 
 /// Runs a pass every `log.retention.check.interval.ms` until the broker shuts down.
@@ -128,18 +201,18 @@ pub async fn run(broker: Arc<Broker>) {
     // sometimes only freed a segment later (see `LogStore::release_space`); every release
     // that shrank the files earns another one.
     let mut release_passes = 0u32;
-    let seen = Arc::new(std::sync::Mutex::new(SeenStarts::new()));
+    let state = Arc::new(std::sync::Mutex::new(CleanerState::default()));
     loop {
         tokio::select! {
             _ = broker.shutdown.cancelled() => return,
             _ = tick.tick() => {}
         }
         let b = broker.clone();
-        let seen = seen.clone();
+        let state = state.clone();
         let result = tokio::task::spawn_blocking(move || {
             let before = b.logs.db().size_on_disk().ok();
-            let mut seen = seen.lock().unwrap_or_else(|p| p.into_inner());
-            let stats = pass(&b, now_ms(), &mut seen)?;
+            let mut state = state.lock().unwrap_or_else(|p| p.into_inner());
+            let stats = pass(&b, now_ms(), &mut state);
             let removed = stats.removed_data;
             let mut shrank = false;
             if removed || release_passes > 0 {
@@ -173,5 +246,93 @@ pub async fn run(broker: Arc<Broker>) {
             Ok(Err(e)) => tracing::error!(error = %e, "log cleaner pass failed"),
             Err(e) => tracing::error!(error = %e, "log cleaner task panicked"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::log::batch::tests::make_batch;
+    use crate::log::batch::HEADER_LEN;
+    use bytes::{Bytes, BytesMut};
+
+    fn compact_cfg() -> CleanupConfig {
+        CleanupConfig {
+            delete: false,
+            compact: true,
+            retention: RetentionPolicy {
+                retention_ms: -1,
+                retention_bytes: -1,
+            },
+            delete_retention_ms: 0,
+        }
+    }
+
+    fn target(db: &sled::Db, name: &str) -> Target {
+        let log = PartitionLog::open(db.open_tree(name).unwrap()).unwrap();
+        Target {
+            key: (name.to_string(), 0),
+            log: Arc::new(log),
+            cfg: compact_cfg(),
+            leads: true,
+        }
+    }
+
+    /// A batch with a valid CRC around `records` (one record declared), optionally zstd.
+    fn with_records(records: &[u8], zstd: bool) -> Bytes {
+        let mut b = BytesMut::from(&make_batch(1, -1, -1)[..HEADER_LEN]);
+        b.extend_from_slice(records);
+        let len = (b.len() - 12) as i32;
+        b[8..12].copy_from_slice(&len.to_be_bytes());
+        if zstd {
+            b[22] |= 4;
+        }
+        let crc = crc32c::crc32c(&b[21..]);
+        b[17..21].copy_from_slice(&crc.to_be_bytes());
+        b.freeze()
+    }
+
+    #[test]
+    fn a_partition_that_fails_compaction_is_marked_once_and_the_others_are_cleaned() {
+        let db = sled::Config::new().temporary(true).open().unwrap();
+        // Stored below the produce checks (as data from before them would be): garbage
+        // records, and a zstd bomb inflating to 1 GiB from 32 KiB.
+        let garbage = target(&db, "a-garbage");
+        garbage
+            .log
+            .append(&[with_records(&[0x7f; 30], false)], 0)
+            .unwrap();
+        let bomb = target(&db, "b-bomb");
+        let frame = crate::log::decompress::tests::zstd_zeros_frame(1 << 30);
+        bomb.log.append(&[with_records(&frame, true)], 0).unwrap();
+        // A healthy compacted partition, sorted after the broken ones: keys k0..k2 twice.
+        let good = target(&db, "c-good");
+        good.log.append(&[make_batch(3, -1, -1)], 0).unwrap();
+        good.log.append(&[make_batch(3, -1, -1)], 0).unwrap();
+        let good_log = good.log.clone();
+
+        let mut state = CleanerState::default();
+        let targets = vec![garbage, bomb, good];
+        let keys: Vec<PartitionKey> = targets.iter().map(|t| t.key.clone()).collect();
+        let stats = clean(targets, 10_000, &mut state);
+        assert_eq!(stats.compacted, 1, "the healthy partition was compacted");
+        assert_eq!(good_log.batch_spans().unwrap().len(), 1);
+        let marked = state.uncleanable();
+        assert_eq!(marked.len(), 2, "{marked:?}");
+        assert!(marked[&keys[0]].contains("record 0"), "{marked:?}");
+        assert!(marked[&keys[1]].contains("compression bomb"), "{marked:?}");
+
+        // Later passes skip them (the reason stays the first one) and keep going.
+        let db2 = db.clone();
+        let again: Vec<Target> = ["a-garbage", "b-bomb", "c-good"]
+            .iter()
+            .map(|n| target(&db2, n))
+            .collect();
+        let stats = clean(again, 20_000, &mut state);
+        assert_eq!(stats.compacted, 0);
+        assert_eq!(state.uncleanable().len(), 2);
+        // A partition no longer hosted is forgotten.
+        clean(Vec::new(), 30_000, &mut state);
+        assert!(state.uncleanable().is_empty());
     }
 }

@@ -47,6 +47,9 @@ pub struct SettingDef {
     pub doc: &'static str,
 }
 
+/// Kafka's default of settings that mean "never" (`Long.MAX_VALUE`); `--help` says "never".
+const NEVER: &str = "9223372036854775807";
+
 /// Every broker setting raftka understands. Names and defaults follow Apache Kafka where
 /// Kafka has the setting; `sled.*` settings are raftka's own.
 pub const SETTINGS: &[SettingDef] = &[
@@ -71,7 +74,7 @@ pub const SETTINGS: &[SettingDef] = &[
     SettingDef { name: "message.max.bytes", default: "1048588", kind: ValueType::Int, doc: "Largest record batch the broker accepts (topic override: max.message.bytes)." },
     SettingDef { name: "socket.request.max.bytes", default: "104857600", kind: ValueType::Int, doc: "Largest request frame; bigger frames close the connection." },
     SettingDef { name: "log.flush.interval.ms", default: "500", kind: ValueType::Long, doc: "Period of sled's background flush to disk." },
-    SettingDef { name: "log.flush.interval.messages", default: "9223372036854775807", kind: ValueType::Long, doc: "1 = flush to disk before answering every produce request; otherwise rely on the periodic flush." },
+    SettingDef { name: "log.flush.interval.messages", default: NEVER, kind: ValueType::Long, doc: "Flush (fsync) a partition's log before answering once this many messages accumulated in it since the last flush; 1 = before answering every produce request. Otherwise only the periodic flush." },
     SettingDef { name: "log.retention.hours", default: "168", kind: ValueType::Int, doc: "Default retention time in hours (topic config retention.ms)." },
     SettingDef { name: "log.retention.ms", default: "", kind: ValueType::Long, doc: "Default retention time in ms; overrides log.retention.hours when set." },
     SettingDef { name: "log.retention.bytes", default: "-1", kind: ValueType::Long, doc: "Default retention size per partition (topic config retention.bytes)." },
@@ -158,8 +161,9 @@ pub struct BrokerConfig {
     pub message_max_bytes: i32,
     pub socket_request_max_bytes: usize,
     pub flush_interval_ms: u64,
-    /// True when every produce waits for an fsync of sled before it is answered.
-    pub flush_every_produce: bool,
+    /// `log.flush.interval.messages`: a partition's appends are fsynced before they are
+    /// answered once this many accumulated since the last flush (`i64::MAX`: never).
+    pub flush_interval_messages: u64,
     pub sled_cache_bytes: u64,
     pub retention_ms: i64,
     pub retention_bytes: i64,
@@ -320,7 +324,7 @@ impl BrokerConfig {
             message_max_bytes: clamp_i32("message.max.bytes", positive("message.max.bytes")?)?,
             socket_request_max_bytes: positive("socket.request.max.bytes")? as usize,
             flush_interval_ms: positive("log.flush.interval.ms")? as u64,
-            flush_every_produce: positive("log.flush.interval.messages")? == 1,
+            flush_interval_messages: positive("log.flush.interval.messages")? as u64,
             sled_cache_bytes: positive("sled.cache.capacity.bytes")? as u64,
             retention_ms,
             retention_bytes: int("log.retention.bytes")?,
@@ -626,7 +630,15 @@ fn cli() -> clap::Command {
             clap::Arg::new(def.name)
                 .long(def.name)
                 .value_name("VALUE")
-                .help(format!("{} [default: {}]", def.doc, def.default)),
+                .help(format!(
+                    "{} [default: {}]",
+                    def.doc,
+                    if def.default == NEVER {
+                        "never"
+                    } else {
+                        def.default
+                    }
+                )),
         );
     }
     cmd

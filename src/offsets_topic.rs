@@ -31,7 +31,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::records::{
-    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
 };
 use tokio::sync::watch;
 
@@ -213,23 +213,19 @@ pub fn load_partition(log: &PartitionLog) -> Result<OffsetsPartition, LogError> 
         if read.records.is_empty() {
             break;
         }
-        let mut buf = read.records.clone();
-        let sets = RecordBatchDecoder::decode_all(&mut buf)
-            .map_err(|e| LogError::Corrupt(format!("offsets batch does not decode: {e}")))?;
         // Continue after each batch's last offset: compaction may have removed a batch's
         // last records but keeps its offset span.
         let mut next = pos;
         for b in crate::log::batch::split_stored_batches(&read.records)? {
-            next = next.max(crate::log::batch::BatchHeader::read(&b)?.last_offset() + 1);
-        }
-        for set in sets {
-            for r in set.records {
-                next = next.max(r.offset + 1);
+            let recs = crate::log::validate::stored_records(&b)?;
+            next = next.max(recs.header.last_offset() + 1);
+            for r in recs.iter() {
+                let r = r?;
                 if r.offset < pos || r.offset >= offsets.log_end {
                     continue;
                 }
-                if let Some(k) = &r.key {
-                    part.replay(k, r.value.as_deref());
+                if let Some(k) = r.key {
+                    part.replay(k, r.value);
                 }
             }
         }
@@ -634,7 +630,7 @@ mod tests {
     #[test]
     fn written_batches_load_back() {
         let db = sled::Config::new().temporary(true).open().unwrap();
-        let store = LogStore::with_db(db, false);
+        let store = LogStore::with_db(db, u64::MAX);
         let log = store.open_partition(OFFSETS_TOPIC, 0).unwrap();
         let off = |o: i64| CommittedOffset {
             offset: o,
@@ -687,7 +683,7 @@ mod tests {
     #[test]
     fn commits_become_visible_only_below_the_high_watermark() {
         let db = sled::Config::new().temporary(true).open().unwrap();
-        let store = LogStore::with_db(db, false);
+        let store = LogStore::with_db(db, u64::MAX);
         let log = store.open_partition(OFFSETS_TOPIC, 0).unwrap();
         let t0 = TopicPartition::new("t", 0);
         let off = |o: i64| CommittedOffset {

@@ -215,6 +215,171 @@ fn bad_frames_close_only_their_connection_and_bad_records_get_kafka_errors() {
     assert_eq!(values, vec![Bytes::from("one"), Bytes::from("two")]);
 }
 
+/// A v2 batch header (from a real encoder) around `records`, declaring `count` records,
+/// with `codec` in the attributes and a correct CRC: only the record walk can refuse it.
+fn with_records(records: &[u8], count: i32, codec: i16) -> Bytes {
+    let mut b = BytesMut::from(&batch(&[b"x"])[..61]);
+    b.extend_from_slice(records);
+    let len = (b.len() - 12) as i32;
+    b[8..12].copy_from_slice(&len.to_be_bytes());
+    b[21..23].copy_from_slice(&codec.to_be_bytes());
+    b[23..27].copy_from_slice(&(count - 1).to_be_bytes());
+    b[57..61].copy_from_slice(&count.to_be_bytes());
+    let crc = crc32c::crc32c(&b[21..]);
+    b[17..21].copy_from_slice(&crc.to_be_bytes());
+    b.freeze()
+}
+
+/// A zstd frame of `len` zero bytes made of RLE blocks: 4 bytes per 128 KiB inflated.
+fn zstd_zeros(len: usize) -> Vec<u8> {
+    let mut f = vec![0x28, 0xb5, 0x2f, 0xfd, 0x00, 0x38];
+    let mut left = len;
+    while left > 0 {
+        let n = left.min(128 << 10);
+        left -= n;
+        let h = (left == 0) as u32 | (1 << 1) | ((n as u32) << 3);
+        f.extend_from_slice(&h.to_le_bytes()[..3]);
+        f.push(0);
+    }
+    f
+}
+
+/// Produces with request version `version`; returns the error code, base offset and message.
+fn produce_v(
+    s: &mut TcpStream,
+    version: i16,
+    topic: &str,
+    records: Bytes,
+) -> (i16, i64, Option<String>) {
+    let r = call(s, version, 1, &produce(topic, records)).expect("produce response");
+    let p = &r.responses[0].partition_responses[0];
+    (
+        p.error_code,
+        p.base_offset,
+        p.error_message.as_ref().map(|m| m.to_string()),
+    )
+}
+
+#[test]
+fn invalid_record_batches_are_refused_and_the_log_is_untouched() {
+    let b = BrokerProcess::start(&[]);
+    let mut s = connect(&b);
+    let create = CreateTopicsRequest::default().with_topics(vec![CreatableTopic::default()
+        .with_name(TopicName(StrBytes::from_static_str("compacted")))
+        .with_num_partitions(1)
+        .with_replication_factor(-1)
+        .with_configs(vec![create_topics_request::CreatableTopicConfig::default()
+            .with_name(StrBytes::from_static_str("cleanup.policy"))
+            .with_value(Some(StrBytes::from_static_str("compact")))])]);
+    assert_eq!(call(&mut s, 5, 2, &create).unwrap().topics[0].error_code, 0);
+    assert_eq!(produce_error(&mut s, "v", batch(&[b"one", b"two"])), (0, 0));
+
+    // A well-formed record: length 7, attributes, deltas 0, null key, value "v", no headers.
+    let good = [14u8, 0, 0, 0, 1, 2, b'v', 0];
+    let garbage: Vec<u8> = [&[0x20][..], &[0xee; 16], &[0x01; 15]].concat();
+    let bomb = zstd_zeros(300 << 20); // 300 MiB of zeros in ~9 KiB
+    assert!(bomb.len() < 10 << 10);
+    let mut magic1 = BytesMut::from(&batch(&[b"old"])[..]);
+    magic1[16] = 1;
+    let magic1 = magic1.freeze();
+    let cases: Vec<(&str, i16, &str, Bytes, i16, &str)> = vec![
+        (
+            "garbage record bytes",
+            9,
+            "v",
+            with_records(&garbage, 1, 0),
+            87,
+            "record 0",
+        ),
+        (
+            "negative key length",
+            9,
+            "v",
+            with_records(&[12, 0, 0, 0, 9, 1, 0], 1, 0),
+            87,
+            "negative key length -5",
+        ),
+        (
+            "negative record length",
+            9,
+            "v",
+            with_records(&[5, 0, 0, 0, 1, 2, b'v', 0], 1, 0),
+            87,
+            "negative record length -3",
+        ),
+        (
+            "count 10^9 with one record",
+            9,
+            "v",
+            with_records(&good, 1_000_000_000, 0),
+            87,
+            "declares 1000000000 records",
+        ),
+        (
+            "codec id 7",
+            9,
+            "v",
+            with_records(&good, 1, 7),
+            87,
+            "compression codec id 7",
+        ),
+        (
+            "zstd bomb",
+            9,
+            "v",
+            with_records(&bomb, 1, 4),
+            87,
+            "compression bomb",
+        ),
+        (
+            "zstd bomb on a compacted topic",
+            9,
+            "compacted",
+            with_records(&bomb, 1, 4),
+            87,
+            "compression bomb",
+        ),
+        (
+            "zstd before produce v7",
+            6,
+            "v",
+            with_records(&zstd_zeros(7), 1, 4),
+            76,
+            "",
+        ),
+        (
+            "magic 1 in produce v9",
+            9,
+            "v",
+            magic1.clone(),
+            87,
+            "magic 1",
+        ),
+        // Produce v0-v2 may carry message format v0/v1, which raftka does not store.
+        ("magic 1 in produce v2", 2, "v", magic1, 43, ""),
+    ];
+    for (name, version, topic, records, code, message) in cases {
+        let (err, base, msg) = produce_v(&mut s, version, topic, records);
+        assert_eq!((err, base), (code, -1), "{name}: {msg:?}");
+        if version >= 8 {
+            let msg = msg.unwrap_or_default();
+            assert!(msg.contains(message), "{name}: {msg}");
+        }
+    }
+
+    // The broker is up, the refused batches left no trace, and the log end did not move.
+    assert_eq!(
+        fetch_values(&mut s, "v"),
+        vec![Bytes::from("one"), Bytes::from("two")]
+    );
+    assert_eq!(
+        produce_error(&mut s, "v", with_records(&good, 1, 0)),
+        (0, 2)
+    );
+    let mut fresh = connect(&b);
+    assert_eq!(produce_error(&mut fresh, "v", batch(&[b"z"])), (0, 3));
+}
+
 /// Reads the correlation id of a v0 response header.
 trait DecodeV0 {
     fn decode_v0(b: &mut Bytes) -> i32;

@@ -94,7 +94,7 @@ impl Cluster {
             let dir = tempfile::tempdir().unwrap();
             logs.insert(
                 id,
-                Arc::new(LogStore::open(dir.path(), 8 << 20, 500, false).unwrap()),
+                Arc::new(LogStore::open(dir.path(), 8 << 20, 500, u64::MAX).unwrap()),
             );
             dbs.push(dir);
             transports.insert(

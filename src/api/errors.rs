@@ -4,7 +4,7 @@ use kafka_protocol::ResponseError as E;
 
 use crate::broker::LeaderError;
 use crate::group::GroupError;
-use crate::log::{batch::BatchError, LogError};
+use crate::log::{batch::BatchError, validate::RecordError, LogError};
 use crate::metadata::MetadataError;
 
 /// The Kafka error code for a metadata error.
@@ -36,13 +36,12 @@ pub fn log_code(e: &LogError) -> i16 {
         LogError::Batch(BatchError::Transactional) => E::InvalidRecord,
         LogError::Batch(BatchError::Invalid(_)) => E::InvalidRecord,
         LogError::Batch(_) => E::CorruptMessage,
+        LogError::Records(RecordError::ZstdNeedsV7(_)) => E::UnsupportedCompressionType,
+        LogError::Records(_) => E::InvalidRecord,
         LogError::OffsetOutOfRange { .. } => E::OffsetOutOfRange,
         LogError::OutOfOrderSequence { .. } => E::OutOfOrderSequenceNumber,
         LogError::InvalidProducerEpoch { .. } => E::InvalidProducerEpoch,
-        LogError::Storage(_)
-        | LogError::Corrupt(_)
-        | LogError::Section(_)
-        | LogError::Records(_) => E::KafkaStorageError,
+        LogError::Storage(_) | LogError::Corrupt(_) => E::KafkaStorageError,
     }
     .code()
 }

@@ -18,17 +18,13 @@ use kafka_protocol::ResponseError;
 use super::errors::{code, leader_code, log_code, metadata_code};
 use super::RequestContext;
 use crate::broker::Broker;
-use crate::log::batch::{split_batches, with_log_append_time};
-use crate::log::compaction::keyless_records;
-use crate::log::records::inflate_limit;
+use crate::log::batch::with_log_append_time;
+use crate::log::validate::{produced_batches, ProduceRules, RecordError};
+use crate::log::LogError;
 use crate::log::PartitionLog;
 use crate::metadata::{validate_topic_name, TopicMeta};
 
-pub async fn handle(
-    broker: &Broker,
-    _ctx: &RequestContext,
-    req: ProduceRequest,
-) -> ProduceResponse {
+pub async fn handle(broker: &Broker, ctx: &RequestContext, req: ProduceRequest) -> ProduceResponse {
     let acks_ok = matches!(req.acks, -1..=1);
     let mut responses = Vec::with_capacity(req.topic_data.len());
     let mut appended = false;
@@ -49,7 +45,7 @@ pub async fn handle(
             let result = match (&topic, acks_ok) {
                 (_, false) => Err(Refused::code(ResponseError::InvalidRequiredAcks)),
                 (Err(e), _) => Err(Refused::new(*e, None)),
-                (Ok(t), true) => append(broker, t, pd.index, req.acks, pd.records),
+                (Ok(t), true) => append(broker, t, pd.index, req.acks, ctx.api_version, pd.records),
             };
             partitions.push(match result {
                 Ok(a) => {
@@ -260,6 +256,7 @@ fn append(
     topic: &TopicMeta,
     partition: i32,
     acks: i16,
+    version: i16,
     records: Option<bytes::Bytes>,
 ) -> PartitionResult {
     let (meta, log) = broker
@@ -289,8 +286,17 @@ fn append(
         ));
     }
     let records = records.unwrap_or_default();
+    let compacted = broker
+        .topic_config_value(topic, "cleanup.policy")
+        .is_some_and(|p| p.split(',').any(|x| x.trim() == "compact"));
+    let rules = ProduceRules {
+        max_batch_bytes: max,
+        // Kafka refuses records without a key on compacted topics: compaction is by key.
+        require_keys: compacted,
+        produce_version: version,
+    };
     let mut batches =
-        split_batches(&records, max).map_err(|e| Refused::log(&crate::log::LogError::from(e)))?;
+        produced_batches(&records, &rules).map_err(|e| refused(&topic.name, partition, &e))?;
     let log_append_time = broker
         .topic_config_value(topic, "message.timestamp.type")
         .is_some_and(|t| t == "LogAppendTime");
@@ -304,15 +310,6 @@ fn append(
     } else {
         -1
     };
-    let compacted = broker
-        .topic_config_value(topic, "cleanup.policy")
-        .is_some_and(|p| p.split(',').any(|x| x.trim() == "compact"));
-    if compacted {
-        // Kafka refuses records without a key on compacted topics: compaction is by key.
-        for b in &batches {
-            refuse_keyless(&topic.name, partition, b, max)?;
-        }
-    }
     let out = log
         .append_as_leader(&batches, meta.leader_epoch, false)
         .map_err(|e| Refused::log(&e))?;
@@ -336,32 +333,30 @@ fn append(
     })
 }
 
-/// Refuses a batch for a compacted topic if any of its records has no key, naming each such
-/// record (KIP-467): the whole batch is dropped, as in Kafka, and clients fail exactly the
-/// records listed.
-fn refuse_keyless(topic: &str, partition: i32, batch: &[u8], max: usize) -> Result<(), Refused> {
-    let limit = inflate_limit(max);
-    let keyless = keyless_records(batch, limit).map_err(|e| Refused::log(&e))?;
-    if keyless.is_empty() {
-        return Ok(());
-    }
-    let per_record = format!(
-        "Compacted topic cannot accept message without key in topic partition {topic}-{partition}."
-    );
-    Err(Refused {
-        code: code(ResponseError::InvalidRecord),
-        message: Some(format!(
-            "{} of the batch's records have no key; topic {topic} is compacted \
-             (cleanup.policy=compact) and needs a key on every record",
-            keyless.len()
-        )),
-        record_errors: keyless
-            .into_iter()
-            .map(|i| {
-                BatchIndexAndErrorMessage::default()
-                    .with_batch_index(i)
-                    .with_batch_index_error_message(Some(StrBytes::from_string(per_record.clone())))
-            })
-            .collect(),
-    })
+/// The refusal of a partition's records. Problems with particular records carry their
+/// indexes in `record_errors` (KIP-467, Produce v8+): as in Kafka the whole batch is dropped,
+/// and clients fail exactly the records named (librdkafka fails the rest of the batch with
+/// `_INVALID_DIFFERENT_RECORD`).
+fn refused(topic: &str, partition: i32, e: &LogError) -> Refused {
+    let mut r = Refused::log(e);
+    let LogError::Records(re) = e else {
+        return r;
+    };
+    let message = match re {
+        RecordError::MissingKeys { .. } => format!(
+            "Compacted topic cannot accept message without key in topic partition \
+             {topic}-{partition}."
+        ),
+        other => other.to_string(),
+    };
+    r.record_errors = re
+        .record_indexes()
+        .into_iter()
+        .map(|i| {
+            BatchIndexAndErrorMessage::default()
+                .with_batch_index(i32::try_from(i).unwrap_or(i32::MAX))
+                .with_batch_index_error_message(Some(StrBytes::from_string(message.clone())))
+        })
+        .collect();
+    r
 }

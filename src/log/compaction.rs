@@ -8,21 +8,26 @@
 //! (`lastOffsetDelta` is not `recordCount - 1` any more, which Kafka's format allows for
 //! exactly this reason). The rebuilt batch is stored under its first kept offset. A batch
 //! left without records is removed. Produce refuses records without a key for compacted
-//! topics ([`keyless_records`]); any such record already in the log (the policy changed
-//! later) is kept.
+//! topics (`validate::produced_batches`); any such record already in the log (the policy changed later) is
+//! kept.
+//!
+//! Records are read through `validate::stored_records` (the bounded reader and the same
+//! record checks as produce), so a batch that does not decode or inflates beyond its limit
+//! makes compaction of that partition fail with an error instead of exhausting memory; the
+//! cleaner then marks the partition uncleanable.
 //!
 //! Compaction is a pure function of the committed log and the clock, so each replica runs
 //! it on its own copy (Kafka does the same) and replicas converge on the same records.
 
 use std::collections::HashMap;
 
-use bytes::{Bytes, BytesMut};
-use kafka_protocol::records::{
-    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions,
-};
+use bytes::{BufMut, Bytes, BytesMut};
+use kafka_protocol::compression::{Compressor, Gzip, Lz4, Snappy, Zstd};
 
 use super::batch::{BatchHeader, HEADER_LEN};
+use super::decompress::Codec;
 use super::partition::{batch_key, PartitionLog};
+use super::validate::{stored_records, RecordView};
 use super::LogError;
 
 /// What a compaction did.
@@ -40,56 +45,65 @@ enum Rewrite {
     Remove { old_base: i64 },
 }
 
-/// Decodes a stored batch into its records.
-fn decode(raw: &[u8]) -> Result<Vec<Record>, LogError> {
-    let mut buf = Bytes::copy_from_slice(raw);
-    RecordBatchDecoder::decode(&mut buf)
-        .map(|set| set.records)
-        .map_err(|e| LogError::Corrupt(format!("stored batch does not decode: {e}")))
-}
-
-fn compression_of(h: &BatchHeader) -> Result<Compression, LogError> {
-    Ok(match h.attributes & 0x7 {
-        0 => Compression::None,
-        1 => Compression::Gzip,
-        2 => Compression::Snappy,
-        3 => Compression::Lz4,
-        4 => Compression::Zstd,
-        c => return Err(LogError::Corrupt(format!("unknown compression codec {c}"))),
-    })
-}
-
-/// The indexes (within the batch, from 0) of a produced batch's records that have no key:
-/// compacted topics refuse them, and Produce v8+ names each one (KIP-467). The records are
-/// decompressed with at most `inflate_limit` bytes of output.
-pub fn keyless_records(batch: &[u8], inflate_limit: usize) -> Result<Vec<i32>, LogError> {
-    let section = super::records::records_section(batch, inflate_limit)?;
-    let mut keyless = Vec::new();
-    for (i, r) in super::records::Records::new(&section).enumerate() {
-        if r?.key.is_none() {
-            keyless.push(i32::try_from(i).unwrap_or(i32::MAX));
-        }
+/// Appends `v` zig-zag encoded as a varint/varlong (Kafka's record fields).
+pub(crate) fn put_varint(out: &mut Vec<u8>, v: i64) {
+    let mut z = ((v << 1) ^ (v >> 63)) as u64;
+    while z >= 0x80 {
+        out.push((z as u8) | 0x80);
+        z >>= 7;
     }
-    Ok(keyless)
+    out.push(z as u8);
 }
 
 /// Encodes `kept` (records of the batch `orig`, in offset order, at least one) as one batch
-/// that still ends at `orig`'s last offset.
-pub fn rebuild(orig: &BatchHeader, kept: &[Record]) -> Result<Bytes, LogError> {
-    let mut buf = BytesMut::new();
-    let options = RecordEncodeOptions {
-        version: 2,
-        compression: compression_of(orig)?,
-    };
-    RecordBatchEncoder::encode(&mut buf, kept.iter(), &options)
-        .map_err(|e| LogError::Corrupt(format!("cannot re-encode a compacted batch: {e}")))?;
+/// that still ends at `orig`'s last offset, compressed as `orig` was. Each record's key,
+/// value and headers are copied as stored; only its offset and timestamp deltas are
+/// re-encoded against the new batch's base.
+pub fn rebuild(
+    orig: &BatchHeader,
+    codec: Codec,
+    kept: &[RecordView<'_>],
+) -> Result<Bytes, LogError> {
     let first = kept
         .first()
         .ok_or_else(|| LogError::Corrupt("rebuilding a batch without records".into()))?;
-    if buf.len() < HEADER_LEN {
-        return Err(LogError::Corrupt("re-encoded batch is too short".into()));
-    }
     let new_base = first.offset;
+    let base_ts = first.timestamp;
+    let log_append_time = orig.attributes & 0x8 != 0;
+    let max_ts = if log_append_time {
+        orig.max_timestamp
+    } else {
+        kept.iter().map(|r| r.timestamp).max().unwrap_or(base_ts)
+    };
+    let mut records = Vec::new();
+    let mut body = Vec::new();
+    for r in kept {
+        body.clear();
+        body.push(r.attributes as u8);
+        put_varint(&mut body, r.timestamp.wrapping_sub(base_ts));
+        put_varint(&mut body, r.offset - new_base);
+        body.extend_from_slice(r.tail);
+        put_varint(&mut records, body.len() as i64);
+        records.extend_from_slice(&body);
+    }
+    let mut buf = BytesMut::with_capacity(HEADER_LEN + records.len());
+    buf.resize(HEADER_LEN, 0);
+    let fill = |tmp: &mut BytesMut| -> anyhow::Result<()> {
+        tmp.extend_from_slice(&records);
+        Ok(())
+    };
+    let compressed = match codec {
+        Codec::None => {
+            buf.extend_from_slice(&records);
+            Ok(())
+        }
+        Codec::Gzip => Gzip::compress(&mut buf, fill),
+        Codec::Snappy => Snappy::compress(&mut buf, fill),
+        Codec::Lz4 => Lz4::compress(&mut buf, fill),
+        Codec::Zstd => Zstd::compress(&mut buf, fill),
+    };
+    compressed
+        .map_err(|e| LogError::Corrupt(format!("cannot recompress a compacted batch: {e}")))?;
     let delta = i32::try_from(orig.last_offset() - new_base)
         .map_err(|_| LogError::Corrupt("compacted batch spans too many offsets".into()))?;
     let base_sequence = if orig.base_sequence < 0 {
@@ -98,10 +112,22 @@ pub fn rebuild(orig: &BatchHeader, kept: &[Record]) -> Result<Bytes, LogError> {
         orig.base_sequence
             .wrapping_add((new_base - orig.base_offset) as i32)
     };
-    buf[0..8].copy_from_slice(&new_base.to_be_bytes());
-    buf[12..16].copy_from_slice(&orig.leader_epoch.to_be_bytes());
-    buf[23..27].copy_from_slice(&delta.to_be_bytes());
-    buf[53..57].copy_from_slice(&base_sequence.to_be_bytes());
+    let batch_len = i32::try_from(buf.len() - 12)
+        .map_err(|_| LogError::Corrupt("compacted batch is too large".into()))?;
+    let mut h = &mut buf[..HEADER_LEN];
+    h.put_i64(new_base);
+    h.put_i32(batch_len);
+    h.put_i32(orig.leader_epoch);
+    h.put_i8(2);
+    h.put_u32(0); // CRC, below
+    h.put_i16(orig.attributes);
+    h.put_i32(delta);
+    h.put_i64(base_ts);
+    h.put_i64(max_ts);
+    h.put_i64(orig.producer_id);
+    h.put_i16(orig.producer_epoch);
+    h.put_i32(base_sequence);
+    h.put_i32(kept.len() as i32);
     let crc = crc32c::crc32c(&buf[21..]);
     buf[17..21].copy_from_slice(&crc.to_be_bytes());
     Ok(buf.freeze())
@@ -109,48 +135,62 @@ pub fn rebuild(orig: &BatchHeader, kept: &[Record]) -> Result<Bytes, LogError> {
 
 /// Plans the compaction of `batches` (base offset, stored bytes; every one below the high
 /// watermark, in offset order): which batches to rebuild or drop, and how many records go.
+///
+/// Two passes: the first keeps only each key's latest offset (keys copied, so one batch's
+/// inflated records are in memory at a time), the second inflates each batch again and
+/// rebuilds it from the records it keeps. Every batch goes through the bounded reader of
+/// `validate::stored_records`; one that does not decode fails the whole plan, so nothing is
+/// written.
 fn plan(
     batches: &[(i64, Bytes)],
     now_ms: i64,
     delete_retention_ms: i64,
 ) -> Result<(Vec<Rewrite>, u64), LogError> {
     let mut latest: HashMap<Bytes, i64> = HashMap::new();
-    let mut decoded = Vec::with_capacity(batches.len());
-    for (base, raw) in batches {
-        let h = BatchHeader::read(raw)?;
-        let records = decode(raw)?;
-        for r in &records {
-            if let Some(k) = &r.key {
-                latest.insert(k.clone(), r.offset);
+    for (_, raw) in batches {
+        for r in stored_records(raw)?.iter() {
+            let r = r?;
+            if let Some(k) = r.key {
+                match latest.get_mut(k) {
+                    Some(o) => *o = r.offset,
+                    None => {
+                        latest.insert(Bytes::copy_from_slice(k), r.offset);
+                    }
+                }
             }
         }
-        decoded.push((*base, h, records));
     }
     let tombstone_cutoff = now_ms.saturating_sub(delete_retention_ms);
     let mut out = Vec::new();
     let mut removed = 0u64;
-    for (base, h, records) in decoded {
-        let total = records.len();
-        let kept: Vec<Record> = records
-            .into_iter()
-            .filter(|r| match &r.key {
+    for (base, raw) in batches {
+        let recs = stored_records(raw)?;
+        let mut total = 0usize;
+        let mut kept = Vec::new();
+        for r in recs.iter() {
+            let r = r?;
+            total += 1;
+            let keep = match r.key {
                 None => true,
                 Some(k) => {
                     latest.get(k) == Some(&r.offset)
                         && !(r.value.is_none() && r.timestamp < tombstone_cutoff)
                 }
-            })
-            .collect();
+            };
+            if keep {
+                kept.push(r);
+            }
+        }
         if kept.len() == total {
             continue;
         }
         removed += (total - kept.len()) as u64;
         if kept.is_empty() {
-            out.push(Rewrite::Remove { old_base: base });
+            out.push(Rewrite::Remove { old_base: *base });
         } else {
             out.push(Rewrite::Replace {
-                old_base: base,
-                batch: rebuild(&h, &kept)?,
+                old_base: *base,
+                batch: rebuild(&recs.header, recs.codec, &kept)?,
             });
         }
     }
@@ -213,7 +253,9 @@ impl PartitionLog {
 mod tests {
     use super::*;
     use crate::log::batch::split_stored_batches;
-    use kafka_protocol::records::TimestampType;
+    use kafka_protocol::records::{
+        Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+    };
 
     fn rec(offset: i64, key: &str, value: Option<&str>, ts: i64) -> Record {
         Record {
@@ -262,11 +304,12 @@ mod tests {
         let r = l.read(l.offsets().log_start, 1 << 30, true).unwrap();
         let mut out = Vec::new();
         for b in split_stored_batches(&r.records).unwrap() {
-            for rec in decode(&b).unwrap() {
+            for rec in stored_records(&b).unwrap().iter() {
+                let rec = rec.unwrap();
                 out.push((
                     rec.offset,
-                    String::from_utf8_lossy(rec.key.as_deref().unwrap_or_default()).into(),
-                    rec.value.map(|v| String::from_utf8_lossy(&v).into()),
+                    String::from_utf8_lossy(rec.key.unwrap_or_default()).into(),
+                    rec.value.map(|v| String::from_utf8_lossy(v).into()),
                 ));
             }
         }
@@ -333,35 +376,6 @@ mod tests {
         l.set_high_watermark(2).unwrap();
         assert_eq!(l.compact(2_000, 0).unwrap().removed_records, 1);
         assert_eq!(contents(&l), vec![(1, "a".into(), Some("2".into()))]);
-    }
-
-    #[test]
-    fn records_without_a_key_are_refused_for_compacted_topics() {
-        let limit = 1 << 20;
-        let keyed = batch(&[("a", Some("1"))], 0, Compression::Gzip);
-        assert_eq!(keyless_records(&keyed, limit).unwrap(), Vec::<i32>::new());
-        for compression in [Compression::None, Compression::Lz4] {
-            let records: Vec<Record> = (0..5)
-                .map(|i| {
-                    let mut r = rec(i, "a", Some("1"), 0);
-                    if i % 2 == 1 {
-                        r.key = None;
-                    }
-                    r
-                })
-                .collect();
-            let mut buf = BytesMut::new();
-            RecordBatchEncoder::encode(
-                &mut buf,
-                records.iter(),
-                &RecordEncodeOptions {
-                    version: 2,
-                    compression,
-                },
-            )
-            .unwrap();
-            assert_eq!(keyless_records(&buf, limit).unwrap(), vec![1, 3]);
-        }
     }
 
     #[test]

@@ -2,18 +2,19 @@
 //! the broker, log start / log end / high watermark and idempotent-producer state kept
 //! durable next to the data.
 //!
-//! May depend on: `sled`, `bytes`, `kafka-protocol`'s record decoder. Knows nothing about the
-//! network, the request codec or cluster metadata.
+//! May depend on: `sled`, `bytes`, the compression codecs, `kafka-protocol`'s compressors.
+//! Knows nothing about the network, the request codec or cluster metadata.
 
 pub mod batch;
 pub mod compaction;
-pub mod compression;
+pub mod decompress;
+pub mod flush;
 pub mod partition;
 pub mod producer;
-pub mod records;
 mod replica;
 pub mod retention;
 pub mod store;
+pub mod validate;
 
 pub use partition::{AppendOutcome, PartitionLog, ReadResult};
 pub use store::LogStore;
@@ -23,6 +24,8 @@ pub use store::LogStore;
 pub enum LogError {
     #[error(transparent)]
     Batch(#[from] batch::BatchError),
+    #[error(transparent)]
+    Records(#[from] validate::RecordError),
     #[error("offset {offset} is outside the log's range [{log_start}, {log_end}]")]
     OffsetOutOfRange {
         offset: i64,
@@ -45,8 +48,4 @@ pub enum LogError {
     Storage(#[from] sled::Error),
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
-    #[error("stored batch cannot be read: {0}")]
-    Section(#[from] records::SectionError),
-    #[error("stored batch's records are malformed: {0}")]
-    Records(#[from] records::RecordsError),
 }

@@ -10,13 +10,13 @@
 //! in `replica.rs`.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use bytes::{Bytes, BytesMut};
 
 use super::batch::{stamp, BatchHeader};
+use super::flush::{FlushPolicy, Unflushed};
 use super::producer::{self, ProducerEntry, SeqCheck};
-use super::records::{record_timestamp, records_section, Records, STORED_INFLATE_LIMIT};
 use super::LogError;
 
 pub(super) const STATE_KEY: &[u8] = b"s";
@@ -108,6 +108,8 @@ pub(super) struct State {
     pub(super) producers: HashMap<i64, ProducerEntry>,
     /// Leader epoch → first offset written in it, ascending.
     pub(super) epochs: BTreeMap<i32, i64>,
+    /// Messages appended since the last flush (`log.flush.interval.messages`).
+    pub(super) unflushed: Unflushed,
 }
 
 /// A partition log. Cheap to share behind an `Arc`.
@@ -120,11 +122,18 @@ pub struct PartitionLog {
     /// Set when batches were deleted (retention, DeleteRecords, following the leader's log
     /// start, compaction), so the cleaner asks sled to give the space back.
     pub(super) removed: std::sync::atomic::AtomicBool,
+    /// The database's flush rule; appends count their messages against it.
+    pub(super) flush: Arc<FlushPolicy>,
 }
 
 impl PartitionLog {
-    /// Opens (or creates) the log stored in `tree`.
+    /// Opens (or creates) the log stored in `tree`, relying on sled's periodic flush.
     pub fn open(tree: sled::Tree) -> Result<Self, LogError> {
+        Self::open_with_flush(tree, Arc::new(FlushPolicy::never()))
+    }
+
+    /// Opens (or creates) the log stored in `tree`, counting appends against `flush`.
+    pub fn open_with_flush(tree: sled::Tree, flush: Arc<FlushPolicy>) -> Result<Self, LogError> {
         let mut offsets = match tree.get(STATE_KEY)? {
             Some(v) => Offsets::decode(&v)?,
             None => Offsets::default(),
@@ -173,9 +182,11 @@ impl PartitionLog {
                 offsets,
                 producers,
                 epochs,
+                unflushed: Unflushed::default(),
             }),
             hw,
             removed: std::sync::atomic::AtomicBool::new(false),
+            flush,
         })
     }
 
@@ -275,6 +286,8 @@ impl PartitionLog {
             write.insert(&producer_key(*pid), v);
         }
         self.tree.apply_batch(write)?;
+        let appended = (offsets.log_end - st.offsets.log_end) as u64;
+        self.flush.note(&mut st.unflushed, appended);
         if new_epoch {
             let start = st.offsets.log_end;
             st.epochs.insert(leader_epoch, start);
@@ -377,16 +390,20 @@ impl PartitionLog {
             if h.max_timestamp < ts {
                 continue;
             }
-            // Our own record reader: timestamp deltas are varlongs (kafka-protocol 0.15 reads
-            // them as 32-bit varints and misses records more than ~25 days after the batch's
-            // first one).
-            let section = records_section(&v, STORED_INFLATE_LIMIT)?;
-            for r in Records::new(&section) {
+            // Through the bounded reader: a stored batch that does not decode is an error,
+            // never an unbounded allocation.
+            let recs = super::validate::stored_records(&Bytes::copy_from_slice(&v))?;
+            for r in recs.iter() {
                 let r = r?;
-                let offset = h.base_offset + i64::from(r.offset_delta);
-                let timestamp = record_timestamp(&h, &r);
-                if timestamp >= ts && offset >= offsets.log_start {
-                    return Ok(Some((offset, timestamp)));
+                // On a LogAppendTime batch the broker's append time (the max timestamp)
+                // stands for every record.
+                let timestamp = if h.is_log_append_time() {
+                    h.max_timestamp
+                } else {
+                    r.timestamp
+                };
+                if timestamp >= ts && r.offset >= offsets.log_start {
+                    return Ok(Some((r.offset, timestamp)));
                 }
             }
         }
@@ -490,7 +507,7 @@ mod tests {
 
     #[test]
     fn timestamps_far_apart_in_one_batch_are_found() {
-        use crate::log::records::tests::batch_with_timestamps;
+        use crate::log::validate::tests::batch_with_timestamps;
         let (log, _db) = open();
         let far = 999_999_999_999;
         log.append(&[batch_with_timestamps(&[1_234, far])], 0)

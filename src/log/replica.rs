@@ -162,6 +162,8 @@ impl PartitionLog {
             write.insert(&producer_key(*pid), v);
         }
         self.tree.apply_batch(write)?;
+        let appended = (next - st.offsets.log_end).max(0) as u64;
+        self.flush.note(&mut st.unflushed, appended);
         st.epochs.extend(new_epochs);
         st.producers.extend(touched);
         st.offsets = offsets;

@@ -9,6 +9,7 @@ use std::sync::{Arc, RwLock};
 
 use tokio::sync::Notify;
 
+use super::flush::FlushPolicy;
 use super::{LogError, PartitionLog};
 
 /// Identifies a partition.
@@ -20,8 +21,11 @@ pub struct LogStore {
     partitions: RwLock<HashMap<PartitionKey, Arc<PartitionLog>>>,
     /// Notified after every append; fetches waiting for `min_bytes` re-check on it.
     appended: Notify,
-    /// When set, every append is followed by a sled flush (fsync) before it is acknowledged.
-    flush_every_append: bool,
+    /// `log.flush.interval.messages`: appends count against it, and the append path flushes
+    /// (fsync) before answering once it is due.
+    flush: Arc<FlushPolicy>,
+    /// Flushes `log.flush.interval.messages` caused (diagnostics and tests).
+    interval_flushes: std::sync::atomic::AtomicU64,
 }
 
 /// A scratch tree for [`LogStore::release_space`].
@@ -37,23 +41,25 @@ impl LogStore {
         dir: &Path,
         cache_bytes: u64,
         flush_every_ms: u64,
-        flush_every_append: bool,
+        flush_interval_messages: u64,
     ) -> Result<Self, LogError> {
         let db = sled::Config::new()
             .path(dir)
             .cache_capacity(cache_bytes)
             .flush_every_ms(Some(flush_every_ms))
             .open()?;
-        Ok(Self::with_db(db, flush_every_append))
+        Ok(Self::with_db(db, flush_interval_messages))
     }
 
-    /// Wraps an already open database (tests use a temporary one).
-    pub fn with_db(db: sled::Db, flush_every_append: bool) -> Self {
+    /// Wraps an already open database (tests use a temporary one). `flush_interval_messages`
+    /// is Kafka's `log.flush.interval.messages` (`u64::MAX`: never).
+    pub fn with_db(db: sled::Db, flush_interval_messages: u64) -> Self {
         Self {
             db,
             partitions: RwLock::new(HashMap::new()),
             appended: Notify::new(),
-            flush_every_append,
+            flush: Arc::new(FlushPolicy::every(flush_interval_messages)),
+            interval_flushes: Default::default(),
         }
     }
 
@@ -72,8 +78,9 @@ impl LogStore {
         if let Some(p) = self.read_map().get(&key) {
             return Ok(p.clone());
         }
-        let log = Arc::new(PartitionLog::open(
+        let log = Arc::new(PartitionLog::open_with_flush(
             self.db.open_tree(tree_name(topic, partition))?,
+            self.flush.clone(),
         )?);
         let mut map = self.partitions.write().unwrap_or_else(|p| p.into_inner());
         Ok(map.entry(key).or_insert(log).clone())
@@ -110,13 +117,16 @@ impl LogStore {
         &self.appended
     }
 
-    /// Called after appends: makes them durable if configured, then wakes fetches.
+    /// Called after appends: flushes them to disk when `log.flush.interval.messages` says so
+    /// (see [`super::flush`]), then wakes fetches.
     pub async fn after_append(&self) -> Result<(), LogError> {
-        if self.flush_every_append {
+        if self.flush.take_due() {
             let db = self.db.clone();
             tokio::task::spawn_blocking(move || db.flush())
                 .await
                 .map_err(|e| LogError::Corrupt(format!("flush task failed: {e}")))??;
+            self.interval_flushes
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
         self.appended.notify_waiters();
         Ok(())
@@ -147,9 +157,46 @@ impl LogStore {
         Ok(())
     }
 
+    /// How many flushes `log.flush.interval.messages` caused so far.
+    pub fn interval_flushes(&self) -> u64 {
+        self.interval_flushes
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Flushes everything to disk (used on shutdown).
     pub fn flush(&self) -> Result<(), LogError> {
         self.db.flush()?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::log::batch::tests::make_batch;
+
+    #[tokio::test]
+    async fn appends_are_flushed_once_n_messages_accumulate_in_a_partition() {
+        let db = sled::Config::new().temporary(true).open().unwrap();
+        let store = LogStore::with_db(db, 5);
+        let a = store.open_partition("a", 0).unwrap();
+        let b = store.open_partition("b", 0).unwrap();
+        let mut flushes = Vec::new();
+        for (log, n) in [(&a, 3), (&b, 3), (&a, 2), (&b, 2), (&b, 3), (&a, 9)] {
+            log.append(&[make_batch(n, -1, -1)], 0).unwrap();
+            store.after_append().await.unwrap();
+            flushes.push(store.interval_flushes());
+        }
+        // a reaches 5 on its second append; that flush covered b's 3, so b needs 5 more.
+        // One append of more than N flushes at once.
+        assert_eq!(flushes, vec![0, 0, 1, 1, 2, 3]);
+        let never = LogStore::with_db(
+            sled::Config::new().temporary(true).open().unwrap(),
+            i64::MAX as u64,
+        );
+        let c = never.open_partition("c", 0).unwrap();
+        c.append(&[make_batch(100, -1, -1)], 0).unwrap();
+        never.after_append().await.unwrap();
+        assert_eq!(never.interval_flushes(), 0);
     }
 }

@@ -410,8 +410,13 @@ impl ReplicaManager {
                             }
                         }
                     }
-                    // A follower's high watermark moved: its consumers may read more.
-                    self.logs.appended().notify_waiters();
+                    // Flush if `log.flush.interval.messages` says so before the next fetch
+                    // reports this log end to the leader; then wake this broker's fetches (a
+                    // follower's high watermark moved: its consumers may read more).
+                    if let Err(e) = self.logs.after_append().await {
+                        tracing::error!(error = %e, "flush after replicating failed");
+                        refused = true;
+                    }
                 }
                 Err(e) => {
                     tracing::debug!(leader, error = %e, "replica fetch failed");
