@@ -249,9 +249,7 @@ async fn heartbeats(broker: Arc<Broker>, peers: Arc<ClusterPeers>) {
                 Err(e) => Err(e.to_string()),
             }
         } else {
-            peers
-                .heartbeat(controller, &hb, period * 2)
-                .await
+            peers.heartbeat(controller, &hb, period * 2).await
         };
         match result {
             Ok(answer) => {
@@ -378,7 +376,11 @@ fn log_decision(broker: &Broker, cmd: &MetadataCommand) {
             tracing::info!(broker = id, partitions_led = ?led, "fencing broker: lease expired; electing new leaders from the ISR");
         }
         MetadataCommand::UnfenceBroker { id, incarnation } => {
-            tracing::info!(broker = id, incarnation, "unfencing broker: heartbeats resumed");
+            tracing::info!(
+                broker = id,
+                incarnation,
+                "unfencing broker: heartbeats resumed"
+            );
         }
         MetadataCommand::ElectPreferredLeader { topic, partition } => {
             tracing::info!(%topic, partition, "restoring preferred leader");

@@ -291,7 +291,8 @@ async fn acknowledged_records_survive_leader_failure_and_the_old_tail_is_truncat
     c.submit(MetadataCommand::UnfenceBroker {
         id: 1,
         incarnation: 0,
-    }).unwrap();
+    })
+    .unwrap();
     let expected = vec!["a", "b", "c", "d"];
     // Followers learn the high watermark on their next fetch.
     for id in 1..=3 {

@@ -128,8 +128,7 @@ impl RaftRpc for RaftService {
 
     async fn vote(&self, request: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
         let req = self.accept(request)?;
-        let rpc: openraft::raft::VoteRequest<NodeId> =
-            decode(&req.payload).map_err(bad_payload)?;
+        let rpc: openraft::raft::VoteRequest<NodeId> = decode(&req.payload).map_err(bad_payload)?;
         self.check_sender("Vote", req.from, &rpc.vote)?;
         reply(&self.raft.vote(rpc).await)
     }
