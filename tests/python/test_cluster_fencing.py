@@ -101,9 +101,9 @@ def log_offsets(c, brokers):
 def test_a_dead_broker_stays_fenced_through_controller_resets_and_changes(cluster4):
     c = cluster4
     name = topic_name("fencing")
-    admin(c.bootstrap).create_topics(
-        [NewTopic(name, num_partitions=PARTITIONS, replication_factor=3)],
-        operation_timeout=15)[name].result(timeout=30)
+    a = admin(c.bootstrap)  # kept referenced: the request fails if the client is collected
+    a.create_topics([NewTopic(name, num_partitions=PARTITIONS, replication_factor=3)],
+                    operation_timeout=15)[name].result(timeout=30)
     before = c.wait_settled(name, via=BROKERS, full_isr=True, preferred=True, timeout=60)
     assert any(DEAD in replicas for _l, _e, replicas, _isr in before.values())
 
