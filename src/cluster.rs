@@ -22,7 +22,7 @@ use crate::quorum::{MetadataQuorum, QuorumConfig, QuorumError};
 use crate::replication::manager::{BoxFuture, IsrProposer, ReplicaManager};
 use crate::replication::{ReplicaFetchRequest, ReplicaFetchResponse};
 use crate::rpc::cluster::{
-    ClusterHandler, ClusterPeers, ClusterService, HandlerSlot, HeartbeatAnswer,
+    BrokerHeartbeat, ClusterHandler, ClusterPeers, ClusterService, HandlerSlot, HeartbeatAnswer,
 };
 
 /// Opens a cluster member (called by `Broker::open` when `controller.quorum.voters` is set).
@@ -72,7 +72,7 @@ pub async fn open(
 }
 
 impl ClusterHandler for Broker {
-    fn heartbeat(&self, broker: i32, raft_addr: &str) -> Result<HeartbeatAnswer, String> {
+    fn heartbeat(&self, hb: &BrokerHeartbeat) -> Result<HeartbeatAnswer, String> {
         let q = self.metadata.quorum().ok_or("not a cluster member")?;
         if !q.is_leader() {
             return Err(format!(
@@ -81,16 +81,20 @@ impl ClusterHandler for Broker {
                 q.current_leader()
             ));
         }
-        if let Ok(id) = u64::try_from(broker) {
-            q.admit_learner(id, raft_addr);
+        if let Ok(id) = u64::try_from(hb.broker) {
+            q.admit_learner(id, &hb.raft_addr);
         }
         let mut leases = self.leases.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(l) = leases.as_mut() {
-            l.heartbeat(broker, now_ms());
+            l.heartbeat(hb.broker, hb.incarnation, now_ms());
         }
         let applied = q.applied();
         Ok(HeartbeatAnswer {
-            fenced: applied.image.brokers.get(&broker).is_some_and(|b| b.fenced),
+            fenced: applied
+                .image
+                .brokers
+                .get(&hb.broker)
+                .is_some_and(|b| b.fenced),
             metadata_index: applied.applied_index(),
         })
     }
@@ -205,7 +209,11 @@ async fn heartbeats(broker: Arc<Broker>, peers: Arc<ClusterPeers>) {
         return;
     };
     let me = broker.config.node_id;
-    let raft_addr = broker.config.raft_advertised.clone();
+    let hb = BrokerHeartbeat {
+        broker: me,
+        incarnation: broker.incarnation,
+        raft_addr: broker.config.raft_advertised.clone(),
+    };
     let voters: Vec<i32> = broker.config.quorum_voters.iter().map(|v| v.id).collect();
     let period = Duration::from_millis(broker.config.heartbeat_interval_ms);
     let mut tick = tokio::time::interval(period);
@@ -237,13 +245,11 @@ async fn heartbeats(broker: Arc<Broker>, peers: Arc<ClusterPeers>) {
             // The controller renews its own self-lease only with a quorum's confirmation that
             // it still leads (a resumed, deposed leader believes it leads until it hears).
             match q.linearizable_image().await {
-                Ok(_) => broker.heartbeat(me, &raft_addr),
+                Ok(_) => broker.heartbeat(&hb),
                 Err(e) => Err(e.to_string()),
             }
         } else {
-            peers
-                .heartbeat(controller, me, &raft_addr, period * 2)
-                .await
+            peers.heartbeat(controller, &hb, period * 2).await
         };
         match result {
             Ok(answer) => {
@@ -269,7 +275,8 @@ async fn heartbeats(broker: Arc<Broker>, peers: Arc<ClusterPeers>) {
 }
 
 /// The controller's loop, active while this broker leads the quorum: fence brokers whose
-/// lease expired, unfence those heartbeating again, restore preferred leaders.
+/// lease expired, unfence those heartbeating again, restore preferred leaders (the rules are
+/// `metadata::controller`'s).
 async fn controller(broker: Arc<Broker>) {
     let Some(q) = broker.metadata.quorum() else {
         return;
@@ -285,10 +292,12 @@ async fn controller(broker: Arc<Broker>) {
             _ = broker.shutdown.cancelled() => return,
             _ = tick.tick() => {}
         }
+        // Forget what this controller heard: it becomes active afresh (a new grace period for
+        // unfenced brokers only; fenced ones stay fenced until they heartbeat to it).
         let reset =
             |broker: &Broker| *broker.leases.lock().unwrap_or_else(|p| p.into_inner()) = None;
         // A long gap (the process was paused or starved) makes every lease look expired:
-        // start them afresh rather than fence brokers that were alive all along.
+        // start afresh rather than fence brokers that were alive all along.
         let gap = now_ms().saturating_sub(last_tick);
         last_tick = now_ms();
         if gap > broker.config.session_timeout_ms / 2 {
@@ -315,12 +324,13 @@ async fn controller(broker: Arc<Broker>) {
             if l.is_none() {
                 tracing::info!(
                     node_id = broker.config.node_id,
-                    "controller active; broker leases start afresh"
+                    "controller active; unfenced brokers get one session to heartbeat, fenced \
+                     ones stay fenced until they do"
                 );
             }
-            let leases = l.get_or_insert_with(|| Leases::new(&image, now));
-            // The controller is alive by definition.
-            leases.heartbeat(broker.config.node_id, now);
+            let leases = l.get_or_insert_with(|| Leases::new(now));
+            // The controller hears itself.
+            leases.heartbeat(broker.config.node_id, broker.incarnation, now);
             leases.clone()
         };
         let rebalance = broker.config.auto_leader_rebalance
@@ -365,8 +375,12 @@ fn log_decision(broker: &Broker, cmd: &MetadataCommand) {
                 .collect();
             tracing::info!(broker = id, partitions_led = ?led, "fencing broker: lease expired; electing new leaders from the ISR");
         }
-        MetadataCommand::UnfenceBroker { id } => {
-            tracing::info!(broker = id, "unfencing broker: heartbeats resumed");
+        MetadataCommand::UnfenceBroker { id, incarnation } => {
+            tracing::info!(
+                broker = id,
+                incarnation,
+                "unfencing broker: heartbeats resumed"
+            );
         }
         MetadataCommand::ElectPreferredLeader { topic, partition } => {
             tracing::info!(%topic, partition, "restoring preferred leader");

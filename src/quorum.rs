@@ -235,7 +235,7 @@ impl MetadataQuorum {
         let server_stop = CancellationToken::new();
         let server = tokio::spawn(crate::rpc::serve(
             listener,
-            RaftService::new(id, raft.clone()),
+            RaftService::new(id, raft.clone(), config.voters.keys().copied().collect()),
             cluster,
             server_stop.clone(),
         ));

@@ -409,3 +409,138 @@ async fn failover_figures_over_ten_leader_stops() {
     );
     cluster.shutdown().await;
 }
+
+/// A term far above anything the cluster reaches by itself.
+const HUGE_TERM: u64 = 1_000_003;
+
+/// Sends `rpc` (JSON of an openraft request) to node `target` at `addr` over raw gRPC, as node
+/// `from`; returns the gRPC status code (Ok when the node accepted it for openraft).
+async fn raw_raft_call(
+    addr: SocketAddr,
+    target: NodeId,
+    from: NodeId,
+    vote: bool,
+    payload: Vec<u8>,
+) -> tonic::Code {
+    use raftka::rpc::pb::{raft_client::RaftClient, RaftRequest};
+    let mut client = RaftClient::connect(format!("http://{addr}"))
+        .await
+        .expect("connect to the raft port");
+    let req = RaftRequest {
+        target,
+        from,
+        payload,
+        data: Vec::new(),
+    };
+    let result = if vote {
+        client.vote(req).await
+    } else {
+        client.append_entries(req).await
+    };
+    match result {
+        Ok(_) => tonic::Code::Ok,
+        Err(status) => status.code(),
+    }
+}
+
+/// A candidate `candidate` in `HUGE_TERM` with a log far ahead of everyone's.
+fn huge_vote(candidate: NodeId) -> Vec<u8> {
+    let req = openraft::raft::VoteRequest::<NodeId>::new(
+        openraft::Vote::new(HUGE_TERM, candidate),
+        Some(openraft::LogId::new(
+            openraft::CommittedLeaderId::new(HUGE_TERM, candidate),
+            1 << 40,
+        )),
+    );
+    serde_json::to_vec(&req).unwrap()
+}
+
+/// A heartbeat of a self-declared leader `leader` in `HUGE_TERM`.
+fn huge_append(leader: NodeId) -> Vec<u8> {
+    let req = openraft::raft::AppendEntriesRequest::<raftka::raft::TypeConfig> {
+        vote: openraft::Vote::new_committed(HUGE_TERM, leader),
+        prev_log_id: None,
+        entries: Vec::new(),
+        leader_commit: None,
+    };
+    serde_json::to_vec(&req).unwrap()
+}
+
+fn term_of(n: &Node) -> u64 {
+    n.q().raft().metrics().borrow().current_term
+}
+
+/// Issue 10, item 11: only voters of the membership vote, and only a voter can lead. A Vote
+/// storm and a lying AppendEntries from node 9 (not a voter) and from a learner are refused at
+/// the RPC edge, the term stays where it was and the leader keeps leading; the learner still
+/// receives the log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn non_voters_cannot_vote_or_lead_and_leave_the_term_alone() {
+    let mut cluster = Cluster::start(|_| {}).await;
+    let leader = cluster.wait_leader().await;
+
+    // Broker 4 joins as a learner (not in the voters), as a heartbeat would admit it.
+    let voters = cluster.node(1).config.voters.clone();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let mut learner = Node {
+        id: 4,
+        dir: cluster._dir.path().join("node4"),
+        addr: listener.local_addr().unwrap(),
+        config: QuorumConfig::defaults(4, voters),
+        db: None,
+        quorum: None,
+    };
+    learner.start(listener).await;
+    cluster
+        .node(leader)
+        .q()
+        .admit_learner(4, &learner.addr.to_string());
+    cluster.nodes.push(learner);
+    let c = cluster.node(leader).q().submit(register(7)).await.unwrap();
+    cluster.wait_all_applied(c.log_id.index).await;
+    let term_before = term_of(cluster.node(leader));
+
+    // A storm of votes and lying heartbeats, from node 9 and from the learner, to every node.
+    let targets: Vec<(NodeId, SocketAddr)> = cluster.nodes.iter().map(|n| (n.id, n.addr)).collect();
+    let mut answers = Vec::new();
+    for _round in 0..20 {
+        for (id, addr) in &targets {
+            for stranger in [9, 4] {
+                let code = raw_raft_call(*addr, *id, stranger, true, huge_vote(stranger)).await;
+                answers.push((
+                    format!("vote from {stranger} to {id}"),
+                    code,
+                    tonic::Code::PermissionDenied,
+                ));
+                let code = raw_raft_call(*addr, *id, stranger, false, huge_append(stranger)).await;
+                answers.push((
+                    format!("append from {stranger} to {id}"),
+                    code,
+                    tonic::Code::PermissionDenied,
+                ));
+            }
+            // A sender whose request names another node than itself is refused too.
+            let code = raw_raft_call(*addr, *id, 1, true, huge_vote(9)).await;
+            answers.push((
+                format!("vote naming 9 from 1 to {id}"),
+                code,
+                tonic::Code::InvalidArgument,
+            ));
+        }
+    }
+    // Longer than the longest election timeout (2 × 300 ms): a deposed leader would show.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    for n in &cluster.nodes {
+        assert_eq!(term_of(n), term_before, "node {}'s term moved", n.id);
+    }
+    assert_eq!(cluster.agreed_leader(), Some(leader), "the leader changed");
+    for (what, code, expected) in answers {
+        assert_eq!(code, expected, "{what}");
+    }
+
+    // The learner still follows the log (and a forwarded submit from it works).
+    let c = cluster.node(4).q().submit(register(8)).await.unwrap();
+    cluster.wait_all_applied(c.log_id.index).await;
+    assert!(cluster.node(4).q().image().brokers.contains_key(&8));
+    cluster.shutdown().await;
+}

@@ -288,7 +288,11 @@ async fn acknowledged_records_survive_leader_failure_and_the_old_tail_is_truncat
 
     // Broker 1 comes back as a follower: it truncates "lost" and converges.
     c.net.down.lock().unwrap().remove(&1);
-    c.submit(MetadataCommand::UnfenceBroker { id: 1 }).unwrap();
+    c.submit(MetadataCommand::UnfenceBroker {
+        id: 1,
+        incarnation: 0,
+    })
+    .unwrap();
     let expected = vec!["a", "b", "c", "d"];
     // Followers learn the high watermark on their next fetch.
     for id in 1..=3 {

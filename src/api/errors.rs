@@ -20,6 +20,7 @@ pub fn metadata_code(e: &MetadataError) -> i16 {
         MetadataError::UnknownBroker(_) => E::BrokerNotAvailable,
         MetadataError::FencedLeaderEpoch(_) => E::FencedLeaderEpoch,
         MetadataError::InvalidUpdateVersion(_) => E::InvalidUpdateVersion,
+        MetadataError::StaleBrokerEpoch(_) => E::StaleBrokerEpoch,
         // INELIGIBLE_REPLICA (107) is newer than the codec crate's error table.
         MetadataError::IneligibleReplica(_) => E::Unknown(107),
         MetadataError::QuorumUnavailable(_) => E::RequestTimedOut,

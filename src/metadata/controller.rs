@@ -3,42 +3,73 @@
 //! leader runs [`plan`] periodically and proposes the commands it returns; applying them
 //! (`ClusterImage::apply`) does the elections and epoch bumps.
 //!
-//! Leases are soft state, as in Kafka's KRaft controller: a new controller starts every
-//! registered broker's lease afresh, so a controller change never fences a live broker.
+//! Leases are soft state, as in Kafka's KRaft controller, with Kafka's two rules:
+//! - A broker is unfenced only on a *real* heartbeat this controller received from it, sent by
+//!   the incarnation the metadata has registered. Nothing else — a controller change, a missed
+//!   leadership confirmation, a paused controller — ever unfences a broker.
+//! - A controller that becomes (or, after a missed confirmation, again becomes) active gives
+//!   every *unfenced* broker one session of grace from that moment, so a controller change
+//!   never fences a live broker; a broker that does not heartbeat within it is fenced.
 //!
 //! May depend on: `metadata::image` only. Time is passed in (milliseconds), never read here.
 
 use std::collections::HashMap;
 
-use super::{ClusterImage, MetadataCommand};
+use super::{BrokerMeta, ClusterImage, MetadataCommand};
 
-/// Last heartbeat of each broker, as seen by this controller.
-#[derive(Debug, Clone, Default)]
+/// The newest heartbeat this controller received from one broker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Heard {
+    /// The sending process (`BrokerMeta::incarnation`).
+    incarnation: u64,
+    at_ms: u64,
+}
+
+/// What this controller has heard from the brokers since it became active.
+#[derive(Debug, Clone)]
 pub struct Leases {
-    last_heartbeat_ms: HashMap<i32, u64>,
+    /// When this controller became active: unfenced brokers count as live for one session
+    /// from then (the grace period), fenced ones do not.
+    active_since_ms: u64,
+    heard: HashMap<i32, Heard>,
 }
 
 impl Leases {
-    /// Starts every registered broker's lease at `now_ms`.
-    pub fn new(image: &ClusterImage, now_ms: u64) -> Self {
+    /// A controller that became active at `now_ms` and has heard from nobody yet.
+    pub fn new(now_ms: u64) -> Self {
         Self {
-            last_heartbeat_ms: image.brokers.keys().map(|id| (*id, now_ms)).collect(),
+            active_since_ms: now_ms,
+            heard: HashMap::new(),
         }
     }
 
-    pub fn heartbeat(&mut self, broker: i32, now_ms: u64) {
-        self.last_heartbeat_ms.insert(broker, now_ms);
+    /// A heartbeat from `incarnation` of `broker` arrived at `now_ms`.
+    pub fn heartbeat(&mut self, broker: i32, incarnation: u64, now_ms: u64) {
+        self.heard.insert(
+            broker,
+            Heard {
+                incarnation,
+                at_ms: now_ms,
+            },
+        );
     }
 
-    fn alive(&self, broker: i32, now_ms: u64, session_timeout_ms: u64) -> bool {
-        self.last_heartbeat_ms
-            .get(&broker)
-            .is_some_and(|t| now_ms.saturating_sub(*t) < session_timeout_ms)
+    /// A heartbeat from the registered incarnation of `b` arrived within the session.
+    fn heard_from(&self, b: &BrokerMeta, now_ms: u64, session_timeout_ms: u64) -> bool {
+        self.heard.get(&b.id).is_some_and(|h| {
+            h.incarnation == b.incarnation && now_ms.saturating_sub(h.at_ms) < session_timeout_ms
+        })
+    }
+
+    /// Still within the grace period of a controller that just became active.
+    fn in_grace(&self, now_ms: u64, session_timeout_ms: u64) -> bool {
+        now_ms.saturating_sub(self.active_since_ms) < session_timeout_ms
     }
 }
 
-/// What the controller should propose now, in order: fence brokers whose lease expired,
-/// unfence brokers that heartbeat again, and (when enabled) move leadership back to
+/// What the controller should propose now, in order: fence unfenced brokers it has not heard
+/// from within a session (after its grace period), unfence fenced brokers whose registered
+/// incarnation heartbeat within a session, and (when enabled) move leadership back to
 /// preferred replicas.
 pub fn plan(
     image: &ClusterImage,
@@ -49,10 +80,15 @@ pub fn plan(
 ) -> Vec<MetadataCommand> {
     let mut out = Vec::new();
     for b in image.brokers.values() {
-        let alive = leases.alive(b.id, now_ms, session_timeout_ms);
-        if alive && b.fenced {
-            out.push(MetadataCommand::UnfenceBroker { id: b.id });
-        } else if !alive && !b.fenced {
+        let heard = leases.heard_from(b, now_ms, session_timeout_ms);
+        if b.fenced {
+            if heard {
+                out.push(MetadataCommand::UnfenceBroker {
+                    id: b.id,
+                    incarnation: b.incarnation,
+                });
+            }
+        } else if !heard && !leases.in_grace(now_ms, session_timeout_ms) {
             out.push(MetadataCommand::FenceBroker { id: b.id });
         }
     }
@@ -76,10 +112,13 @@ pub fn plan(
 #[cfg(test)]
 mod tests {
     //! A seeded simulation of a replicated partition under broker deaths, restarts,
-    //! follower lag and controller decisions, without sockets. It checks the properties the
-    //! cluster promises: leader epochs never go backwards, leaders are in the ISR, and no
-    //! record below a high watermark (an acknowledged acks=all write) is ever lost from the
-    //! leader's log.
+    //! follower lag, lost and late heartbeats (also from replaced incarnations), controller
+    //! changes and missed leadership confirmations (the controller forgets its leases), and
+    //! controller decisions, without sockets. It checks the properties the cluster promises:
+    //! leader epochs never go backwards, leaders are in the ISR, no record below a high
+    //! watermark (an acknowledged acks=all write) is ever lost from the leader's log, a
+    //! broker is unfenced only after a heartbeat from its current incarnation, and a dead
+    //! broker never enters an ISR.
 
     use super::*;
     use crate::metadata::{BrokerMeta, MetadataError};
@@ -97,6 +136,8 @@ mod tests {
         log: Vec<u64>,
         /// Steps since this replica last fetched from the leader (lag detection).
         idle_steps: u32,
+        /// A heartbeat of the current incarnation has reached the controller.
+        heard: bool,
     }
 
     struct Sim {
@@ -145,12 +186,13 @@ mod tests {
                             incarnation: 1,
                             log: vec![],
                             idle_steps: 0,
+                            heard: true,
                         },
                     )
                 })
                 .collect();
             Self {
-                leases: Leases::new(&image, 0),
+                leases: Leases::new(0),
                 image,
                 now: 0,
                 replicas,
@@ -166,8 +208,19 @@ mod tests {
         }
 
         fn apply(&mut self, cmd: MetadataCommand) {
+            let isr_before = self.part().isr;
             match self.image.apply(&cmd) {
-                Ok(()) => {}
+                Ok(()) => {
+                    if let MetadataCommand::UnfenceBroker { id, .. } = &cmd {
+                        let r = &self.replicas[id];
+                        assert!(
+                            r.alive && r.heard,
+                            "broker {id} unfenced without a heartbeat from its current \
+                             incarnation (alive: {})",
+                            r.alive
+                        );
+                    }
+                }
                 // Stale proposals are refused, as they would be in the cluster.
                 Err(
                     MetadataError::FencedLeaderEpoch(_)
@@ -177,6 +230,13 @@ mod tests {
                 Err(e) => panic!("unexpected refusal of {cmd:?}: {e}"),
             }
             let p = self.part();
+            for id in p.isr.iter().filter(|i| !isr_before.contains(i)) {
+                assert!(
+                    self.replicas[id].alive,
+                    "dead broker {id} re-entered the ISR {:?} after {cmd:?}",
+                    p.isr
+                );
+            }
             assert!(
                 p.leader_epoch >= self.max_epoch_seen,
                 "leader epoch went backwards"
@@ -187,7 +247,12 @@ mod tests {
                 "leader outside ISR: {p:?}"
             );
             assert!(!p.isr.is_empty() && p.isr.iter().all(|r| p.replicas.contains(r)));
-            if p.leader >= 0 {
+            // A live leader must hold every acknowledged record. A dead one serves nothing: it
+            // may have lost an unflushed tail and still be named leader until it is fenced
+            // (longer when a controller change gives it a grace period), but a restart
+            // registers a new incarnation, which fences the old one before the broker takes up
+            // any role (`cluster::follow_images`); if it leads again, it is checked then.
+            if p.leader >= 0 && self.replicas[&p.leader].alive {
                 let log = &self.replicas[&p.leader].log;
                 for (offset, id) in &self.committed {
                     assert_eq!(
@@ -198,6 +263,27 @@ mod tests {
                     );
                 }
             }
+        }
+
+        /// A dead broker restarts and registers its new incarnation (nothing if it is alive).
+        fn restart(&mut self, id: i32) {
+            let r = self.replicas.get_mut(&id).unwrap();
+            if r.alive {
+                return;
+            }
+            r.alive = true;
+            r.heard = false;
+            r.incarnation += 1;
+            let incarnation = r.incarnation;
+            self.apply(MetadataCommand::RegisterBroker(BrokerMeta {
+                id,
+                host: "h".into(),
+                port: 1,
+                rack: None,
+                fenced: false,
+                incarnation,
+                endpoints: Vec::new(),
+            }));
         }
 
         fn step(&mut self, rng: &mut StdRng, faults: bool) {
@@ -228,21 +314,7 @@ mod tests {
                 // new incarnation.
                 4..=9 => {
                     let id = ids[rng.gen_range(0..ids.len())];
-                    let r = self.replicas.get_mut(&id).unwrap();
-                    if !r.alive {
-                        r.alive = true;
-                        r.incarnation += 1;
-                        let incarnation = r.incarnation;
-                        self.apply(MetadataCommand::RegisterBroker(BrokerMeta {
-                            id,
-                            host: "h".into(),
-                            port: 1,
-                            rack: None,
-                            fenced: false,
-                            incarnation,
-                            endpoints: Vec::new(),
-                        }));
-                    }
+                    self.restart(id);
                 }
                 // The leader appends a record (a produce).
                 10..=59 if p.leader >= 0 && self.replicas[&p.leader].alive => {
@@ -250,14 +322,26 @@ mod tests {
                     self.next_record += 1;
                     self.replicas.get_mut(&p.leader).unwrap().log.push(id);
                 }
+                // The controller changes, or misses a leadership confirmation (a pause, CPU
+                // starvation) and becomes active afresh: it forgets every heartbeat it heard.
+                60..=61 if faults => self.leases = Leases::new(self.now),
+                // A heartbeat a replaced incarnation sent before it died arrives late.
+                62..=64 if faults => {
+                    let id = ids[rng.gen_range(0..ids.len())];
+                    let old = self.replicas[&id].incarnation.saturating_sub(1);
+                    if old > 0 {
+                        self.leases.heartbeat(id, old, self.now);
+                    }
+                }
                 _ => {}
             }
             // A restart's registration may have moved leadership: act on the current image.
             let p = self.part();
-            // Heartbeats from live brokers.
-            for (id, r) in &self.replicas {
-                if r.alive {
-                    self.leases.heartbeat(*id, self.now);
+            // Heartbeats from live brokers (one in five lost or late).
+            for (id, r) in self.replicas.iter_mut() {
+                if r.alive && (!faults || rng.gen_bool(0.8)) {
+                    self.leases.heartbeat(*id, r.incarnation, self.now);
+                    r.heard = true;
                 }
             }
             // Followers fetch: truncate to the common prefix (the leader-epoch rule), then copy.
@@ -346,9 +430,10 @@ mod tests {
             for _ in 0..400 {
                 sim.step(&mut rng, true);
             }
-            // Heal: everyone alive, time passes, the partition must have a leader again.
-            for r in sim.replicas.values_mut() {
-                r.alive = true;
+            // Heal: every dead broker restarts, time passes, the partition must have a leader
+            // again.
+            for id in 1..=3 {
+                sim.restart(id);
             }
             for _ in 0..30 {
                 sim.step(&mut rng, false);
@@ -366,9 +451,9 @@ mod tests {
         let mut sim = Sim::new(3);
         let before = sim.part();
         let old_leader = before.leader;
-        let mut leases = Leases::new(&sim.image, 0);
+        let mut leases = Leases::new(0);
         for id in before.replicas.iter().filter(|i| **i != old_leader) {
-            leases.heartbeat(*id, 1500);
+            leases.heartbeat(*id, 1, 1500);
         }
         let cmds = plan(&sim.image, &leases, 1500, SESSION_MS, true);
         assert_eq!(cmds, vec![MetadataCommand::FenceBroker { id: old_leader }]);
@@ -379,11 +464,14 @@ mod tests {
         assert_eq!(after.leader_epoch, before.leader_epoch + 1);
         assert!(!after.isr.contains(&old_leader));
         // The old leader comes back: unfenced, and (once in the ISR again) preferred.
-        leases.heartbeat(old_leader, 1600);
+        leases.heartbeat(old_leader, 1, 1600);
         let cmds = plan(&sim.image, &leases, 1600, SESSION_MS, true);
         assert_eq!(
             cmds,
-            vec![MetadataCommand::UnfenceBroker { id: old_leader }]
+            vec![MetadataCommand::UnfenceBroker {
+                id: old_leader,
+                incarnation: 1
+            }]
         );
         sim.apply(cmds[0].clone());
         let p = sim.part();
@@ -405,6 +493,71 @@ mod tests {
     }
 
     #[test]
+    fn a_new_controller_never_unfences_a_dead_broker() {
+        let mut sim = Sim::new(3);
+        let mut leases = Leases::new(0);
+        for t in (100..=1500).step_by(100) {
+            leases.heartbeat(1, 1, t);
+            leases.heartbeat(2, 1, t);
+        }
+        // Broker 3 died at 0: fenced once the grace of the controller's start is over.
+        assert_eq!(
+            plan(&sim.image, &leases, 1500, SESSION_MS, false),
+            vec![MetadataCommand::FenceBroker { id: 3 }]
+        );
+        sim.replicas.get_mut(&3).unwrap().alive = false;
+        sim.apply(MetadataCommand::FenceBroker { id: 3 });
+        // The controller changes (or misses a leadership confirmation) at 1600: brokers 1 and
+        // 2 get a session of grace, broker 3 stays fenced, during the grace and after it.
+        let mut fresh = Leases::new(1600);
+        for now in [1600, 2000, 2599, 2600, 5000] {
+            if now <= 2599 {
+                assert_eq!(plan(&sim.image, &fresh, now, SESSION_MS, false), vec![]);
+            }
+            assert!(!plan(&sim.image, &fresh, now, SESSION_MS, false)
+                .iter()
+                .any(|c| matches!(c, MetadataCommand::UnfenceBroker { .. })));
+        }
+        // A late heartbeat of a replaced incarnation unfences nothing ...
+        sim.apply(MetadataCommand::RegisterBroker(BrokerMeta {
+            id: 3,
+            host: "h".into(),
+            port: 1,
+            rack: None,
+            fenced: false,
+            incarnation: 2,
+            endpoints: Vec::new(),
+        }));
+        fresh.heartbeat(3, 1, 2700);
+        fresh.heartbeat(1, 1, 2700);
+        fresh.heartbeat(2, 1, 2700);
+        assert_eq!(plan(&sim.image, &fresh, 2700, SESSION_MS, false), vec![]);
+        // ... a heartbeat of the registered one does.
+        sim.replicas.get_mut(&3).unwrap().alive = true;
+        fresh.heartbeat(3, 2, 2800);
+        assert_eq!(
+            plan(&sim.image, &fresh, 2800, SESSION_MS, false),
+            vec![MetadataCommand::UnfenceBroker {
+                id: 3,
+                incarnation: 2
+            }]
+        );
+    }
+
+    #[test]
+    fn a_new_controller_gives_unfenced_brokers_one_session() {
+        let sim = Sim::new(3);
+        let mut leases = Leases::new(5000);
+        leases.heartbeat(1, 1, 5900);
+        leases.heartbeat(2, 1, 5900);
+        assert_eq!(plan(&sim.image, &leases, 5999, SESSION_MS, false), vec![]);
+        assert_eq!(
+            plan(&sim.image, &leases, 6000, SESSION_MS, false),
+            vec![MetadataCommand::FenceBroker { id: 3 }]
+        );
+    }
+
+    #[test]
     fn the_last_isr_member_is_kept_and_leads_again_on_return() {
         let mut sim = Sim::new(3);
         let p = sim.part();
@@ -421,7 +574,10 @@ mod tests {
         let q = sim.part();
         assert_eq!(q.leader, -1);
         assert_eq!(q.isr, vec![p.leader]);
-        sim.apply(MetadataCommand::UnfenceBroker { id: p.leader });
+        sim.apply(MetadataCommand::UnfenceBroker {
+            id: p.leader,
+            incarnation: 1,
+        });
         assert_eq!(sim.part().leader, p.leader);
         assert_eq!(sim.part().leader_epoch, p.leader_epoch + 2);
     }

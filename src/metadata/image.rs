@@ -121,9 +121,14 @@ pub enum MetadataCommand {
     FenceBroker {
         id: i32,
     },
-    /// A fenced broker heartbeats again: it may lead partitions that have no leader.
+    /// A fenced broker heartbeats again: it may lead partitions that have no leader. Refused
+    /// when `incarnation` is not the registered one (the heartbeat came from a process that
+    /// has since been replaced); 0 (commands logged before incarnations were checked) matches
+    /// any.
     UnfenceBroker {
         id: i32,
+        #[serde(default)]
+        incarnation: u64,
     },
     /// A partition leader changes its ISR (shrink for lagging followers, expand for caught-up
     /// ones). Refused when computed from a stale leader or partition epoch.
@@ -190,7 +195,9 @@ impl ClusterImage {
                 }
             }
             MetadataCommand::FenceBroker { id } => self.fence(*id)?,
-            MetadataCommand::UnfenceBroker { id } => self.unfence(*id)?,
+            MetadataCommand::UnfenceBroker { id, incarnation } => {
+                self.unfence(*id, *incarnation)?
+            }
             MetadataCommand::AlterPartition {
                 topic,
                 partition,
@@ -400,12 +407,20 @@ impl ClusterImage {
         Ok(())
     }
 
-    /// Unfences a broker; leaderless partitions whose ISR holds it get it as leader.
-    fn unfence(&mut self, id: i32) -> Result<(), MetadataError> {
+    /// Unfences incarnation `incarnation` of a broker (0: whichever is registered); leaderless
+    /// partitions whose ISR holds it get it as leader.
+    fn unfence(&mut self, id: i32, incarnation: u64) -> Result<(), MetadataError> {
         let b = self
             .brokers
             .get_mut(&id)
             .ok_or(MetadataError::UnknownBroker(id))?;
+        if incarnation != 0 && b.incarnation != incarnation {
+            return Err(MetadataError::StaleBrokerEpoch(format!(
+                "broker {id}: unfencing was decided for incarnation {incarnation}, but \
+                 incarnation {} has registered since",
+                b.incarnation
+            )));
+        }
         b.fenced = false;
         for p in self
             .topics
@@ -611,8 +626,21 @@ mod tests {
             (p1.leader, p1.leader_epoch, p1.isr.clone()),
             (-1, 1, vec![1])
         );
-        img.apply(&MetadataCommand::UnfenceBroker { id: 1 })
-            .unwrap();
+        // An unfencing decided on the old process's heartbeat does not apply to the new one.
+        let before = img.clone();
+        assert!(matches!(
+            img.apply(&MetadataCommand::UnfenceBroker {
+                id: 1,
+                incarnation: 11,
+            }),
+            Err(MetadataError::StaleBrokerEpoch(_))
+        ));
+        assert_eq!(img, before);
+        img.apply(&MetadataCommand::UnfenceBroker {
+            id: 1,
+            incarnation: 77,
+        })
+        .unwrap();
         let p1 = &img.topics["t"].partitions[1];
         assert_eq!((p1.leader, p1.leader_epoch), (1, 2));
     }

@@ -42,6 +42,9 @@ pub enum MetadataError {
     FencedLeaderEpoch(String),
     #[error("ineligible replica: {0}")]
     IneligibleReplica(String),
+    /// A decision about a broker process that has since restarted (Kafka's broker epoch).
+    #[error("stale broker incarnation: {0}")]
+    StaleBrokerEpoch(String),
     #[error("stale partition epoch: {0}")]
     InvalidUpdateVersion(String),
     #[error("the metadata quorum is unavailable: {0}")]

@@ -4,8 +4,10 @@
 //! Rules (Apache Kafka's): the high watermark is the minimum log end over the ISR (plus
 //! followers whose addition is pending), never moving backwards; a follower is dropped from
 //! the ISR when it has not been caught up to the leader's log end for `replica.lag.time.max.ms`;
-//! a follower joins when its log end reaches the high watermark and the start of the
-//! leader's current epoch.
+//! a follower joins only on its own fetch: its latest fetch must have reached the high
+//! watermark and the start of the leader's current epoch, and must be recent (within
+//! `replica.lag.time.max.ms`) — a follower that stopped fetching never rejoins from the log end
+//! it last reported — and the follower must not be fenced.
 
 use std::collections::HashMap;
 
@@ -20,6 +22,8 @@ struct Progress {
     log_end: i64,
     /// When the follower last fetched up to the leader's log end.
     last_caught_up_ms: u64,
+    /// When this leader last answered a fetch of the follower (`None`: not in this epoch).
+    last_fetch_ms: Option<u64>,
 }
 
 /// Replication state of a partition this broker leads, for one leader epoch.
@@ -49,6 +53,7 @@ impl LeaderState {
                     Progress {
                         log_end: -1,
                         last_caught_up_ms: now_ms,
+                        last_fetch_ms: None,
                     },
                 )
             })
@@ -131,8 +136,10 @@ impl LeaderState {
         let p = self.followers.entry(replica).or_insert(Progress {
             log_end: -1,
             last_caught_up_ms: now_ms,
+            last_fetch_ms: None,
         });
         p.log_end = f.fetch_offset;
+        p.last_fetch_ms = Some(now_ms);
         if f.fetch_offset >= offsets.log_end {
             p.last_caught_up_ms = now_ms;
         }
@@ -160,8 +167,9 @@ impl LeaderState {
     }
 
     /// The ISR this leader wants now, if it differs from the committed one: followers lagging
-    /// longer than `lag_ms` leave, followers caught up to the high watermark and the epoch
-    /// start join. Followers that are fenced (`eligible` false) do not join.
+    /// longer than `lag_ms` leave; followers whose latest fetch, within the last `lag_ms`,
+    /// reached the high watermark and the epoch start join. Followers that are fenced
+    /// (`eligible` false) do not join.
     pub fn wanted_isr(
         &self,
         log: &PartitionLog,
@@ -184,7 +192,13 @@ impl LeaderState {
                 if self.isr.contains(r) {
                     now_ms.saturating_sub(p.last_caught_up_ms) <= lag_ms
                 } else {
-                    eligible(*r) && p.log_end >= hw && p.log_end >= self.epoch_start
+                    let fetched_recently = p
+                        .last_fetch_ms
+                        .is_some_and(|t| now_ms.saturating_sub(t) <= lag_ms);
+                    eligible(*r)
+                        && fetched_recently
+                        && p.log_end >= hw
+                        && p.log_end >= self.epoch_start
                 }
             })
             .collect();
@@ -273,6 +287,40 @@ mod tests {
         assert_eq!(st.wanted_isr(&l, 41_000, 30_000, |_| false), None);
         assert_eq!(
             st.wanted_isr(&l, 41_000, 30_000, |_| true),
+            Some(vec![1, 2, 3])
+        );
+    }
+
+    #[test]
+    fn a_follower_that_stopped_fetching_does_not_rejoin_from_its_last_log_end() {
+        let (l, _db) = log();
+        let mut st = LeaderState::new(&meta(), &l, 0);
+        l.append_as_leader(&[make_batch(5, -1, -1)], 4, false)
+            .unwrap();
+        // Both followers catch up; then broker 3 dies (fetches no more) and is dropped for lag.
+        st.on_fetch(&l, 2, &fetch(5, 4), 1 << 20, 100);
+        st.on_fetch(&l, 3, &fetch(5, 4), 1 << 20, 100);
+        st.advance_high_watermark(&l).unwrap();
+        assert_eq!(l.offsets().high_watermark, 5);
+        st.on_fetch(&l, 2, &fetch(5, 4), 1 << 20, 30_500);
+        assert_eq!(
+            st.wanted_isr(&l, 30_500, 30_000, |_| true),
+            Some(vec![1, 2])
+        );
+        let mut shrunk = meta();
+        shrunk.isr = vec![1, 2];
+        shrunk.partition_epoch = 8;
+        st.update(&shrunk);
+        // Its last-known log end still equals the high watermark, but it has not fetched for
+        // longer than the lag time: it stays out, whether or not it is fenced.
+        assert_eq!(st.wanted_isr(&l, 30_750, 30_000, |_| true), None);
+        // A new leader has heard nothing from it in this epoch: not in the ISR either.
+        let st2 = LeaderState::new(&shrunk, &l, 31_000);
+        assert_eq!(st2.wanted_isr(&l, 31_000, 30_000, |_| true), None);
+        // It really comes back and fetches up to the high watermark: it joins.
+        st.on_fetch(&l, 3, &fetch(5, 4), 1 << 20, 31_000);
+        assert_eq!(
+            st.wanted_isr(&l, 31_000, 30_000, |_| true),
             Some(vec![1, 2, 3])
         );
     }

@@ -28,10 +28,21 @@ pub struct HeartbeatAnswer {
     pub metadata_index: u64,
 }
 
+/// A broker's heartbeat to the controller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokerHeartbeat {
+    pub broker: i32,
+    /// The sending process (`BrokerMeta::incarnation`): the controller unfences only the
+    /// registered incarnation, so a late heartbeat of a replaced process unfences nothing.
+    pub incarnation: u64,
+    /// The sender's advertised gRPC address (a learner is admitted at it).
+    pub raft_addr: String,
+}
+
 /// What the broker does with the service's requests.
 pub trait ClusterHandler: Send + Sync + 'static {
-    /// Renews `broker`'s lease; `Err` when this broker is not the controller.
-    fn heartbeat(&self, broker: i32, raft_addr: &str) -> Result<HeartbeatAnswer, String>;
+    /// Renews the sender's lease; `Err` when this broker is not the controller.
+    fn heartbeat(&self, hb: &BrokerHeartbeat) -> Result<HeartbeatAnswer, String>;
     /// Answers a follower's fetch.
     fn replica_fetch(&self, req: ReplicaFetchRequest) -> BoxFuture<'_, ReplicaFetchResponse>;
 }
@@ -71,7 +82,12 @@ impl Cluster for ClusterService {
         request: Request<HeartbeatRequest>,
     ) -> Result<Response<HeartbeatReply>, Status> {
         let req = request.into_inner();
-        match self.handler()?.heartbeat(req.broker_id, &req.raft_addr) {
+        let hb = BrokerHeartbeat {
+            broker: req.broker_id,
+            incarnation: req.incarnation,
+            raft_addr: req.raft_addr,
+        };
+        match self.handler()?.heartbeat(&hb) {
             Ok(a) => Ok(Response::new(HeartbeatReply {
                 fenced: a.fenced,
                 metadata_index: a.metadata_index,
@@ -238,19 +254,18 @@ impl ClusterPeers {
         Ok(client)
     }
 
-    /// Sends a heartbeat to `controller`, saying where this broker's gRPC service is reached;
-    /// returns the controller's answer.
+    /// Sends `hb` to `controller`; returns the controller's answer.
     pub async fn heartbeat(
         &self,
         controller: i32,
-        me: i32,
-        raft_addr: &str,
+        hb: &BrokerHeartbeat,
         timeout: Duration,
     ) -> Result<HeartbeatAnswer, String> {
         let mut c = self.client(controller)?;
         let mut req = Request::new(HeartbeatRequest {
-            broker_id: me,
-            raft_addr: raft_addr.to_string(),
+            broker_id: hb.broker,
+            raft_addr: hb.raft_addr.clone(),
+            incarnation: hb.incarnation,
         });
         req.set_timeout(timeout);
         c.heartbeat(req)

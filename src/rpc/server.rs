@@ -1,7 +1,20 @@
-//! The `Raft` gRPC service: decodes each request, checks that it was meant for this node,
-//! hands it to the local openraft node and returns openraft's result (errors included) as
-//! the reply payload.
+//! The `Raft` gRPC service: decodes each request, checks that it was meant for this node and
+//! that its sender may send it, hands it to the local openraft node and returns openraft's
+//! result (errors included) as the reply payload.
+//!
+//! # Who may send what
+//! Only voters take part in elections and only a voter can lead, so `Vote`, `AppendEntries`
+//! and `InstallSnapshot` are refused (PERMISSION_DENIED) unless the node they name as
+//! candidate or leader is a voter of the newest membership this node knows — before openraft
+//! sees them, so a stranger's term never reaches this node's vote or term. A node that has no
+//! membership yet (a voter before bootstrap, a learner before its first append) checks
+//! against `controller.quorum.voters`. Learners still receive the log: they are senders of
+//! nothing but `ClientWrite`, which any member may forward. (The sender's node id is taken at
+//! face value: authenticating the port is a separate matter.)
 
+use std::collections::BTreeSet;
+
+use openraft::Vote;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
@@ -16,11 +29,57 @@ use crate::raft::types::{Command, MetadataRaft, NodeId};
 pub struct RaftService {
     id: NodeId,
     raft: MetadataRaft,
+    /// `controller.quorum.voters`: the voters while this node knows no membership yet.
+    static_voters: BTreeSet<NodeId>,
 }
 
 impl RaftService {
-    pub fn new(id: NodeId, raft: MetadataRaft) -> Self {
-        Self { id, raft }
+    /// The service of node `id`; `static_voters` are the configured voters (see the module
+    /// docs).
+    pub fn new(id: NodeId, raft: MetadataRaft, static_voters: BTreeSet<NodeId>) -> Self {
+        Self {
+            id,
+            raft,
+            static_voters,
+        }
+    }
+
+    /// Whether `node` is a voter of the newest membership this node knows.
+    fn is_voter(&self, node: NodeId) -> bool {
+        let metrics = self.raft.metrics();
+        let m = metrics.borrow();
+        let voters: BTreeSet<NodeId> = m.membership_config.membership().voter_ids().collect();
+        if voters.is_empty() {
+            self.static_voters.contains(&node)
+        } else {
+            voters.contains(&node)
+        }
+    }
+
+    /// Refuses a Raft message whose candidate or leader (named in `vote`) is not a voter, or
+    /// is not the node the request says sent it.
+    fn check_sender(&self, rpc: &str, from: NodeId, vote: &Vote<NodeId>) -> Result<(), Status> {
+        let sender = vote.leader_id().voted_for();
+        if sender != Some(from) {
+            return Err(Status::invalid_argument(format!(
+                "raft {rpc} from node {from} names node {sender:?} as its sender"
+            )));
+        }
+        if !self.is_voter(from) {
+            tracing::warn!(
+                node_id = self.id,
+                from,
+                term = vote.leader_id().get_term(),
+                rpc,
+                "refused a raft message from a node that is not a voter"
+            );
+            return Err(Status::permission_denied(format!(
+                "raft node {} refuses {rpc} from node {from}: only voters of the metadata quorum \
+                 (controller.quorum.voters) may send it",
+                self.id
+            )));
+        }
+        Ok(())
     }
 
     /// The tonic service with raised message size limits.
@@ -61,13 +120,16 @@ impl RaftRpc for RaftService {
         request: Request<RaftRequest>,
     ) -> Result<Response<RaftReply>, Status> {
         let req = self.accept(request)?;
-        let rpc = decode(&req.payload).map_err(bad_payload)?;
+        let rpc: openraft::raft::AppendEntriesRequest<crate::raft::TypeConfig> =
+            decode(&req.payload).map_err(bad_payload)?;
+        self.check_sender("AppendEntries", req.from, &rpc.vote)?;
         reply(&self.raft.append_entries(rpc).await)
     }
 
     async fn vote(&self, request: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
         let req = self.accept(request)?;
-        let rpc = decode(&req.payload).map_err(bad_payload)?;
+        let rpc: openraft::raft::VoteRequest<NodeId> = decode(&req.payload).map_err(bad_payload)?;
+        self.check_sender("Vote", req.from, &rpc.vote)?;
         reply(&self.raft.vote(rpc).await)
     }
 
@@ -78,6 +140,7 @@ impl RaftRpc for RaftService {
         let req = self.accept(request)?;
         let mut rpc: openraft::raft::InstallSnapshotRequest<crate::raft::TypeConfig> =
             decode(&req.payload).map_err(bad_payload)?;
+        self.check_sender("InstallSnapshot", req.from, &rpc.vote)?;
         rpc.data = req.data;
         reply(&self.raft.install_snapshot(rpc).await)
     }
