@@ -120,11 +120,24 @@ pub struct PartitionLog {
     /// Set when batches were deleted (retention, DeleteRecords, following the leader's log
     /// start, compaction), so the cleaner asks sled to give the space back.
     pub(super) removed: std::sync::atomic::AtomicBool,
+    /// The data directory's free-space reserve: appends are refused below it.
+    pub(super) space: std::sync::Arc<super::space::DiskSpace>,
 }
 
 impl PartitionLog {
-    /// Opens (or creates) the log stored in `tree`.
+    /// Opens (or creates) the log stored in `tree`, without a free-space guard.
     pub fn open(tree: sled::Tree) -> Result<Self, LogError> {
+        Self::open_guarded(
+            tree,
+            std::sync::Arc::new(super::space::DiskSpace::unlimited()),
+        )
+    }
+
+    /// Opens (or creates) the log stored in `tree`; appends check `space` first.
+    pub fn open_guarded(
+        tree: sled::Tree,
+        space: std::sync::Arc<super::space::DiskSpace>,
+    ) -> Result<Self, LogError> {
         let mut offsets = match tree.get(STATE_KEY)? {
             Some(v) => Offsets::decode(&v)?,
             None => Offsets::default(),
@@ -141,6 +154,7 @@ impl PartitionLog {
         }
         offsets.high_watermark = offsets.high_watermark.min(offsets.log_end);
         let mut producers = HashMap::new();
+        let loaded_at = producer::now_ms();
         for kv in tree.scan_prefix(b"p") {
             let (k, v) = kv?;
             if k.len() != 9 {
@@ -148,8 +162,11 @@ impl PartitionLog {
             }
             let mut pid = [0u8; 8];
             pid.copy_from_slice(&k[1..]);
-            let entry: ProducerEntry = serde_json::from_slice(&v)
+            let mut entry: ProducerEntry = serde_json::from_slice(&v)
                 .map_err(|e| LogError::Corrupt(format!("producer state: {e}")))?;
+            if entry.last_write_ms < 0 {
+                entry.last_write_ms = loaded_at;
+            }
             producers.insert(i64::from_be_bytes(pid), entry);
         }
         let mut epochs = BTreeMap::new();
@@ -176,6 +193,7 @@ impl PartitionLog {
             }),
             hw,
             removed: std::sync::atomic::AtomicBool::new(false),
+            space,
         })
     }
 
@@ -215,12 +233,14 @@ impl PartitionLog {
         leader_epoch: i32,
         advance_hw: bool,
     ) -> Result<AppendOutcome, LogError> {
+        self.space.check_append()?;
         let mut st = self.lock();
         let mut next = st.offsets.log_end;
         let mut write = sled::Batch::default();
         let mut first_base = None;
         let mut all_duplicates = true;
         let mut touched: HashMap<i64, ProducerEntry> = HashMap::new();
+        let now = producer::now_ms();
         for raw in batches {
             let h = BatchHeader::read(raw)?;
             if h.has_producer_id() && h.base_sequence >= 0 {
@@ -234,7 +254,7 @@ impl PartitionLog {
                     }
                     SeqCheck::Append => {
                         let mut e = entry.cloned().unwrap_or_default();
-                        producer::record(&mut e, &h, next);
+                        producer::record(&mut e, &h, next, now);
                         touched.insert(h.producer_id, e);
                     }
                 }
@@ -290,6 +310,37 @@ impl PartitionLog {
         })
     }
 
+    /// Drops the state of producers that have not written for `expiration_ms`
+    /// (`producer.id.expiration.ms`), from memory and disk. Returns how many were dropped.
+    pub fn expire_producers(&self, now_ms: i64, expiration_ms: i64) -> Result<usize, LogError> {
+        let mut st = self.lock();
+        let expired: Vec<i64> = st
+            .producers
+            .iter()
+            .filter(|(_, e)| e.expired(now_ms, expiration_ms))
+            .map(|(pid, _)| *pid)
+            .collect();
+        if expired.is_empty() {
+            return Ok(0);
+        }
+        let mut write = sled::Batch::default();
+        for pid in &expired {
+            write.remove(&producer_key(*pid));
+        }
+        self.tree.apply_batch(write)?;
+        for pid in &expired {
+            st.producers.remove(pid);
+        }
+        // Give the table's memory back too, not only its entries.
+        st.producers.shrink_to_fit();
+        Ok(expired.len())
+    }
+
+    /// Producer ids with state in this partition (tests and diagnostics).
+    pub fn producer_count(&self) -> usize {
+        self.lock().producers.len()
+    }
+
     /// Reads whole batches starting with the one that holds `offset`, below the high
     /// watermark, up to `max_bytes` — but always at least one batch when `min_one` is set
     /// (Kafka's rule, so a record larger than the fetch size still makes progress).
@@ -305,6 +356,17 @@ impl PartitionLog {
     /// Like [`PartitionLog::read`] but up to the log end, for followers replicating the log.
     pub fn read_for_follower(&self, offset: i64, max_bytes: usize) -> Result<ReadResult, LogError> {
         self.read_below(offset, max_bytes, true, true)
+    }
+
+    /// [`PartitionLog::read_for_follower`], returning nothing when the next batch is larger
+    /// than `max_bytes` unless `min_one`.
+    pub fn read_for_follower_limited(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        min_one: bool,
+    ) -> Result<ReadResult, LogError> {
+        self.read_below(offset, max_bytes, min_one, true)
     }
 
     fn read_below(

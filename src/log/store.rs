@@ -9,6 +9,7 @@ use std::sync::{Arc, RwLock};
 
 use tokio::sync::Notify;
 
+use super::space::DiskSpace;
 use super::{LogError, PartitionLog};
 
 /// Identifies a partition.
@@ -22,6 +23,8 @@ pub struct LogStore {
     appended: Notify,
     /// When set, every append is followed by a sled flush (fsync) before it is acknowledged.
     flush_every_append: bool,
+    /// The free-space reserve every partition's appends check (`log.dir.min.free.bytes`).
+    space: Arc<DiskSpace>,
 }
 
 /// A scratch tree for [`LogStore::release_space`].
@@ -54,7 +57,15 @@ impl LogStore {
             partitions: RwLock::new(HashMap::new()),
             appended: Notify::new(),
             flush_every_append,
+            space: Arc::new(DiskSpace::unlimited()),
         }
+    }
+
+    /// Keeps `min_free` bytes free on the file system of `dir`: appends to partitions opened
+    /// from now on are refused below it (see [`DiskSpace`]). Call before opening partitions.
+    pub fn with_space_reserve(mut self, dir: &Path, min_free: u64) -> Self {
+        self.space = Arc::new(DiskSpace::new(dir, min_free));
+        self
     }
 
     /// The underlying database, shared with the metadata store.
@@ -72,8 +83,9 @@ impl LogStore {
         if let Some(p) = self.read_map().get(&key) {
             return Ok(p.clone());
         }
-        let log = Arc::new(PartitionLog::open(
+        let log = Arc::new(PartitionLog::open_guarded(
             self.db.open_tree(tree_name(topic, partition))?,
+            self.space.clone(),
         )?);
         let mut map = self.partitions.write().unwrap_or_else(|p| p.into_inner());
         Ok(map.entry(key).or_insert(log).clone())
