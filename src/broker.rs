@@ -454,6 +454,8 @@ impl Broker {
         self.groups
             .topic_deleted(name)
             .map_err(|e| MetadataError::Storage(e.to_string()))?;
+        // Give the disk space back now: the disk may be full, and this is how space is freed.
+        self.logs.release_space_soon();
         tracing::info!(topic = %name, "deleted topic");
         Ok(())
     }

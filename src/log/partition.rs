@@ -294,7 +294,11 @@ impl PartitionLog {
             let v = serde_json::to_vec(entry).map_err(|e| LogError::Corrupt(e.to_string()))?;
             write.insert(&producer_key(*pid), v);
         }
-        self.tree.apply_batch(write)?;
+        if let Err(e) = self.tree.apply_batch(write) {
+            self.space.write_failed(&e);
+            return Err(e.into());
+        }
+        self.space.write_succeeded();
         if new_epoch {
             let start = st.offsets.log_end;
             st.epochs.insert(leader_epoch, start);

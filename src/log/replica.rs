@@ -165,7 +165,11 @@ impl PartitionLog {
             let v = serde_json::to_vec(e).map_err(|e| LogError::Corrupt(e.to_string()))?;
             write.insert(&producer_key(*pid), v);
         }
-        self.tree.apply_batch(write)?;
+        if let Err(e) = self.tree.apply_batch(write) {
+            self.space.write_failed(&e);
+            return Err(e.into());
+        }
+        self.space.write_succeeded();
         st.epochs.extend(new_epochs);
         st.producers.extend(touched);
         st.offsets = offsets;

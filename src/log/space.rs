@@ -10,17 +10,21 @@
 //! themselves once space is freed. A full episode is logged once when it starts and once
 //! when it ends.
 //!
+//! Space freed by deleting data is not always given back to the file system: sled reuses
+//! the freed parts of its file for new writes but only shrinks the file when they are at its
+//! end. So after data was deleted during a low-space episode ([`DiskSpace::space_freed`]),
+//! appends are let through again down to half the reserve: if sled fills the freed room,
+//! the file system's free space does not move; if it does not, the other half of the reserve
+//! is still there when appends stop again (until the next deletion).
+//!
 //! May depend on: `libc` (statvfs). Nothing else in the crate.
 
 use std::ffi::CString;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
 
 use super::LogError;
-
-/// How long a free-space reading is reused before the file system is asked again.
-const RECHECK: Duration = Duration::from_millis(100);
 
 /// The reserve of one data directory.
 #[derive(Debug)]
@@ -29,14 +33,18 @@ pub struct DiskSpace {
     /// Appends are refused below this many free bytes; 0 disables the guard.
     min_free: u64,
     state: Mutex<State>,
+    /// A write failed and was logged; cleared by the next successful write.
+    write_failing: AtomicBool,
 }
 
 #[derive(Debug, Default)]
 struct State {
-    checked_at: Option<Instant>,
+    /// The last reading.
     free: u64,
     /// Inside a low-space episode (logged when it starts and ends).
     low: bool,
+    /// Data was deleted during this episode: appends may go down to half the reserve.
+    relaxed: bool,
 }
 
 impl DiskSpace {
@@ -46,6 +54,7 @@ impl DiskSpace {
             dir: dir.to_path_buf(),
             min_free,
             state: Mutex::new(State::default()),
+            write_failing: AtomicBool::new(false),
         }
     }
 
@@ -59,16 +68,25 @@ impl DiskSpace {
         if self.min_free == 0 {
             return Ok(());
         }
+        // Asked on every append (a statvfs call costs about a microsecond): one append can
+        // make sled rewrite a leaf of up to 17 batches, so readings must not go stale.
+        let reading = free_bytes(&self.dir);
         let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        let fresh = st.checked_at.is_some_and(|t| t.elapsed() < RECHECK);
-        if !fresh {
-            match free_bytes(&self.dir) {
+        {
+            match reading {
                 Ok(free) => st.free = free,
                 // Unknown: keep the last reading rather than refuse or allow blindly.
                 Err(e) => tracing::debug!(dir = %self.dir.display(), error = %e, "statvfs failed"),
             }
-            st.checked_at = Some(Instant::now());
-            let low = st.free < self.min_free;
+            let floor = if st.relaxed {
+                self.min_free / 2
+            } else {
+                self.min_free
+            };
+            let low = st.free < floor;
+            if low || st.free >= self.min_free {
+                st.relaxed = false;
+            }
             if low && !st.low {
                 tracing::error!(
                     dir = %self.dir.display(),
@@ -82,7 +100,9 @@ impl DiskSpace {
                 tracing::warn!(
                     dir = %self.dir.display(),
                     free_bytes = st.free,
-                    "data directory has space again: appends resume"
+                    relaxed = st.relaxed,
+                    "data directory has space again (relaxed: data was deleted, sled reuses \
+                     its room): appends resume"
                 );
             }
             st.low = low;
@@ -94,6 +114,40 @@ impl DiskSpace {
             });
         }
         Ok(())
+    }
+}
+
+impl DiskSpace {
+    /// Told after deleted data's space was handed back to sled (DeleteTopics, DeleteRecords,
+    /// retention, compaction): during a low-space episode, appends may use half the reserve.
+    pub fn space_freed(&self) {
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if st.low {
+            st.relaxed = true;
+        }
+    }
+}
+
+impl DiskSpace {
+    /// Told when an append failed in storage (e.g. ENOSPC because something else filled the
+    /// disk, or the reserve was too small): logged once until a write succeeds again.
+    pub fn write_failed(&self, error: &dyn std::fmt::Display) {
+        if !self.write_failing.swap(true, Ordering::Relaxed) {
+            tracing::error!(
+                dir = %self.dir.display(),
+                %error,
+                "appends fail in storage; answering KAFKA_STORAGE_ERROR (logged once until a \
+                 write succeeds). If the disk is full: free space, and restart the broker if \
+                 writes do not resume (sled refuses all writes after a failed log write)"
+            );
+        }
+    }
+
+    /// Told when an append was written.
+    pub fn write_succeeded(&self) {
+        if self.write_failing.swap(false, Ordering::Relaxed) {
+            tracing::warn!(dir = %self.dir.display(), "appends are written again");
+        }
     }
 }
 
@@ -125,6 +179,20 @@ mod tests {
             .check_append()
             .unwrap_err();
         assert!(matches!(e, LogError::NoSpace { .. }), "{e}");
-        assert!(free_bytes(dir.path()).unwrap() > 0);
+        let free = free_bytes(dir.path()).unwrap();
+        assert!(free > 0);
+        // Low; a deletion lets appends use half the reserve, until the floor is reached.
+        let guard = DiskSpace::new(dir.path(), free + free / 2);
+        assert!(guard.check_append().is_err());
+        guard.space_freed();
+        assert!(guard.check_append().is_ok());
+        let guard = DiskSpace::new(dir.path(), free.saturating_mul(3));
+        assert!(guard.check_append().is_err());
+        guard.space_freed();
+        assert!(guard.check_append().is_err());
+        // Without an episode a deletion changes nothing.
+        let guard = DiskSpace::new(dir.path(), free + free / 2);
+        guard.space_freed();
+        assert!(guard.check_append().is_err());
     }
 }

@@ -419,6 +419,11 @@ impl ReplicaManager {
                                 tracing::info!(node = self.node_id, topic = %r.topic, partition = r.partition, log_end, leader, "truncated divergent log tail");
                             }
                             Ok(Applied::Appended { .. }) => {}
+                            // Logged once per episode by the disk-space guard.
+                            Err(e @ crate::log::LogError::NoSpace { .. }) => {
+                                tracing::debug!(topic = %r.topic, partition = r.partition, error = %e, "cannot apply fetched data");
+                                refused = true;
+                            }
                             Err(e) => {
                                 tracing::warn!(topic = %r.topic, partition = r.partition, error = %e, "cannot apply fetched data");
                                 refused = true;
