@@ -17,8 +17,8 @@ use crate::lease::SelfLease;
 use crate::log::{LogError, LogStore, PartitionLog};
 use crate::metadata::config_ops::{ConfigOp, ConfigResource};
 use crate::metadata::{
-    topic_config, validate_topic_name, BrokerMeta, ClusterImage, Endpoint, MetadataCommand,
-    MetadataError, MetadataStore, PartitionMeta, TopicMeta,
+    check_record_count, topic_config, validate_topic_name, BrokerMeta, ClusterImage, Endpoint,
+    MetadataCommand, MetadataError, MetadataStore, PartitionMeta, TopicMeta,
 };
 use crate::offsets_topic::{
     OffsetsLoader, OffsetsTopicPlacement, ReplicatedOffsetStore, OFFSETS_TOPIC,
@@ -157,12 +157,16 @@ impl Broker {
         .map_err(|source| BrokerError::Storage {
             dir: config.data_dir.display().to_string(),
             source,
-        })?;
+        })?
+        .with_space_reserve(&config.data_dir, config.log_dir_min_free_bytes);
         let logs = Arc::new(logs);
         let replication = ReplicaManager::new(
             config.node_id,
             ReplicationConfig {
                 lag_time_max_ms: config.replica_lag_time_max_ms,
+                fetch_max_bytes: config.replica_fetch_max_bytes,
+                fetch_response_max_bytes: config.replica_fetch_response_max_bytes,
+                leader_response_max_bytes: config.fetch_max_bytes,
                 ..ReplicationConfig::default()
             },
             logs.clone(),
@@ -338,6 +342,10 @@ impl Broker {
                 }
                 n => n,
             };
+            check_record_count(
+                topic_records(count as u64, spec.configs.len()),
+                self.config.max_records_per_user_op,
+            )?;
             image.place_replicas(count, rf, image.topics.len() as i32)?
         } else {
             if spec.num_partitions != -1 || spec.replication_factor != -1 {
@@ -347,6 +355,10 @@ impl Broker {
                         .into(),
                 ));
             }
+            check_record_count(
+                topic_records(spec.assignments.len() as u64, spec.configs.len()),
+                self.config.max_records_per_user_op,
+            )?;
             spec.assignments.clone()
         };
         let cmd = MetadataCommand::CreateTopic {
@@ -442,6 +454,8 @@ impl Broker {
         self.groups
             .topic_deleted(name)
             .map_err(|e| MetadataError::Storage(e.to_string()))?;
+        // Give the disk space back now: the disk may be full, and this is how space is freed.
+        self.logs.release_space_soon();
         tracing::info!(topic = %name, "deleted topic");
         Ok(())
     }
@@ -471,6 +485,7 @@ impl Broker {
             )));
         }
         let new = count - current;
+        check_record_count(new as u64, self.config.max_records_per_user_op)?;
         let assignments = if assignments.is_empty() {
             image.place_replicas(new, topic.replication_factor(), current)?
         } else {
@@ -557,6 +572,12 @@ impl Broker {
             .ok_or(LeaderError::NotLeader)?;
         Ok((p.clone(), log))
     }
+}
+
+/// The metadata records creating a topic takes, as Kafka's controller counts them against
+/// its per-operation limit: the topic, each partition, each config.
+pub fn topic_records(partitions: u64, configs: usize) -> u64 {
+    1 + partitions + configs as u64
 }
 
 fn group_config(c: &BrokerConfig) -> GroupConfig {

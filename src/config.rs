@@ -73,6 +73,17 @@ pub const SETTINGS: &[SettingDef] = &[
     SettingDef { name: "auto.create.topics.enable", default: "true", kind: ValueType::Bool, doc: "Create unknown topics on Metadata and Produce requests." },
     SettingDef { name: "message.max.bytes", default: "1048588", kind: ValueType::Int, doc: "Largest record batch the broker accepts (topic override: max.message.bytes)." },
     SettingDef { name: "socket.request.max.bytes", default: "104857600", kind: ValueType::Int, doc: "Largest request frame; bigger frames close the connection." },
+    SettingDef { name: "max.records.per.user.op", default: "10000", kind: ValueType::Int, doc: "Most metadata records one CreateTopics or CreatePartitions request may create: one per topic, per partition and per config (Kafka's controller limit, fixed there at 10000). A larger request is refused whole with POLICY_VIOLATION before anything is placed, validate_only too." },
+    SettingDef { name: "fetch.max.bytes", default: "57671680", kind: ValueType::Int, doc: "Most record bytes in one Fetch response, whatever the request asks for (the first batch of the first non-empty partition is returned even when larger, so consumers progress)." },
+    SettingDef { name: "replica.fetch.max.bytes", default: "1048576", kind: ValueType::Int, doc: "Record bytes a follower asks for per partition in one replica fetch (at least one batch is always returned)." },
+    SettingDef { name: "replica.fetch.response.max.bytes", default: "10485760", kind: ValueType::Int, doc: "Record bytes a follower asks for in one replica fetch; the leader also caps replica fetches at fetch.max.bytes." },
+    SettingDef { name: "max.connections", default: "2147483647", kind: ValueType::Int, doc: "Most client connections the broker keeps over all listeners; a connection beyond it is accepted and closed at once." },
+    SettingDef { name: "max.connections.per.ip", default: "2147483647", kind: ValueType::Int, doc: "Most client connections from one IP address; a connection beyond it is accepted and closed at once." },
+    SettingDef { name: "max.connections.per.ip.overrides", default: "", kind: ValueType::List, doc: "Per-IP exceptions to max.connections.per.ip, as ip:count, comma separated (e.g. 127.0.0.1:200)." },
+    SettingDef { name: "connections.max.idle.ms", default: "600000", kind: ValueType::Long, doc: "A connection that completes no request for this long is closed (a frame sent only in part does not count as activity)." },
+    SettingDef { name: "log.dir.min.free.bytes", default: "67108864", kind: ValueType::Long, doc: "Appends are refused with KAFKA_STORAGE_ERROR while the file system of log.dirs has less free space than this; deletions still work, and appends resume once space is freed. 0: no check." },
+    SettingDef { name: "producer.id.expiration.ms", default: "86400000", kind: ValueType::Int, doc: "Idempotent-producer state of a producer id that has not written to a partition for this long is dropped from memory and disk." },
+    SettingDef { name: "producer.id.expiration.check.interval.ms", default: "600000", kind: ValueType::Int, doc: "How often expired producer ids are looked for." },
     SettingDef { name: "log.flush.interval.ms", default: "500", kind: ValueType::Long, doc: "Period of sled's background flush to disk." },
     SettingDef { name: "log.flush.interval.messages", default: NEVER, kind: ValueType::Long, doc: "Flush (fsync) a partition's log before answering once this many messages accumulated in it since the last flush; 1 = before answering every produce request. Otherwise only the periodic flush." },
     SettingDef { name: "log.retention.hours", default: "168", kind: ValueType::Int, doc: "Default retention time in hours (topic config retention.ms)." },
@@ -160,6 +171,24 @@ pub struct BrokerConfig {
     pub auto_create_topics: bool,
     pub message_max_bytes: i32,
     pub socket_request_max_bytes: usize,
+    /// Most metadata records one CreateTopics/CreatePartitions request may create.
+    pub max_records_per_user_op: usize,
+    /// Cap on the record bytes of every Fetch response (`fetch.max.bytes`).
+    pub fetch_max_bytes: usize,
+    /// Per-partition and per-response sizes of this broker's replica fetches.
+    pub replica_fetch_max_bytes: usize,
+    pub replica_fetch_response_max_bytes: usize,
+    /// Connection limits (`max.connections`, `max.connections.per.ip` and its overrides).
+    pub max_connections: usize,
+    pub max_connections_per_ip: usize,
+    pub max_connections_per_ip_overrides: BTreeMap<std::net::IpAddr, usize>,
+    /// A connection without a complete request for this long is closed.
+    pub connections_max_idle_ms: u64,
+    /// Appends are refused while the data directory's file system has less free space.
+    pub log_dir_min_free_bytes: u64,
+    /// Idempotent-producer state unused for this long is dropped, checked at this interval.
+    pub producer_id_expiration_ms: i64,
+    pub producer_id_expiration_check_interval_ms: u64,
     pub flush_interval_ms: u64,
     /// `log.flush.interval.messages`: a partition's appends are fsynced before they are
     /// answered once this many accumulated since the last flush (`i64::MAX`: never).
@@ -323,6 +352,22 @@ impl BrokerConfig {
             auto_create_topics: get("auto.create.topics.enable").trim() == "true",
             message_max_bytes: clamp_i32("message.max.bytes", positive("message.max.bytes")?)?,
             socket_request_max_bytes: positive("socket.request.max.bytes")? as usize,
+            max_records_per_user_op: positive("max.records.per.user.op")? as usize,
+            fetch_max_bytes: positive("fetch.max.bytes")? as usize,
+            replica_fetch_max_bytes: positive("replica.fetch.max.bytes")? as usize,
+            replica_fetch_response_max_bytes: positive("replica.fetch.response.max.bytes")?
+                as usize,
+            max_connections: positive("max.connections")? as usize,
+            max_connections_per_ip: positive("max.connections.per.ip")? as usize,
+            max_connections_per_ip_overrides: parse_ip_overrides(&get(
+                "max.connections.per.ip.overrides",
+            ))?,
+            connections_max_idle_ms: positive("connections.max.idle.ms")? as u64,
+            log_dir_min_free_bytes: non_negative("log.dir.min.free.bytes")? as u64,
+            producer_id_expiration_ms: positive("producer.id.expiration.ms")?,
+            producer_id_expiration_check_interval_ms: positive(
+                "producer.id.expiration.check.interval.ms",
+            )? as u64,
             flush_interval_ms: positive("log.flush.interval.ms")? as u64,
             flush_interval_messages: positive("log.flush.interval.messages")? as u64,
             sled_cache_bytes: positive("sled.cache.capacity.bytes")? as u64,
@@ -579,6 +624,28 @@ pub fn parse_voters(value: &str) -> Result<Vec<QuorumVoter>, ConfigError> {
             host: host.to_string(),
             port,
         });
+    }
+    Ok(out)
+}
+
+/// Parses `max.connections.per.ip.overrides`: `ip:count,ip:count,…` (IPv6 as `[ip]:count`).
+fn parse_ip_overrides(value: &str) -> Result<BTreeMap<std::net::IpAddr, usize>, ConfigError> {
+    const NAME: &str = "max.connections.per.ip.overrides";
+    let mut out = BTreeMap::new();
+    for item in value.split(',').map(str::trim).filter(|x| !x.is_empty()) {
+        let (ip, count) = item
+            .rsplit_once(':')
+            .ok_or_else(|| invalid(NAME, item, "expected ip:count"))?;
+        let ip: std::net::IpAddr = ip
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse()
+            .map_err(|_| invalid(NAME, item, "not an IP address"))?;
+        let count: usize = count
+            .trim()
+            .parse()
+            .map_err(|_| invalid(NAME, item, "the count must be 0 or more"))?;
+        out.insert(ip, count);
     }
     Ok(out)
 }

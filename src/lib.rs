@@ -11,12 +11,13 @@
 //! - [`rpc`]: gRPC between brokers (tonic): the Raft service and the per-peer clients.
 //! - [`log`]: partition logs in sled, idempotent-producer state, retention and compaction.
 //! - [`cleaner`]: the periodic task applying each topic's cleanup.policy.
+//! - [`producer_expiry`]: the periodic task forgetting idle idempotent producers.
 //! - [`group`]: the consumer-group coordinator and committed offsets.
 //! - [`config`]: Kafka-named settings from file, environment and flags.
 //! - [`alloc`]: the global allocator guard against hostile array lengths in requests.
 //!
 //! Dependencies point inwards: `server → api → broker → {metadata, log, group} → config`,
-//! `cleaner → broker`;
+//! `cleaner → broker`, `producer_expiry → broker`;
 //! `quorum → {rpc → raft} → metadata` (not yet wired into `broker`).
 
 pub mod alloc;
@@ -30,6 +31,7 @@ pub mod lease;
 pub mod log;
 pub mod metadata;
 pub mod offsets_topic;
+pub mod producer_expiry;
 pub mod protocol;
 pub mod quorum;
 pub mod raft;
@@ -55,6 +57,9 @@ pub async fn run(config: BrokerConfig, shutdown: CancellationToken) -> anyhow::R
     let sweeper = tokio::spawn(broker.groups.clone().run_sweeper(broker.shutdown.clone()));
     // Retention and compaction, every log.retention.check.interval.ms.
     tokio::spawn(cleaner::run(broker.clone()));
+    // Idle idempotent producers, every producer.id.expiration.check.interval.ms.
+    tokio::spawn(producer_expiry::run(broker.clone()));
+    let quotas = server::quotas::ConnectionQuotas::new(&broker.config);
     for l in &broker.config.listeners {
         let listener = TcpListener::bind(l.bind)
             .await
@@ -70,6 +75,7 @@ pub async fn run(config: BrokerConfig, shutdown: CancellationToken) -> anyhow::R
             Arc::from(l.name.as_str()),
             listener,
             broker.clone(),
+            quotas.clone(),
             broker.shutdown.clone(),
         ));
     }

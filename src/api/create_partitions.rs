@@ -1,4 +1,5 @@
 //! CreatePartitions (key 37): grow a topic; shrinking or keeping the count is INVALID_PARTITIONS.
+//! More than `max.records.per.user.op` new partitions in one request: POLICY_VIOLATION for all.
 
 use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
 use kafka_protocol::messages::{CreatePartitionsRequest, CreatePartitionsResponse};
@@ -7,12 +8,41 @@ use kafka_protocol::protocol::StrBytes;
 use super::errors::metadata_code;
 use super::RequestContext;
 use crate::broker::Broker;
+use crate::metadata::check_record_count;
 
 pub async fn handle(
     broker: &Broker,
     _ctx: &RequestContext,
     req: CreatePartitionsRequest,
 ) -> CreatePartitionsResponse {
+    // As in Kafka's controller: the new partitions of the whole request count against the
+    // per-operation record limit, checked before any replica is placed.
+    let image = broker.metadata.image();
+    let records: u64 = req
+        .topics
+        .iter()
+        .map(|t| {
+            let current = image
+                .topics
+                .get(t.name.0.as_str())
+                .map_or(0, |topic| topic.partitions.len() as i64);
+            (t.count as i64 - current).max(0) as u64
+        })
+        .sum();
+    if let Err(e) = check_record_count(records, broker.config.max_records_per_user_op) {
+        tracing::info!(records, error = %e, "CreatePartitions refused");
+        let results = req
+            .topics
+            .into_iter()
+            .map(|t| {
+                CreatePartitionsTopicResult::default()
+                    .with_name(t.name)
+                    .with_error_code(metadata_code(&e))
+                    .with_error_message(Some(StrBytes::from_string(e.to_string())))
+            })
+            .collect();
+        return CreatePartitionsResponse::default().with_results(results);
+    }
     let mut results = Vec::with_capacity(req.topics.len());
     for t in req.topics {
         let assignments = t

@@ -1,25 +1,51 @@
 //! CreateTopics (key 19). Missing partition count / replication factor (-1) take the broker
-//! defaults; v5+ answers with the resulting counts and configs.
+//! defaults; v5+ answers with the resulting counts and configs. A request that would create
+//! more than `max.records.per.user.op` metadata records is refused whole (POLICY_VIOLATION).
 
 use std::collections::BTreeMap;
 
 use kafka_protocol::messages::create_topics_response::{
     CreatableTopicConfigs, CreatableTopicResult,
 };
-use kafka_protocol::messages::{CreateTopicsRequest, CreateTopicsResponse};
+use kafka_protocol::messages::{CreateTopicsRequest, CreateTopicsResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
 
 use super::describe_configs::{topic_entries, EntryOptions};
 use super::errors::metadata_code;
 use super::RequestContext;
-use crate::broker::{Broker, CreateTopicSpec};
-use crate::metadata::MetadataError;
+use crate::broker::{topic_records, Broker, CreateTopicSpec};
+use crate::metadata::{check_record_count, MetadataError};
 
 pub async fn handle(
     broker: &Broker,
     ctx: &RequestContext,
     req: CreateTopicsRequest,
 ) -> CreateTopicsResponse {
+    // Kafka's controller refuses a request whose records (topics, partitions, configs) exceed
+    // its per-operation limit as a whole, before placing anything and for validate_only too.
+    let records: u64 = req
+        .topics
+        .iter()
+        .map(|t| {
+            let partitions = if !t.assignments.is_empty() {
+                t.assignments.len() as u64
+            } else if t.num_partitions == -1 {
+                broker.config.num_partitions as u64
+            } else {
+                t.num_partitions.max(0) as u64
+            };
+            topic_records(partitions, t.configs.len())
+        })
+        .sum();
+    if let Err(e) = check_record_count(records, broker.config.max_records_per_user_op) {
+        tracing::info!(records, error = %e, "CreateTopics refused");
+        let results = req
+            .topics
+            .into_iter()
+            .map(|t| refused(ctx, t.name, &e))
+            .collect();
+        return CreateTopicsResponse::default().with_topics(results);
+    }
     let mut results = Vec::with_capacity(req.topics.len());
     for t in req.topics {
         let name = t.name.0.to_string();
@@ -93,13 +119,22 @@ pub async fn handle(
             }
             Err(e) => {
                 tracing::debug!(topic = %name, error = %e, "create topic refused");
-                r = r.with_error_code(metadata_code(&e));
-                if ctx.api_version >= 1 {
-                    r = r.with_error_message(Some(StrBytes::from_string(e.to_string())));
-                }
+                r = refused(ctx, r.name, &e);
             }
         }
         results.push(r);
     }
     CreateTopicsResponse::default().with_topics(results)
+}
+
+/// The result of a topic that is not created, with the error message from v1 on.
+fn refused(ctx: &RequestContext, name: TopicName, e: &MetadataError) -> CreatableTopicResult {
+    let r = CreatableTopicResult::default()
+        .with_name(name)
+        .with_error_code(metadata_code(e));
+    if ctx.api_version >= 1 {
+        r.with_error_message(Some(StrBytes::from_string(e.to_string())))
+    } else {
+        r
+    }
 }

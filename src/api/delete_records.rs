@@ -69,6 +69,8 @@ fn delete(broker: &Broker, topic: &TopicMeta, partition: i32, offset: i64) -> Re
     log.advance_log_start(target).map_err(|e| log_code(&e))?;
     if target > o.log_start {
         tracing::info!(topic = %topic.name, partition, log_start = target, "records deleted (DeleteRecords)");
+        // Give the disk space back now: the disk may be full, and this is how space is freed.
+        broker.logs.release_space_soon();
     }
     Ok(log.offsets().log_start)
 }

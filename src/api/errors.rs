@@ -23,6 +23,7 @@ pub fn metadata_code(e: &MetadataError) -> i16 {
         MetadataError::StaleBrokerEpoch(_) => E::StaleBrokerEpoch,
         // INELIGIBLE_REPLICA (107) is newer than the codec crate's error table.
         MetadataError::IneligibleReplica(_) => E::Unknown(107),
+        MetadataError::PolicyViolation(_) => E::PolicyViolation,
         MetadataError::QuorumUnavailable(_) => E::RequestTimedOut,
         MetadataError::Storage(_) => E::KafkaStorageError,
     }
@@ -42,7 +43,9 @@ pub fn log_code(e: &LogError) -> i16 {
         LogError::OffsetOutOfRange { .. } => E::OffsetOutOfRange,
         LogError::OutOfOrderSequence { .. } => E::OutOfOrderSequenceNumber,
         LogError::InvalidProducerEpoch { .. } => E::InvalidProducerEpoch,
-        LogError::Storage(_) | LogError::Corrupt(_) => E::KafkaStorageError,
+        LogError::Storage(_) | LogError::Corrupt(_) | LogError::NoSpace { .. } => {
+            E::KafkaStorageError
+        }
     }
     .code()
 }

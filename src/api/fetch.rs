@@ -1,6 +1,10 @@
 //! Fetch (key 1): whole batches below the high watermark, with long polling — the request
 //! waits up to `max_wait_ms` until `min_bytes` are available, waking on every append.
 //!
+//! A response holds at most `fetch.max.bytes` of records (and at most the request's
+//! `max_bytes` and each partition's `partition_max_bytes`), except that the first batch of the
+//! first partition with data is returned even when larger, so a consumer always progresses.
+//!
 //! Fetch sessions (KIP-227) are not kept: every response carries session id 0, which tells
 //! clients to send full fetch requests, as Kafka does when it has no session slot free.
 
@@ -38,11 +42,14 @@ pub async fn handle(broker: &Broker, ctx: &RequestContext, req: FetchRequest) ->
 /// any partition had an error (errors are answered at once, without waiting).
 fn read(broker: &Broker, ctx: &RequestContext, req: &FetchRequest) -> (FetchResponse, usize, bool) {
     let image = broker.metadata.image();
-    let response_max = if ctx.api_version >= 3 {
+    // `fetch.max.bytes` caps every response, whatever the request asks for (v0-v2 have no
+    // response limit of their own); the first batch found is still returned whole.
+    let requested = if ctx.api_version >= 3 {
         req.max_bytes.max(0) as usize
     } else {
         usize::MAX
     };
+    let response_max = requested.min(broker.config.fetch_max_bytes);
     let mut total = 0usize;
     let mut had_error = false;
     let mut responses = Vec::with_capacity(req.topics.len());

@@ -13,6 +13,7 @@ pub mod partition;
 pub mod producer;
 mod replica;
 pub mod retention;
+pub mod space;
 pub mod store;
 pub mod validate;
 
@@ -44,6 +45,11 @@ pub enum LogError {
         current: i16,
         got: i16,
     },
+    #[error(
+        "the data directory is nearly full ({free} bytes free, log.dir.min.free.bytes is \
+         {min}): appends are refused until space is freed"
+    )]
+    NoSpace { free: u64, min: u64 },
     #[error("storage error: {0}")]
     Storage(#[from] sled::Error),
     #[error("stored data is corrupt: {0}")]

@@ -124,16 +124,28 @@ pub struct PartitionLog {
     pub(super) removed: std::sync::atomic::AtomicBool,
     /// The database's flush rule; appends count their messages against it.
     pub(super) flush: Arc<FlushPolicy>,
+    /// The data directory's free-space reserve: appends are refused below it.
+    pub(super) space: Arc<super::space::DiskSpace>,
 }
 
 impl PartitionLog {
-    /// Opens (or creates) the log stored in `tree`, relying on sled's periodic flush.
+    /// Opens (or creates) the log stored in `tree`, relying on sled's periodic flush and
+    /// without a free-space guard.
     pub fn open(tree: sled::Tree) -> Result<Self, LogError> {
-        Self::open_with_flush(tree, Arc::new(FlushPolicy::never()))
+        Self::open_with(
+            tree,
+            Arc::new(FlushPolicy::never()),
+            Arc::new(super::space::DiskSpace::unlimited()),
+        )
     }
 
-    /// Opens (or creates) the log stored in `tree`, counting appends against `flush`.
-    pub fn open_with_flush(tree: sled::Tree, flush: Arc<FlushPolicy>) -> Result<Self, LogError> {
+    /// Opens (or creates) the log stored in `tree`, counting appends against `flush`; appends
+    /// check `space` first.
+    pub fn open_with(
+        tree: sled::Tree,
+        flush: Arc<FlushPolicy>,
+        space: Arc<super::space::DiskSpace>,
+    ) -> Result<Self, LogError> {
         let mut offsets = match tree.get(STATE_KEY)? {
             Some(v) => Offsets::decode(&v)?,
             None => Offsets::default(),
@@ -150,6 +162,7 @@ impl PartitionLog {
         }
         offsets.high_watermark = offsets.high_watermark.min(offsets.log_end);
         let mut producers = HashMap::new();
+        let loaded_at = producer::now_ms();
         for kv in tree.scan_prefix(b"p") {
             let (k, v) = kv?;
             if k.len() != 9 {
@@ -157,8 +170,11 @@ impl PartitionLog {
             }
             let mut pid = [0u8; 8];
             pid.copy_from_slice(&k[1..]);
-            let entry: ProducerEntry = serde_json::from_slice(&v)
+            let mut entry: ProducerEntry = serde_json::from_slice(&v)
                 .map_err(|e| LogError::Corrupt(format!("producer state: {e}")))?;
+            if entry.last_write_ms < 0 {
+                entry.last_write_ms = loaded_at;
+            }
             producers.insert(i64::from_be_bytes(pid), entry);
         }
         let mut epochs = BTreeMap::new();
@@ -187,6 +203,7 @@ impl PartitionLog {
             hw,
             removed: std::sync::atomic::AtomicBool::new(false),
             flush,
+            space,
         })
     }
 
@@ -226,12 +243,14 @@ impl PartitionLog {
         leader_epoch: i32,
         advance_hw: bool,
     ) -> Result<AppendOutcome, LogError> {
+        self.space.check_append()?;
         let mut st = self.lock();
         let mut next = st.offsets.log_end;
         let mut write = sled::Batch::default();
         let mut first_base = None;
         let mut all_duplicates = true;
         let mut touched: HashMap<i64, ProducerEntry> = HashMap::new();
+        let now = producer::now_ms();
         for raw in batches {
             let h = BatchHeader::read(raw)?;
             if h.has_producer_id() && h.base_sequence >= 0 {
@@ -245,7 +264,7 @@ impl PartitionLog {
                     }
                     SeqCheck::Append => {
                         let mut e = entry.cloned().unwrap_or_default();
-                        producer::record(&mut e, &h, next);
+                        producer::record(&mut e, &h, next, now);
                         touched.insert(h.producer_id, e);
                     }
                 }
@@ -285,7 +304,11 @@ impl PartitionLog {
             let v = serde_json::to_vec(entry).map_err(|e| LogError::Corrupt(e.to_string()))?;
             write.insert(&producer_key(*pid), v);
         }
-        self.tree.apply_batch(write)?;
+        if let Err(e) = self.tree.apply_batch(write) {
+            self.space.write_failed(&e);
+            return Err(e.into());
+        }
+        self.space.write_succeeded();
         let appended = (offsets.log_end - st.offsets.log_end) as u64;
         self.flush.note(&mut st.unflushed, appended);
         if new_epoch {
@@ -303,6 +326,37 @@ impl PartitionLog {
         })
     }
 
+    /// Drops the state of producers that have not written for `expiration_ms`
+    /// (`producer.id.expiration.ms`), from memory and disk. Returns how many were dropped.
+    pub fn expire_producers(&self, now_ms: i64, expiration_ms: i64) -> Result<usize, LogError> {
+        let mut st = self.lock();
+        let expired: Vec<i64> = st
+            .producers
+            .iter()
+            .filter(|(_, e)| e.expired(now_ms, expiration_ms))
+            .map(|(pid, _)| *pid)
+            .collect();
+        if expired.is_empty() {
+            return Ok(0);
+        }
+        let mut write = sled::Batch::default();
+        for pid in &expired {
+            write.remove(&producer_key(*pid));
+        }
+        self.tree.apply_batch(write)?;
+        for pid in &expired {
+            st.producers.remove(pid);
+        }
+        // Give the table's memory back too, not only its entries.
+        st.producers.shrink_to_fit();
+        Ok(expired.len())
+    }
+
+    /// Producer ids with state in this partition (tests and diagnostics).
+    pub fn producer_count(&self) -> usize {
+        self.lock().producers.len()
+    }
+
     /// Reads whole batches starting with the one that holds `offset`, below the high
     /// watermark, up to `max_bytes` — but always at least one batch when `min_one` is set
     /// (Kafka's rule, so a record larger than the fetch size still makes progress).
@@ -318,6 +372,17 @@ impl PartitionLog {
     /// Like [`PartitionLog::read`] but up to the log end, for followers replicating the log.
     pub fn read_for_follower(&self, offset: i64, max_bytes: usize) -> Result<ReadResult, LogError> {
         self.read_below(offset, max_bytes, true, true)
+    }
+
+    /// [`PartitionLog::read_for_follower`], returning nothing when the next batch is larger
+    /// than `max_bytes` unless `min_one`.
+    pub fn read_for_follower_limited(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        min_one: bool,
+    ) -> Result<ReadResult, LogError> {
+        self.read_below(offset, max_bytes, min_one, true)
     }
 
     fn read_below(

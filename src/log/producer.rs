@@ -1,6 +1,7 @@
 //! Idempotent-producer state of one partition: for each producer id, its epoch and the
 //! sequence ranges of its last five batches (Kafka keeps the same five, matching the
-//! client's `max.in.flight.requests.per.connection` limit for idempotence).
+//! client's `max.in.flight.requests.per.connection` limit for idempotence), and when it last
+//! wrote, so that producers gone quiet for `producer.id.expiration.ms` can be forgotten.
 
 use std::collections::VecDeque;
 
@@ -8,6 +9,14 @@ use serde::{Deserialize, Serialize};
 
 use super::batch::BatchHeader;
 use super::LogError;
+
+/// The broker's wall clock in ms since the Unix epoch, the clock of `last_write_ms`.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
 
 /// How many recent batches per producer are remembered to recognise retries.
 pub const CACHED_BATCHES: usize = 5;
@@ -25,6 +34,22 @@ pub struct SeqBatch {
 pub struct ProducerEntry {
     pub epoch: i16,
     pub batches: VecDeque<SeqBatch>,
+    /// When this replica last appended a batch of the producer (broker clock, ms since the
+    /// epoch); `producer.id.expiration.ms` after it the entry is dropped. Absent in entries
+    /// written before expiry existed: those count from when the log is opened.
+    #[serde(default = "unknown_write_time")]
+    pub last_write_ms: i64,
+}
+
+fn unknown_write_time() -> i64 {
+    -1
+}
+
+impl ProducerEntry {
+    /// True when the producer has not written for `expiration_ms` at `now_ms`.
+    pub fn expired(&self, now_ms: i64, expiration_ms: i64) -> bool {
+        self.last_write_ms >= 0 && now_ms.saturating_sub(self.last_write_ms) >= expiration_ms
+    }
 }
 
 /// What to do with an incoming batch of an idempotent producer.
@@ -37,17 +62,13 @@ pub enum SeqCheck {
 }
 
 /// Checks a batch's producer epoch and sequence against the producer's entry (if any).
+///
+/// A producer without an entry may start at any sequence, as in Kafka: its state may have
+/// expired (`producer.id.expiration.ms`) or gone with the batches that held it (retention,
+/// DeleteRecords), and the producer cannot know.
 pub fn check(entry: Option<&ProducerEntry>, h: &BatchHeader) -> Result<SeqCheck, LogError> {
     let Some(entry) = entry else {
-        return if h.base_sequence == 0 {
-            Ok(SeqCheck::Append)
-        } else {
-            Err(LogError::OutOfOrderSequence {
-                producer_id: h.producer_id,
-                expected: 0,
-                got: h.base_sequence,
-            })
-        };
+        return Ok(SeqCheck::Append);
     };
     if h.producer_epoch < entry.epoch {
         return Err(LogError::InvalidProducerEpoch {
@@ -91,8 +112,9 @@ pub fn check(entry: Option<&ProducerEntry>, h: &BatchHeader) -> Result<SeqCheck,
     }
 }
 
-/// Records an appended batch in the producer's entry.
-pub fn record(entry: &mut ProducerEntry, h: &BatchHeader, base_offset: i64) {
+/// Records an appended batch in the producer's entry, written at `now_ms`.
+pub fn record(entry: &mut ProducerEntry, h: &BatchHeader, base_offset: i64, now_ms: i64) {
+    entry.last_write_ms = now_ms;
     if h.producer_epoch != entry.epoch {
         entry.epoch = h.producer_epoch;
         entry.batches.clear();
@@ -123,7 +145,7 @@ mod tests {
         let mut e = ProducerEntry::default();
         let h0 = header(0, 3, 0);
         assert_eq!(check(None, &h0).unwrap(), SeqCheck::Append);
-        record(&mut e, &h0, 100);
+        record(&mut e, &h0, 100, 1);
         // A retry of the same batch is a duplicate pointing at the original offset.
         assert_eq!(
             check(Some(&e), &h0).unwrap(),
@@ -131,7 +153,7 @@ mod tests {
         );
         let h1 = header(3, 2, 0);
         assert_eq!(check(Some(&e), &h1).unwrap(), SeqCheck::Append);
-        record(&mut e, &h1, 103);
+        record(&mut e, &h1, 103, 2);
         // A gap is refused.
         assert!(matches!(
             check(Some(&e), &header(9, 1, 0)),
@@ -148,16 +170,29 @@ mod tests {
         ));
         assert!(check(Some(&e), &header(5, 1, 1)).is_err());
         assert_eq!(check(Some(&e), &header(0, 1, 1)).unwrap(), SeqCheck::Append);
-        assert!(check(None, &header(4, 1, 0)).is_err());
+        // Without state (new, or expired) any sequence is taken, as in Kafka.
+        assert_eq!(check(None, &header(4, 1, 0)).unwrap(), SeqCheck::Append);
     }
 
     #[test]
     fn only_five_batches_are_remembered() {
         let mut e = ProducerEntry::default();
         for i in 0..7 {
-            record(&mut e, &header(i, 1, 0), i as i64);
+            record(&mut e, &header(i, 1, 0), i as i64, 0);
         }
         assert_eq!(e.batches.len(), CACHED_BATCHES);
         assert_eq!(e.batches.front().unwrap().first_seq, 2);
+    }
+
+    #[test]
+    fn entries_expire_after_their_last_write() {
+        let mut e = ProducerEntry::default();
+        record(&mut e, &header(0, 1, 0), 0, 1_000);
+        assert!(!e.expired(1_999, 1_000));
+        assert!(e.expired(2_000, 1_000));
+        // Entries stored before expiry existed carry no time and are given one on load.
+        let old: ProducerEntry = serde_json::from_str(r#"{"epoch":0,"batches":[]}"#).unwrap();
+        assert_eq!(old.last_write_ms, -1);
+        assert!(!old.expired(i64::MAX, 1));
     }
 }

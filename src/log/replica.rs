@@ -75,6 +75,7 @@ impl PartitionLog {
         // Producer state is rebuilt from the remaining batches so a truncated retry is not
         // mistaken for a duplicate later.
         let mut producers: HashMap<i64, ProducerEntry> = HashMap::new();
+        let now = producer::now_ms();
         for kv in self
             .tree
             .range(batch_key(st.offsets.log_start.max(0))..batch_key(cut))
@@ -86,6 +87,7 @@ impl PartitionLog {
                     producers.entry(h.producer_id).or_default(),
                     &h,
                     h.base_offset,
+                    now,
                 );
             }
         }
@@ -116,11 +118,13 @@ impl PartitionLog {
     /// batch must start at this log's end. Producer state is recorded without sequence checks
     /// (the leader already checked), so a new leader can recognise retries.
     pub fn append_replicated(&self, batches: &[Bytes]) -> Result<i64, LogError> {
+        self.space.check_append()?;
         let mut st = self.lock();
         let mut next = st.offsets.log_end;
         let mut write = sled::Batch::default();
         let mut touched: HashMap<i64, ProducerEntry> = HashMap::new();
         let mut new_epochs = Vec::new();
+        let now = producer::now_ms();
         for raw in batches {
             let h = BatchHeader::read(raw)?;
             // Batches follow each other, with gaps where compaction emptied a batch; the one
@@ -149,7 +153,7 @@ impl PartitionLog {
                         .cloned()
                         .unwrap_or_default()
                 });
-                producer::record(entry, &h, h.base_offset);
+                producer::record(entry, &h, h.base_offset, now);
             }
             write.insert(&batch_key(h.base_offset), raw.as_ref());
             next = h.last_offset() + 1;
@@ -161,7 +165,11 @@ impl PartitionLog {
             let v = serde_json::to_vec(e).map_err(|e| LogError::Corrupt(e.to_string()))?;
             write.insert(&producer_key(*pid), v);
         }
-        self.tree.apply_batch(write)?;
+        if let Err(e) = self.tree.apply_batch(write) {
+            self.space.write_failed(&e);
+            return Err(e.into());
+        }
+        self.space.write_succeeded();
         let appended = (next - st.offsets.log_end).max(0) as u64;
         self.flush.note(&mut st.unflushed, appended);
         st.epochs.extend(new_epochs);

@@ -47,6 +47,9 @@ pub enum MetadataError {
     StaleBrokerEpoch(String),
     #[error("stale partition epoch: {0}")]
     InvalidUpdateVersion(String),
+    /// The request is larger than a broker limit (Kafka's POLICY_VIOLATION).
+    #[error("{0}")]
+    PolicyViolation(String),
     #[error("the metadata quorum is unavailable: {0}")]
     QuorumUnavailable(String),
     #[error("metadata storage error: {0}")]
@@ -57,6 +60,19 @@ impl From<sled::Error> for MetadataError {
     fn from(e: sled::Error) -> Self {
         MetadataError::Storage(e.to_string())
     }
+}
+
+/// Kafka's controller's answer to a request that would create too many records at once.
+pub const EXCESSIVE_BATCH: &str = "Unable to perform excessively large batch operation.";
+
+/// Refuses an operation that would create `records` metadata records when the broker allows
+/// `max` (`max.records.per.user.op`). Callers check this before placing any replica, so a
+/// request's declared partition count never sizes an allocation.
+pub fn check_record_count(records: u64, max: usize) -> Result<(), MetadataError> {
+    if records > max as u64 {
+        return Err(MetadataError::PolicyViolation(EXCESSIVE_BATCH.to_string()));
+    }
+    Ok(())
 }
 
 /// Kafka's topic name rule: 1-249 characters from `[a-zA-Z0-9._-]`, not `.` or `..`.

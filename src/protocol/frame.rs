@@ -1,7 +1,10 @@
 //! Length-prefixed frames: a 4-byte big-endian size followed by that many bytes.
 //!
 //! [`FrameReader::parse`] answers "is a whole frame buffered?"; it never blocks and never
-//! panics on hostile sizes. The caller owns the socket.
+//! panics on hostile sizes. The caller owns the socket and calls
+//! [`FrameReader::reserve_for_read`] before each read: the buffer grows with the bytes that
+//! actually arrive, never to a size a frame only declares (a 12-byte request declaring
+//! 100 MB costs a few KiB, not 100 MB).
 
 use bytes::{Buf, Bytes, BytesMut};
 
@@ -23,15 +26,37 @@ pub struct FrameReader {
     max: usize,
 }
 
+/// Most bytes reserved ahead of a read.
+pub const READ_CHUNK: usize = 16 * 1024;
+/// Capacity an empty buffer may keep between requests.
+const KEEP_IDLE: usize = 64 * 1024;
+
 /// The smallest request: api key, version, correlation id and a client-id length.
 const MIN_FRAME: i32 = 10;
 
 impl FrameReader {
     pub fn new(max: usize) -> Self {
         Self {
-            buf: BytesMut::with_capacity(64 * 1024),
+            buf: BytesMut::new(),
             max,
         }
+    }
+
+    /// Makes room for the next socket read: up to [`READ_CHUNK`] bytes, fewer when the frame
+    /// being read needs fewer. `BytesMut` grows geometrically, so a large frame that really
+    /// arrives is read in few allocations, while capacity stays within about twice the bytes
+    /// received. An empty buffer left large by an earlier frame is given back.
+    pub fn reserve_for_read(&mut self) {
+        if self.buf.is_empty() && self.buf.capacity() > KEEP_IDLE {
+            self.buf = BytesMut::new();
+        }
+        let wanted = if self.buf.len() >= 4 {
+            let size = i32::from_be_bytes([self.buf[0], self.buf[1], self.buf[2], self.buf[3]]);
+            (4 + size.max(0) as usize).saturating_sub(self.buf.len())
+        } else {
+            4 - self.buf.len()
+        };
+        self.buf.reserve(wanted.clamp(1, READ_CHUNK));
     }
 
     /// Returns the next whole frame (without its size prefix) if one is buffered.
@@ -51,8 +76,6 @@ impl FrameReader {
             });
         }
         if self.buf.len() < 4 + size_usize {
-            // Make room for the rest of the frame in one allocation.
-            self.buf.reserve(4 + size_usize - self.buf.len());
             return Ok(None);
         }
         self.buf.advance(4);
@@ -75,6 +98,44 @@ mod tests {
         assert_eq!(r.parse().unwrap(), None);
         r.buf.extend_from_slice(&[8u8; 7]);
         assert_eq!(r.parse().unwrap().unwrap(), Bytes::from(vec![8u8; 12]));
+    }
+
+    #[test]
+    fn a_declared_size_reserves_nothing_beyond_what_arrives() {
+        let mut r = FrameReader::new(200 << 20);
+        // 12 bytes that declare a 100 MB frame.
+        r.buf.extend_from_slice(&(100i32 << 20).to_be_bytes());
+        r.buf.extend_from_slice(&[1u8; 8]);
+        for _ in 0..3 {
+            assert_eq!(r.parse(), Ok(None));
+            r.reserve_for_read();
+        }
+        assert!(r.buf.capacity() <= 2 * READ_CHUNK, "{}", r.buf.capacity());
+        // A frame that really arrives is read whole, and its capacity given back after.
+        let mut r = FrameReader::new(200 << 20);
+        let size = 1 << 20;
+        let mut sent = (size as i32).to_be_bytes().to_vec();
+        sent.extend(std::iter::repeat_n(3u8, size));
+        let mut at = 0;
+        let frame = loop {
+            if let Some(f) = r.parse().unwrap() {
+                break f;
+            }
+            r.reserve_for_read();
+            let n = (r.buf.capacity() - r.buf.len()).min(sent.len() - at);
+            assert!(n > 0);
+            r.buf.extend_from_slice(&sent[at..at + n]);
+            at += n;
+            assert!(
+                r.buf.capacity() <= 2 * (at + READ_CHUNK),
+                "{}",
+                r.buf.capacity()
+            );
+        };
+        assert_eq!(frame.len(), size);
+        drop(frame);
+        r.reserve_for_read();
+        assert!(r.buf.capacity() <= READ_CHUNK);
     }
 
     #[test]

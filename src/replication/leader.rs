@@ -85,6 +85,20 @@ impl LeaderState {
         max_bytes: usize,
         now_ms: u64,
     ) -> PartitionFetchResult {
+        self.on_fetch_limited(log, replica, f, max_bytes, true, now_ms)
+    }
+
+    /// [`LeaderState::on_fetch`] reading at most `max_bytes`, and nothing at all when that is
+    /// too small for the next batch unless `min_one` (then the first batch whole).
+    pub fn on_fetch_limited(
+        &mut self,
+        log: &PartitionLog,
+        replica: i32,
+        f: &PartitionFetch,
+        max_bytes: usize,
+        min_one: bool,
+        now_ms: u64,
+    ) -> PartitionFetchResult {
         let offsets = log.offsets();
         let mut out = PartitionFetchResult {
             topic: f.topic.clone(),
@@ -122,7 +136,7 @@ impl LeaderState {
                 _ => {}
             }
         }
-        match log.read_for_follower(f.fetch_offset, max_bytes) {
+        match log.read_for_follower_limited(f.fetch_offset, max_bytes, min_one) {
             Ok(r) => out.records = r.records,
             Err(LogError::OffsetOutOfRange { .. }) => {
                 out.refusal = Some(FetchRefusal::OffsetOutOfRange);

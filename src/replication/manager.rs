@@ -55,8 +55,13 @@ pub struct ReplicationConfig {
     pub lag_time_max_ms: u64,
     /// [`replica.fetch.wait.max.ms`] Long-poll time of a follower fetch.
     pub fetch_wait_max_ms: u64,
-    /// [`replica.fetch.max.bytes`]
+    /// [`replica.fetch.max.bytes`] Record bytes asked for per partition.
     pub fetch_max_bytes: usize,
+    /// [`replica.fetch.response.max.bytes`] Record bytes asked for per replica fetch.
+    pub fetch_response_max_bytes: usize,
+    /// [`fetch.max.bytes`] As leader: the most record bytes of one replica fetch response,
+    /// whatever the follower asks for.
+    pub leader_response_max_bytes: usize,
     /// Backoff after a failed or refused fetch ([`replica.fetch.backoff.ms`]).
     pub fetch_backoff_ms: u64,
 }
@@ -66,7 +71,9 @@ impl Default for ReplicationConfig {
         Self {
             lag_time_max_ms: 30_000,
             fetch_wait_max_ms: 500,
-            fetch_max_bytes: 10 << 20,
+            fetch_max_bytes: 1 << 20,
+            fetch_response_max_bytes: 10 << 20,
+            leader_response_max_bytes: 55 << 20,
             fetch_backoff_ms: 100,
         }
     }
@@ -254,8 +261,10 @@ impl ReplicaManager {
     fn fetch_once(&self, req: &ReplicaFetchRequest) -> ReplicaFetchResponse {
         let now = self.now_ms();
         let mut leaders = lock(&self.leaders);
-        let mut budget = req.max_bytes;
+        let mut budget = req.max_bytes.min(self.config.leader_response_max_bytes);
+        let partition_max = req.partition_max_bytes.min(budget);
         let mut hw_moved = false;
+        let mut returned_any = false;
         let partitions = req
             .partitions
             .iter()
@@ -272,7 +281,12 @@ impl ReplicaManager {
                         records: Default::default(),
                     };
                 };
-                let r = st.on_fetch(&log, req.replica_id, f, budget.max(1), now);
+                // Only the first partition with data may exceed the budget (by its first
+                // batch, so replication progresses); after that an exhausted budget reads
+                // nothing, as in Kafka.
+                let limit = partition_max.min(budget);
+                let r = st.on_fetch_limited(&log, req.replica_id, f, limit, !returned_any, now);
+                returned_any |= !r.records.is_empty();
                 budget = budget.saturating_sub(r.records.len());
                 let before = log.offsets().high_watermark;
                 match st.advance_high_watermark(&log) {
@@ -379,7 +393,8 @@ impl ReplicaManager {
             let req = ReplicaFetchRequest {
                 replica_id: self.node_id,
                 max_wait_ms: self.config.fetch_wait_max_ms,
-                max_bytes: self.config.fetch_max_bytes,
+                max_bytes: self.config.fetch_response_max_bytes,
+                partition_max_bytes: self.config.fetch_max_bytes,
                 partitions,
             };
             let resp = tokio::select! {
@@ -404,6 +419,11 @@ impl ReplicaManager {
                                 tracing::info!(node = self.node_id, topic = %r.topic, partition = r.partition, log_end, leader, "truncated divergent log tail");
                             }
                             Ok(Applied::Appended { .. }) => {}
+                            // Logged once per episode by the disk-space guard.
+                            Err(e @ crate::log::LogError::NoSpace { .. }) => {
+                                tracing::debug!(topic = %r.topic, partition = r.partition, error = %e, "cannot apply fetched data");
+                                refused = true;
+                            }
                             Err(e) => {
                                 tracing::warn!(topic = %r.topic, partition = r.partition, error = %e, "cannot apply fetched data");
                                 refused = true;

@@ -31,7 +31,11 @@ pub struct PartitionFetch {
 pub struct ReplicaFetchRequest {
     pub replica_id: i32,
     pub max_wait_ms: u64,
+    /// Record bytes of the whole response (capped by the leader's `fetch.max.bytes`).
     pub max_bytes: usize,
+    /// Record bytes per partition; the first batch of the first partition with data is sent
+    /// whole even when larger.
+    pub partition_max_bytes: usize,
     pub partitions: Vec<PartitionFetch>,
 }
 

@@ -113,6 +113,10 @@ fn from_pb_request(r: pb::ReplicaFetchRequest) -> ReplicaFetchRequest {
         replica_id: r.replica_id,
         max_wait_ms: r.max_wait_ms.min(30_000),
         max_bytes: usize::try_from(r.max_bytes).unwrap_or(usize::MAX),
+        partition_max_bytes: match r.partition_max_bytes {
+            0 => usize::try_from(r.max_bytes).unwrap_or(usize::MAX),
+            n => usize::try_from(n).unwrap_or(usize::MAX),
+        },
         partitions: r
             .partitions
             .into_iter()
@@ -132,6 +136,7 @@ fn to_pb_request(r: ReplicaFetchRequest) -> pb::ReplicaFetchRequest {
         replica_id: r.replica_id,
         max_wait_ms: r.max_wait_ms,
         max_bytes: r.max_bytes as u64,
+        partition_max_bytes: r.partition_max_bytes as u64,
         partitions: r
             .partitions
             .into_iter()

@@ -1,13 +1,18 @@
 //! One client connection: read frames, dispatch them in order, write responses in order.
-//! A frame that cannot be parsed closes this connection only.
+//! A frame that cannot be parsed closes this connection only, and so does a connection that
+//! completes no request for `connections.max.idle.ms` — idle, or trickling a frame it never
+//! finishes (slowloris).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::quotas::Permit;
 use crate::api::{dispatch_from, Outcome};
 use crate::broker::Broker;
 use crate::protocol::FrameReader;
@@ -18,14 +23,24 @@ pub async fn run(
     listener: Arc<str>,
     broker: Arc<Broker>,
     shutdown: CancellationToken,
+    _permit: Permit,
 ) {
     let mut reader = FrameReader::new(broker.config.socket_request_max_bytes);
+    let idle = Duration::from_millis(broker.config.connections_max_idle_ms);
+    // Moved on by complete requests only: bytes of an unfinished frame are not activity.
+    let mut deadline = Instant::now() + idle;
     loop {
         let frame = match reader.parse() {
             Ok(Some(frame)) => frame,
             Ok(None) => {
+                reader.reserve_for_read();
                 let read = tokio::select! {
                     _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep_until(deadline) => {
+                        tracing::debug!(%peer, idle_ms = idle.as_millis() as u64, pending_bytes = reader.buf.len(),
+                            "closing connection: no complete request within connections.max.idle.ms");
+                        return;
+                    }
                     r = socket.read_buf(&mut reader.buf) => r,
                 };
                 match read {
@@ -61,5 +76,6 @@ pub async fn run(
                 return;
             }
         }
+        deadline = Instant::now() + idle;
     }
 }

@@ -2,9 +2,10 @@
 //!
 //! May depend on: `protocol` (framing), `api` (dispatch), `broker`. Shutdown is a
 //! `CancellationToken`: the listener stops accepting, connections finish the request in
-//! hand and close.
+//! hand and close. Connection limits are in `quotas`, shared by all listeners.
 
 mod connection;
+pub mod quotas;
 
 use std::sync::Arc;
 
@@ -12,12 +13,14 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::broker::Broker;
+use quotas::ConnectionQuotas;
 
 /// Runs the Kafka listener named `name` until `shutdown` is cancelled.
 pub async fn serve(
     name: Arc<str>,
     listener: TcpListener,
     broker: Arc<Broker>,
+    quotas: Arc<ConnectionQuotas>,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let mut tasks = tokio::task::JoinSet::new();
@@ -34,12 +37,21 @@ pub async fn serve(
                         continue;
                     }
                 };
+                let permit = match quotas.acquire(peer.ip()) {
+                    Ok(p) => p,
+                    Err(e) => {
+                        // As Kafka: accepted, then closed at once.
+                        tracing::info!(%peer, listener = %name, error = %e, "connection refused");
+                        drop(socket);
+                        continue;
+                    }
+                };
                 let _ = socket.set_nodelay(true);
                 let broker = broker.clone();
                 let shutdown = shutdown.clone();
                 let name = name.clone();
                 tasks.spawn(async move {
-                    connection::run(socket, peer, name, broker, shutdown).await;
+                    connection::run(socket, peer, name, broker, shutdown, permit).await;
                 });
             }
             Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
