@@ -583,6 +583,40 @@ mod tests {
     }
 
     #[test]
+    fn a_fenced_broker_cannot_join_an_isr() {
+        let mut img = Sim::new(3).image;
+        let p = img.topics["t"].partitions[0].clone();
+        let other = *p.replicas.iter().find(|r| **r != p.leader).unwrap();
+        img.apply(&MetadataCommand::FenceBroker { id: other })
+            .unwrap();
+        let p = img.topics["t"].partitions[0].clone();
+        assert!(!p.isr.contains(&other));
+        let mut isr = p.isr.clone();
+        isr.push(other);
+        let expand = MetadataCommand::AlterPartition {
+            topic: "t".into(),
+            partition: 0,
+            leader: p.leader,
+            leader_epoch: p.leader_epoch,
+            partition_epoch: p.partition_epoch,
+            isr,
+        };
+        let before = img.clone();
+        assert!(matches!(
+            img.apply(&expand),
+            Err(MetadataError::IneligibleReplica(_))
+        ));
+        assert_eq!(img, before);
+        img.apply(&MetadataCommand::UnfenceBroker {
+            id: other,
+            incarnation: 1,
+        })
+        .unwrap();
+        img.apply(&expand).unwrap();
+        assert!(img.topics["t"].partitions[0].isr.contains(&other));
+    }
+
+    #[test]
     fn stale_isr_updates_are_refused() {
         let mut img = Sim::new(3).image;
         let p = img.topics["t"].partitions[0].clone();
