@@ -100,20 +100,35 @@ pub fn decompress(codec: Codec, data: Bytes, limit: usize) -> Result<Bytes, Deco
     }
 }
 
-/// Reads `r` to its end, or fails once it yields more than `limit` bytes.
-fn bounded<R: Read>(r: R, codec: Codec, limit: usize) -> Result<Bytes, DecompressError> {
-    let mut out = Vec::new();
-    r.take(limit as u64 + 1)
-        .read_to_end(&mut out)
-        .map_err(|e| DecompressError::Malformed {
-            codec: codec.name(),
-            reason: e.to_string(),
-        })?;
-    if out.len() > limit {
-        return Err(DecompressError::TooLarge {
-            codec: codec.name(),
-            limit,
-        });
+/// Reads `r` to its end, or fails once it yields more than `limit` bytes. The output buffer
+/// never grows beyond `limit` (it doubles, capped there), so memory stays within the limit
+/// plus one 64 KiB chunk whatever the input claims.
+fn bounded<R: Read>(mut r: R, codec: Codec, limit: usize) -> Result<Bytes, DecompressError> {
+    let mut out: Vec<u8> = Vec::new();
+    let mut chunk = vec![0u8; 64 << 10];
+    loop {
+        let n = match r.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                return Err(DecompressError::Malformed {
+                    codec: codec.name(),
+                    reason: e.to_string(),
+                })
+            }
+        };
+        if n > limit - out.len() {
+            return Err(DecompressError::TooLarge {
+                codec: codec.name(),
+                limit,
+            });
+        }
+        if out.capacity() - out.len() < n {
+            let want = (out.capacity() * 2).max(out.len() + n).min(limit);
+            out.reserve_exact(want - out.len());
+        }
+        out.extend_from_slice(&chunk[..n]);
     }
     Ok(out.into())
 }

@@ -561,6 +561,24 @@ mod tests {
     }
 
     #[test]
+    fn a_stored_compression_bomb_fails_the_timestamp_lookup_instead_of_the_broker() {
+        let (log, _db) = open();
+        log.append(&[make_batch(2, -1, -1)], 0).unwrap();
+        // Stored below the produce checks: a zstd batch inflating to 1 GiB.
+        let mut b = BytesMut::from(&make_batch(1, -1, -1)[..super::super::batch::HEADER_LEN]);
+        b.extend_from_slice(&crate::log::decompress::tests::zstd_zeros_frame(1 << 30));
+        let len = (b.len() - 12) as i32;
+        b[8..12].copy_from_slice(&len.to_be_bytes());
+        b[22] |= 4;
+        b[35..43].copy_from_slice(&5_000i64.to_be_bytes()); // max timestamp
+        crate::log::validate::tests::fix_crc(&mut b);
+        log.append(&[b.freeze()], 0).unwrap();
+        assert_eq!(log.offset_for_timestamp(1001).unwrap(), Some((1, 1001)));
+        let e = log.offset_for_timestamp(1002).unwrap_err();
+        assert!(e.to_string().contains("compression bomb"), "{e}");
+    }
+
+    #[test]
     fn timestamps_find_the_exact_record() {
         let (log, _db) = open();
         log.append(&[make_batch(3, -1, -1)], 0).unwrap(); // timestamps 1000..1002
