@@ -117,6 +117,7 @@ impl Cluster {
             fetch_wait_max_ms: 100,
             fetch_max_bytes: 1 << 20,
             fetch_backoff_ms: 20,
+            ..ReplicationConfig::default()
         };
         let shutdown: HashMap<i32, CancellationToken> =
             (1..=3).map(|id| (id, CancellationToken::new())).collect();
