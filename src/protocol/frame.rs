@@ -26,8 +26,9 @@ pub struct FrameReader {
     max: usize,
 }
 
-/// Most bytes reserved ahead of a read.
-pub const READ_CHUNK: usize = 16 * 1024;
+/// Most bytes reserved ahead of a read (a connection waiting for a request holds this much;
+/// larger frames grow the buffer geometrically from here).
+pub const READ_CHUNK: usize = 4 * 1024;
 /// Capacity an empty buffer may keep between requests.
 const KEEP_IDLE: usize = 64 * 1024;
 
