@@ -157,3 +157,19 @@ def test_health_is_nonzero_with_a_broker_down(cluster3):
     proc = raftka("--bootstrap", cluster3.bootstrap, "cluster", "health", "--exit-when-healthy",
                   "--timeout", "60", timeout=90)
     assert proc.returncode == 0
+
+
+def test_chaos_scripts_ask_for_their_python_client():
+    """Without confluent-kafka (python3 -S: no site-packages) the chaos tools say what to
+    install instead of printing a ModuleNotFoundError traceback."""
+    import subprocess
+    import sys
+
+    from cli import REPO
+
+    for script, args in (("cluster_state.py", ["show"]), ("verify", ["--duration", "1"])):
+        proc = subprocess.run([sys.executable, "-S", str(REPO / "scripts" / "chaos" / script), *args],
+                              capture_output=True, text=True, timeout=30)
+        assert proc.returncode != 0
+        assert "pip install confluent-kafka" in proc.stderr, proc.stderr
+        assert "Traceback" not in proc.stderr, proc.stderr
