@@ -61,7 +61,10 @@ pub fn encode_batch(records: &[Outgoing], timestamp_ms: i64) -> Result<Bytes, St
                 producer_epoch: -1,
                 timestamp_type: TimestampType::Creation,
                 offset: i as i64,
-                sequence: -1,
+                // The encoder starts a new batch wherever `offset - sequence` changes; this
+                // keeps one batch (Produce v3+ carries exactly one per partition) with the
+                // base sequence -1 of a producer that is not idempotent.
+                sequence: i as i32 - 1,
                 timestamp: timestamp_ms,
                 key: r.key.clone(),
                 value: Some(r.value.clone()),
@@ -304,6 +307,8 @@ mod tests {
         let mut data = batch.to_vec();
         data.extend_from_slice(&[0, 0, 0]); // a partial trailing batch
         let (out, next) = parse_batches(&Bytes::from(data)).unwrap();
+        // one batch: the base sequence (bytes 53..57) is -1, as for a non-idempotent producer
+        assert_eq!(i32::from_be_bytes(batch[53..57].try_into().unwrap()), -1);
         assert_eq!(next, Some(9));
         assert_eq!(out.len(), 2);
         assert_eq!(out[0].offset, 7);
