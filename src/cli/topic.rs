@@ -349,7 +349,9 @@ pub async fn list_offsets(
 }
 
 async fn describe(client: &mut Client, a: DescribeArgs) -> anyhow::Result<ExitCode> {
-    let md = client.metadata(Some(std::slice::from_ref(&a.topic))).await?;
+    let md = client
+        .metadata(Some(std::slice::from_ref(&a.topic)))
+        .await?;
     let parts = partitions_of(&md, &a.topic)?;
     let leaders: BTreeMap<(String, i32), i32> = parts
         .iter()
