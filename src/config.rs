@@ -100,6 +100,8 @@ pub const SETTINGS: &[SettingDef] = &[
     SettingDef { name: "offsets.topic.num.partitions", default: "10", kind: ValueType::Int, doc: "Partitions of the internal __consumer_offsets topic (cluster mode; Kafka: 50). Fixed once the topic exists." },
     SettingDef { name: "offsets.topic.replication.factor", default: "3", kind: ValueType::Int, doc: "Replication factor of __consumer_offsets, capped at the number of live brokers when the topic is created (cluster mode)." },
     SettingDef { name: "offsets.commit.timeout.ms", default: "5000", kind: ValueType::Int, doc: "How long an OffsetCommit waits for the in-sync replicas of its __consumer_offsets partition before answering REQUEST_TIMED_OUT (cluster mode)." },
+    SettingDef { name: "log.level", default: "info", kind: ValueType::Str, doc: "Level of the broker's log (stderr): error, warn, info, debug or trace; libraries (openraft, tonic) stay at warn. RUST_LOG, in tracing's EnvFilter syntax, wins when set." },
+    SettingDef { name: "log.format", default: "text", kind: ValueType::Str, doc: "Log line format: text, or json (one JSON object per line)." },
     SettingDef { name: "sled.cache.capacity.bytes", default: "67108864", kind: ValueType::Long, doc: "Size of sled's page cache (sled's own default is 1 GiB)." },
 ];
 
@@ -681,10 +683,14 @@ fn host_name() -> String {
 /// The command line: `--config FILE` plus one `--<name> <value>` flag per setting.
 fn cli() -> clap::Command {
     let mut cmd = clap::Command::new("raftka")
+        .version(env!("CARGO_PKG_VERSION"))
         .about("A Kafka-compatible, Raft-replicated event streaming broker")
         .after_help(
             "Every setting can also be given in the config file (name=value) or as the \
-             environment variable RAFTKA_<NAME_IN_UPPER_SNAKE>, e.g. RAFTKA_NUM_PARTITIONS=3.",
+             environment variable RAFTKA_<NAME_IN_UPPER_SNAKE>, e.g. RAFTKA_NUM_PARTITIONS=3.\n\n\
+             Admin commands (a Kafka client, run `raftka <command> --help`): \
+             raftka cluster health|status, raftka topic create|list|describe|delete|produce|consume, \
+             raftka group list|describe.",
         )
         .arg(
             clap::Arg::new("config")
@@ -697,18 +703,19 @@ fn cli() -> clap::Command {
             clap::Arg::new(def.name)
                 .long(def.name)
                 .value_name("VALUE")
-                .help(format!(
-                    "{} [default: {}]",
-                    def.doc,
-                    if def.default == NEVER {
-                        "never"
-                    } else {
-                        def.default
-                    }
-                )),
+                .help(format!("{} [default: {}]", def.doc, shown_default(def))),
         );
     }
     cmd
+}
+
+/// A setting's default as `--help` shows it: Kafka's "never" (`Long.MAX_VALUE`) in words.
+fn shown_default(def: &SettingDef) -> &'static str {
+    if def.default == NEVER {
+        "never"
+    } else {
+        def.default
+    }
 }
 
 #[cfg(test)]

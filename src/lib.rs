@@ -15,6 +15,9 @@
 //! - [`group`]: the consumer-group coordinator and committed offsets.
 //! - [`config`]: Kafka-named settings from file, environment and flags.
 //! - [`alloc`]: the global allocator guard against hostile array lengths in requests.
+//! - [`logging`]: the broker's log output (levels, text/json, quiet library internals).
+//! - [`cli`]: the `raftka cluster|topic|group` admin commands, a Kafka client that depends
+//!   on nothing else in the crate.
 //!
 //! Dependencies point inwards: `server → api → broker → {metadata, log, group} → config`,
 //! `cleaner → broker`, `producer_expiry → broker`;
@@ -24,11 +27,13 @@ pub mod alloc;
 pub mod api;
 pub mod broker;
 pub mod cleaner;
+pub mod cli;
 pub mod cluster;
 pub mod config;
 pub mod group;
 pub mod lease;
 pub mod log;
+pub mod logging;
 pub mod metadata;
 pub mod offsets_topic;
 pub mod producer_expiry;

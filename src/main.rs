@@ -1,26 +1,32 @@
-//! The `raftka` binary: reads settings, starts the broker, stops it cleanly on SIGTERM/SIGINT.
+//! The `raftka` binary. `raftka cluster|topic|group …` runs an admin command (a Kafka client,
+//! see `raftka::cli`); anything else reads broker settings, starts the broker and stops it
+//! cleanly on SIGTERM/SIGINT.
 
 use tokio_util::sync::CancellationToken;
 
 #[global_allocator]
 static ALLOC: raftka::alloc::GuardedAlloc = raftka::alloc::GuardedAlloc;
-use tracing_subscriber::EnvFilter;
 
 fn main() -> std::process::ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
-    let config = match raftka::BrokerConfig::from_env_and_args(std::env::args().collect()) {
+    let args: Vec<String> = std::env::args().collect();
+    if raftka::cli::is_admin_command(&args) {
+        return raftka::cli::main(args);
+    }
+    let config = match raftka::BrokerConfig::from_env_and_args(args) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("raftka: {e}");
             return std::process::ExitCode::from(2);
         }
     };
+    let level = config.raw("log.level").map_or("info", |(v, _)| v);
+    let format = config.raw("log.format").map_or("text", |(v, _)| v);
+    if let Err(e) =
+        raftka::logging::LogFormat::parse(format).and_then(|f| raftka::logging::init(level, f))
+    {
+        eprintln!("raftka: {e}");
+        return std::process::ExitCode::from(2);
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
         Err(e) => {

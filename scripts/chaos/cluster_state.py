@@ -23,7 +23,7 @@ Used by scripts/chaos/* and scripts/docker-cluster; also handy on its own.
 Environment (scripts/chaos/lib.sh sets these from scripts/docker-cluster's state file):
     RAFTKA_DOCKER_PROJECT      compose project name (default raftka)
     RAFTKA_EXTERNAL_HOST       host of the EXTERNAL listeners (default localhost)
-    RAFTKA_EXTERNAL_PORT_1..3  their ports (default 19092, 29092, 39092)
+    RAFTKA_EXTERNAL_PORT_1..3  their ports (default 19092, 19093, 19094)
 
 Needs confluent-kafka (tests/python/requirements.txt) and the docker CLI.
 """
@@ -39,7 +39,14 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed, wait
 
-from confluent_kafka.admin import AdminClient
+try:
+    from confluent_kafka.admin import AdminClient
+except ImportError:
+    sys.exit(
+        f"scripts/chaos needs the Python Kafka client confluent-kafka, which {sys.executable} "
+        "cannot import.\nInstall it with:  pip install confluent-kafka\n"
+        "(or every test dependency: pip install -r tests/python/requirements.txt)"
+    )
 
 N_BROKERS = 3
 PROJECT = os.environ.get("RAFTKA_DOCKER_PROJECT", "raftka")

@@ -183,7 +183,17 @@ impl ReplicaManager {
             leaders.retain(|k, _| {
                 let keep = still_led.contains(k);
                 if !keep {
-                    tracing::info!(topic = %k.0, partition = k.1, "no longer leader");
+                    let now = image
+                        .topics
+                        .get(&k.0)
+                        .and_then(|t| t.partitions.iter().find(|p| p.index == k.1));
+                    tracing::info!(
+                        topic = %k.0,
+                        partition = k.1,
+                        new_leader = now.map_or(-1, |p| p.leader),
+                        epoch = now.map_or(-1, |p| p.leader_epoch),
+                        "no longer leader"
+                    );
                     lost.push(k.clone());
                 }
                 keep
@@ -347,10 +357,11 @@ impl ReplicaManager {
                     topic,
                     partition,
                     isr,
+                    leader_epoch,
                     ..
                 } = &cmd
                 {
-                    tracing::info!(%topic, partition, ?isr, "proposing ISR change");
+                    tracing::info!(%topic, partition, ?isr, epoch = leader_epoch, "proposing ISR change");
                 }
                 if let Err(e) = proposer.propose(cmd).await {
                     tracing::debug!(error = %e, "ISR change refused");

@@ -9,10 +9,15 @@
 //! chunks: `install_snapshot_timeout`). Transport failures map to openraft's `Unreachable`
 //! (peer down: back off) or `Network` (retry); errors raised by the remote Raft node arrive
 //! as data and become `RemoteError`.
+//!
+//! openraft retries an unreachable peer several times a second; [`Peers`] remembers which
+//! peers are down, so a peer that stops answering is one `peer unreachable` line and its
+//! return one `peer reachable again` line (openraft's own per-retry lines are filtered out
+//! by the default log filter, see logging.rs).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use openraft::error::{
     ClientWriteError, InstallSnapshotError, NetworkError, PayloadTooLarge, RPCError, RaftError,
@@ -41,8 +46,25 @@ const UNREACHABLE_BACKOFF: Duration = Duration::from_millis(200);
 #[derive(Clone)]
 pub struct Peers {
     inner: Arc<Mutex<HashMap<NodeId, Peer>>>,
+    /// Reachability of each peer, so that an outage is logged when it starts and when it
+    /// ends, not on every retry.
+    states: Arc<Mutex<HashMap<NodeId, PeerState>>>,
     /// Bound on establishing a TCP + HTTP/2 connection.
     connect_timeout: Duration,
+}
+
+/// How long Raft RPCs to a peer may keep timing out before it is reported unreachable.
+const SLOW_PEER_GRACE: Duration = Duration::from_secs(1);
+
+/// What the log has said about one peer.
+#[derive(Default)]
+struct PeerState {
+    /// When the current run of failed RPCs began (None: the last RPC was answered).
+    down_since: Option<Instant>,
+    /// Whether this run of failures has been logged.
+    logged_down: bool,
+    /// Whether the peer ever answered (a peer that never did is starting, not failing).
+    ever_reached: bool,
 }
 
 struct Peer {
@@ -56,7 +78,60 @@ impl Peers {
     pub fn new(connect_timeout: Duration) -> Self {
         Self {
             inner: Arc::new(Mutex::new(HashMap::new())),
+            states: Arc::new(Mutex::new(HashMap::new())),
             connect_timeout,
+        }
+    }
+
+    /// Records that a Raft RPC from `from` to `target` failed in transport. Logs once per
+    /// outage: at once when the connection was refused, after [`SLOW_PEER_GRACE`] of
+    /// failures when calls only time out (one slow answer is not an outage); at info for a
+    /// peer that never answered yet (it is starting), at warn for one that did.
+    fn note_unreachable(
+        &self,
+        from: NodeId,
+        target: NodeId,
+        refused: bool,
+        error: &dyn std::fmt::Display,
+    ) {
+        let mut states = self.states.lock().unwrap_or_else(|p| p.into_inner());
+        let s = states.entry(target).or_default();
+        let since = *s.down_since.get_or_insert_with(Instant::now);
+        if s.logged_down || !(refused || since.elapsed() >= SLOW_PEER_GRACE) {
+            return;
+        }
+        s.logged_down = true;
+        if s.ever_reached {
+            tracing::warn!(
+                node_id = from,
+                peer = target,
+                %error,
+                "peer unreachable; retrying quietly (logged again when it answers)"
+            );
+        } else {
+            tracing::info!(
+                node_id = from,
+                peer = target,
+                %error,
+                "peer not answering yet; retrying quietly (logged when it answers)"
+            );
+        }
+    }
+
+    /// Records that `target` answered a Raft RPC; logs when it had been reported down.
+    fn note_reachable(&self, from: NodeId, target: NodeId) {
+        let mut states = self.states.lock().unwrap_or_else(|p| p.into_inner());
+        let s = states.entry(target).or_default();
+        s.ever_reached = true;
+        if let Some(since) = s.down_since.take() {
+            if std::mem::take(&mut s.logged_down) {
+                tracing::info!(
+                    node_id = from,
+                    peer = target,
+                    down_ms = since.elapsed().as_millis() as u64,
+                    "peer reachable again"
+                );
+            }
         }
     }
 
@@ -163,6 +238,7 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
             id: self.id,
             target,
             client: self.peers.client(target, &node.raft_addr),
+            peers: self.peers.clone(),
         }
     }
 }
@@ -172,6 +248,8 @@ pub struct PeerNetwork {
     id: NodeId,
     target: NodeId,
     client: Result<RaftClient<Channel>, String>,
+    /// For logging the peer's reachability changes.
+    peers: Peers,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -239,16 +317,36 @@ impl PeerNetwork {
         };
         let timeout = option.hard_ttl();
         let payload = match call(client, rpc, req, timeout).await {
-            Ok(p) => p,
+            Ok(p) => {
+                self.peers.note_reachable(self.id, self.target);
+                p
+            }
             Err(CallError::Timeout) => {
+                self.peers.note_unreachable(
+                    self.id,
+                    self.target,
+                    false,
+                    &format_args!("{rpc:?}: no answer within {timeout:?}"),
+                );
                 return Err(RPCError::Timeout(Timeout {
                     action,
                     id: self.id,
                     target: self.target,
                     timeout,
-                }))
+                }));
             }
-            Err(CallError::Status(s)) => return Err(map_status(&s, rpc, entries)),
+            Err(CallError::Status(s)) => {
+                let err = map_status(&s, rpc, entries);
+                if matches!(err, RPCError::Unreachable(_)) {
+                    self.peers.note_unreachable(
+                        self.id,
+                        self.target,
+                        true,
+                        &format_args!("{rpc:?}: {}: {}", s.code(), s.message()),
+                    );
+                }
+                return Err(err);
+            }
         };
         let result: Result<Resp, RaftError<NodeId, E>> =
             decode(&payload).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;

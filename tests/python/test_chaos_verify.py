@@ -324,7 +324,7 @@ class FakeDocker(DockerBackend):
     def __init__(self, **kw):
         self.calls = []
         self.states = {"cid1": "running", "cid2": "running", "cid3": "running"}
-        super().__init__("127.0.0.1:19092,127.0.0.1:29092,127.0.0.1:39092", log=lambda m: None, **kw)
+        super().__init__("127.0.0.1:19092,127.0.0.1:19093,127.0.0.1:19094", log=lambda m: None, **kw)
 
     def docker(self, *args, check=True, timeout=120):
         self.calls.append(args)
@@ -355,7 +355,7 @@ class FakeDocker(DockerBackend):
 def test_docker_backend_commands():
     d = FakeDocker()
     assert d.containers == ["cid1", "cid2", "cid3"] and d.network == "raftka_raftka"
-    assert d.address(2) == "127.0.0.1:29092"
+    assert d.address(2) == "127.0.0.1:19093"
     d.calls.clear()
     d.inject("kill", 1)
     d.heal("kill", 1)

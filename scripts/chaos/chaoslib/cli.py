@@ -50,7 +50,7 @@ def parse_args(argv):
     ap.add_argument("--target", choices=["process", "docker"], default="process")
     ap.add_argument("--bootstrap", help="Kafka bootstrap servers, broker 1 first (process: default from "
                     "the cluster; docker: 127.0.0.1 and the EXTERNAL ports of .run/docker/<project>.env, "
-                    "else 19092,29092,39092)")
+                    "else 19092,19093,19094)")
     ap.add_argument("--run-dir", help="process: use the scripts/cluster cluster in this RAFTKA_RUN_DIR "
                     "instead of starting one")
     ap.add_argument("--brokers", type=int, default=3, help="process: brokers of the cluster it starts (3)")
@@ -110,8 +110,8 @@ def make_backend(args):
 
 def docker_bootstrap(project):
     """The EXTERNAL listeners scripts/docker-cluster publishes: 127.0.0.1:<RAFTKA_EXTERNAL_PORT_i>
-    from .run/docker/<project>.env (or the environment), default 19092, 29092, 39092."""
-    ports = {i: os.environ.get(f"RAFTKA_EXTERNAL_PORT_{i}", str(p)) for i, p in ((1, 19092), (2, 29092), (3, 39092))}
+    from .run/docker/<project>.env (or the environment), default 19092, 19093, 19094."""
+    ports = {i: os.environ.get(f"RAFTKA_EXTERNAL_PORT_{i}", str(p)) for i, p in ((1, 19092), (2, 19093), (3, 19094))}
     state = REPO / ".run" / "docker" / f"{project}.env"
     if state.exists():
         for line in state.read_text().splitlines():
