@@ -14,6 +14,9 @@
 //! - [`group`]: the consumer-group coordinator and committed offsets.
 //! - [`config`]: Kafka-named settings from file, environment and flags.
 //! - [`alloc`]: the global allocator guard against hostile array lengths in requests.
+//! - [`http`]: the HTTP admin listener — `/metrics`, `/health`, `/ready`, `/v1/cluster`, the
+//!   web console; [`metrics`]: the counters the request path moves; [`events`]: the ring of
+//!   recent fencing, leader and ISR changes.
 //!
 //! Dependencies point inwards: `server → api → broker → {metadata, log, group} → config`,
 //! `cleaner → broker`;
@@ -25,10 +28,13 @@ pub mod broker;
 pub mod cleaner;
 pub mod cluster;
 pub mod config;
+pub mod events;
 pub mod group;
+pub mod http;
 pub mod lease;
 pub mod log;
 pub mod metadata;
+pub mod metrics;
 pub mod offsets_topic;
 pub mod protocol;
 pub mod quorum;
@@ -73,6 +79,16 @@ pub async fn run(config: BrokerConfig, shutdown: CancellationToken) -> anyhow::R
             broker.shutdown.clone(),
         ));
     }
+    let admin = TcpListener::bind(broker.config.http_listener)
+        .await
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "cannot bind http.listener on {}: {e}",
+                broker.config.http_listener
+            )
+        })?;
+    tracing::info!(addr = %admin.local_addr()?, "HTTP admin listener (metrics, health, console)");
+    servers.spawn(http::serve(admin, broker.clone(), broker.shutdown.clone()));
     let stop = broker.shutdown.clone();
     tokio::spawn(async move {
         shutdown.cancelled().await;
