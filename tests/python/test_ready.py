@@ -1,8 +1,12 @@
 """/health and /ready of the HTTP admin listener on a three-broker cluster, and what the others
 report about a paused broker: /ready is 200 on working members; a paused broker is shown fenced
-by the others, with the failover in their event timeline; a broker left alone in a minority
+by the others, with the failover in their event timeline, and answers 503 itself when it
+resumes, until it has heard from the controller; a broker left alone in a minority
 answers /ready 503 "no quorum", reports no controller (Kafka's -1) instead of naming itself, and
 is ready again once the others are back."""
+
+import json
+import socket
 
 from confluent_kafka.admin import NewTopic
 
@@ -51,9 +55,29 @@ def test_a_paused_broker_is_shown_fenced_with_the_failover_in_the_events(cluster
                   if p["partition"] == moved[0]["partition"]]
         assert part["leader"] == moved[0]["new"] and paused not in part["isr"]
         assert ready(c, watcher)[0] == 200
+        # Ask the paused broker itself: the kernel queues the request, and the broker answers
+        # it on resuming — before it can have heard from the controller (a network round trip
+        # away), so it must not claim to be ready.
+        host, port = c.http_address(paused).split(":")
+        with socket.create_connection((host, int(port)), timeout=15) as s:
+            s.sendall(b"GET /ready HTTP/1.0\r\nHost: raftka\r\n\r\n")
+            c.resume(paused)
+            answer = b""
+            while chunk := s.recv(65536):
+                answer += chunk
+        head, _, payload = answer.decode().partition("\r\n\r\n")
+        status, body = int(head.split()[1]), json.loads(payload)
+        assert status == 503 and not body["ready"], body
+        assert any("heartbeat" in r or "fenced" in r for r in body["reasons"]), body
     finally:
         c.resume(paused)
-    wait_until(lambda: ready(c, paused)[0] == 200, timeout=20, what="the resumed broker ready again")
+    last = []
+
+    def ready_again():
+        last[:] = [ready(c, paused)]
+        return last[0][0] == 200
+
+    wait_until(ready_again, timeout=20, what=f"the resumed broker ready again (last: {last})")
 
 
 def test_a_broker_in_a_minority_is_not_ready_and_names_no_controller(cluster3):
