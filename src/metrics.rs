@@ -3,23 +3,25 @@
 //! registered with `prometheus-client` under the names Kafka's JMX exporter gives the same
 //! meaning, so existing Kafka dashboards and alerts work.
 //!
-//! The hot path touches atomics only: per-API handles sit in a fixed table filled on first
-//! use, per-topic handles in a map read under a short `RwLock` read (never held across an
-//! await; a write only the first time a topic is seen). Gauges that describe state (leaders,
+//! The hot path touches atomics only: per-API handles (a counter and [`LatencyHistogram`],
+//! which unlike prometheus-client's `Histogram` takes no lock) sit in a fixed table filled on
+//! first use; per-topic handles in a map read under a short `RwLock` read (never held across
+//! an await; a write only the first time a topic is seen). Gauges that describe state (leaders,
 //! under-replicated partitions, consumer lag, …) are not kept here: `http::scrape` computes
 //! them from the metadata image and the logs when `/metrics` is read.
 //!
 //! Depends on nothing else in the crate.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Duration;
 
-use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::{EncodeLabelSet, EncodeMetric, MetricEncoder, NoLabelSet};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::metrics::{MetricType, TypedMetric};
 use prometheus_client::registry::Registry;
 
 /// Label of per-API request metrics (Kafka: `request="Produce"`).
@@ -42,12 +44,69 @@ pub struct DelayedLabel {
     pub delayedOperation: String,
 }
 
-type LatencyFamily = Family<RequestLabel, Histogram, fn() -> Histogram>;
+type LatencyFamily = Family<RequestLabel, LatencyHistogram, fn() -> LatencyHistogram>;
+
+/// Upper bounds of the latency buckets: 0.5 ms … ~33 s in powers of four, in milliseconds like
+/// Kafka's TotalTimeMs (the last, +Inf, bucket is implicit).
+const LATENCY_BOUNDS_MS: [f64; 9] = [0.5, 2.0, 8.0, 32.0, 128.0, 512.0, 2048.0, 8192.0, 32768.0];
+
+/// A histogram of request latencies on plain atomics (prometheus-client's own `Histogram`
+/// takes a mutex per observation): per-bucket counts, the count and the sum in microseconds.
+#[derive(Debug, Clone, Default)]
+pub struct LatencyHistogram {
+    inner: Arc<LatencyCells>,
+}
+
+#[derive(Debug, Default)]
+struct LatencyCells {
+    /// Non-cumulative counts; the last cell is the +Inf bucket.
+    buckets: [AtomicU64; LATENCY_BOUNDS_MS.len() + 1],
+    count: AtomicU64,
+    sum_us: AtomicU64,
+}
+
+impl LatencyHistogram {
+    /// Records one request that took `elapsed`.
+    pub fn observe(&self, elapsed: Duration) {
+        let us = elapsed.as_micros().min(u128::from(u64::MAX)) as u64;
+        let ms = us as f64 / 1000.0;
+        let i = LATENCY_BOUNDS_MS
+            .iter()
+            .position(|b| ms <= *b)
+            .unwrap_or(LATENCY_BOUNDS_MS.len());
+        self.inner.buckets[i].fetch_add(1, Ordering::Relaxed);
+        self.inner.sum_us.fetch_add(us, Ordering::Relaxed);
+        self.inner.count.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+impl TypedMetric for LatencyHistogram {
+    const TYPE: MetricType = MetricType::Histogram;
+}
+
+impl EncodeMetric for LatencyHistogram {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        let buckets: Vec<(f64, u64)> = LATENCY_BOUNDS_MS
+            .iter()
+            .copied()
+            .chain(std::iter::once(f64::INFINITY))
+            .zip(self.inner.buckets.iter().map(|c| c.load(Ordering::Relaxed)))
+            .collect();
+        // The count is the sum of the buckets read, so the +Inf bucket always equals it.
+        let count = buckets.iter().map(|(_, c)| c).sum();
+        let sum = self.inner.sum_us.load(Ordering::Relaxed) as f64 / 1000.0;
+        encoder.encode_histogram::<NoLabelSet>(sum, count, &buckets, None)
+    }
+
+    fn metric_type(&self) -> MetricType {
+        Self::TYPE
+    }
+}
 
 /// Handles of one API's request metrics (clones share the atomics of the registered family).
 struct RequestHandles {
     count: Counter,
-    latency: Histogram,
+    latency: LatencyHistogram,
 }
 
 /// Handles of one topic's counters.
@@ -62,9 +121,8 @@ struct TopicHandles {
 /// Kafka API keys are below this (the table of per-API handles has one slot per key).
 const API_KEYS: usize = 128;
 
-fn latency_histogram() -> Histogram {
-    // 0.5 ms … ~33 s in powers of four, in milliseconds like Kafka's TotalTimeMs.
-    Histogram::new(exponential_buckets(0.5, 4.0, 9))
+fn latency_histogram() -> LatencyHistogram {
+    LatencyHistogram::default()
 }
 
 /// See the module documentation.
@@ -144,7 +202,7 @@ impl Metrics {
             }
         });
         h.count.inc();
-        h.latency.observe(elapsed.as_secs_f64() * 1000.0);
+        h.latency.observe(elapsed);
     }
 
     fn topic(&self, topic: &str) -> Arc<TopicHandles> {
@@ -308,6 +366,13 @@ mod tests {
         ));
         assert!(t.contains("kafka_network_requestmetrics_requests_total{request=\"Produce\"} 1"));
         assert!(t.contains("kafka_network_requestmetrics_totaltimems_count{request=\"Produce\"} 1"));
+        assert!(t.contains(
+            "kafka_network_requestmetrics_totaltimems_bucket{le=\"2.0\",request=\"Produce\"} 0"
+        ));
+        assert!(t.contains(
+            "kafka_network_requestmetrics_totaltimems_bucket{le=\"8.0\",request=\"Produce\"} 1"
+        ));
+        assert!(t.contains("kafka_network_requestmetrics_totaltimems_sum{request=\"Produce\"} 3.0"));
         assert!(t.contains(
             "kafka_server_delayedoperationpurgatory_purgatorysize{delayedOperation=\"Produce\"} 2"
         ));
