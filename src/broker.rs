@@ -9,6 +9,7 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::BrokerConfig;
+use crate::events::Events;
 use crate::group::state::GroupLimits;
 use crate::group::{
     GroupConfig, GroupCoordinator, GroupError, LocalPlacement, Placement, SledOffsetStore,
@@ -20,6 +21,7 @@ use crate::metadata::{
     check_record_count, topic_config, validate_topic_name, BrokerMeta, ClusterImage, Endpoint,
     MetadataCommand, MetadataError, MetadataStore, PartitionMeta, TopicMeta,
 };
+use crate::metrics::Metrics;
 use crate::offsets_topic::{
     OffsetsLoader, OffsetsTopicPlacement, ReplicatedOffsetStore, OFFSETS_TOPIC,
 };
@@ -120,6 +122,10 @@ pub struct Broker {
     /// Consumer groups this broker coordinates and their committed offsets (a tree in the
     /// logs' sled database).
     pub groups: Arc<GroupCoordinator>,
+    /// Counters the request path moves, scraped at `/metrics` (see `metrics`).
+    pub metrics: Arc<Metrics>,
+    /// Recent fencing, leader and ISR changes, shown by `/v1/cluster` (see `events`).
+    pub events: Arc<Events>,
 }
 
 /// The transport of a broker without peers: there is never a leader to fetch from.
@@ -194,6 +200,8 @@ impl Broker {
                 cluster_id,
                 incarnation: 0,
                 self_lease,
+                metrics: Arc::new(Metrics::new()),
+                events: Arc::new(Events::default()),
             };
             for topic in broker.metadata.image().topics.values() {
                 broker.open_logs(topic)?;
@@ -250,6 +258,8 @@ impl Broker {
             leases: std::sync::Mutex::new(None),
             incarnation: rand::random::<u64>() | 1,
             self_lease,
+            metrics: Arc::new(Metrics::new()),
+            events: Arc::new(Events::default()),
         })
     }
 
@@ -280,14 +290,34 @@ impl Broker {
         &self.cluster_id
     }
 
-    /// The controller reported to clients: the quorum leader, or this broker when it is
-    /// alone or no leader is known (never -1, which makes Java admin clients spin).
+    /// The controller reported to clients: this broker when it is alone, else the quorum
+    /// leader this broker knows of, or -1 (Kafka's "no controller") when it knows none — a
+    /// broker in a minority must not name itself or a stale leader (see `known_controller`).
     pub fn controller_id(&self) -> i32 {
-        self.metadata
-            .quorum()
-            .and_then(|q| q.current_leader())
-            .map(|id| id as i32)
-            .unwrap_or(self.config.node_id)
+        match self.metadata.quorum() {
+            None => self.config.node_id,
+            Some(_) => self.known_controller().unwrap_or(-1),
+        }
+    }
+
+    /// The metadata quorum's leader as far as this broker can tell: `None` when no leader is
+    /// known, or when this broker believes it leads but no majority has confirmed that within
+    /// `broker.session.timeout.ms` (openraft 0.9 has no check-quorum: a leader cut off from
+    /// the others keeps believing it leads). Always `None` for a broker without a quorum.
+    pub fn known_controller(&self) -> Option<i32> {
+        let q = self.metadata.quorum()?;
+        let metrics = q.metrics();
+        let m = metrics.borrow();
+        let leader = m.current_leader?;
+        if leader == q.node_id() {
+            let acked = m
+                .millis_since_quorum_ack
+                .is_some_and(|ms| ms < self.config.session_timeout_ms);
+            if !acked && !self.self_lease.is_valid() {
+                return None;
+            }
+        }
+        i32::try_from(leader).ok()
     }
 
     /// Brings partition roles (leader/follower) in line with the current metadata image.

@@ -15,9 +15,10 @@ use tokio::net::TcpListener;
 
 use crate::broker::{Broker, BrokerError};
 use crate::config::BrokerConfig;
+use crate::events::{self, Change};
 use crate::log::LogStore;
 use crate::metadata::controller::{plan, Leases};
-use crate::metadata::{MetadataCommand, MetadataError};
+use crate::metadata::{ClusterImage, MetadataCommand, MetadataError};
 use crate::quorum::{MetadataQuorum, QuorumConfig, QuorumError};
 use crate::replication::manager::{BoxFuture, IsrProposer, ReplicaManager};
 use crate::replication::{ReplicaFetchRequest, ReplicaFetchResponse};
@@ -59,6 +60,7 @@ pub async fn open(
     let handler: Arc<dyn ClusterHandler> = broker.clone();
     let _ = slot.set(handler);
     tokio::spawn(follow_images(broker.clone()));
+    tokio::spawn(watch_controller(broker.clone()));
     tokio::spawn(register(broker.clone()));
     tokio::spawn(heartbeats(broker.clone(), peers));
     tokio::spawn(controller(broker.clone()));
@@ -131,8 +133,11 @@ async fn follow_images(broker: Arc<Broker>) {
         return;
     };
     let mut rx = q.subscribe();
+    let mut prev = rx.borrow().image.clone();
     loop {
         let image = rx.borrow_and_update().image.clone();
+        record_changes(&broker, &prev, &image);
+        prev = image.clone();
         for topic in image.topics.values() {
             if let Err(e) = broker.open_logs(topic) {
                 tracing::error!(topic = %topic.name, error = %e, "cannot open partition logs");
@@ -170,6 +175,51 @@ async fn follow_images(broker: Arc<Broker>) {
         }
         // Leadership or ISR changes may let fetches and acks=all waits progress.
         broker.logs.appended().notify_waiters();
+        tokio::select! {
+            _ = broker.shutdown.cancelled() => return,
+            r = rx.changed() => if r.is_err() { return },
+        }
+    }
+}
+
+/// Records what changed between two applied images in the event ring and the ISR counters
+/// (an ISR change counts on the broker leading the partition, as in Kafka).
+fn record_changes(broker: &Broker, old: &ClusterImage, new: &ClusterImage) {
+    if std::ptr::eq(old, new) {
+        return;
+    }
+    let me = broker.config.node_id;
+    for change in events::diff(old, new) {
+        match &change {
+            Change::IsrShrunk { leader, .. } if *leader == me => broker.metrics.isr_shrunk(),
+            Change::IsrExpanded { leader, .. } if *leader == me => broker.metrics.isr_expanded(),
+            Change::LeaderChanged { .. } => broker.metrics.leader_changed(),
+            _ => {}
+        }
+        broker.events.push(change);
+    }
+}
+
+/// Records every change of the metadata quorum's leader (the controller) as an event.
+async fn watch_controller(broker: Arc<Broker>) {
+    let Some(q) = broker.metadata.quorum() else {
+        return;
+    };
+    let mut rx = q.metrics();
+    let mut known = None;
+    loop {
+        let (leader, term) = {
+            let m = rx.borrow_and_update();
+            (m.current_leader, m.current_term)
+        };
+        if leader != known {
+            broker.events.push(Change::ControllerChanged {
+                old: known,
+                new: leader,
+                term,
+            });
+            known = leader;
+        }
         tokio::select! {
             _ = broker.shutdown.cancelled() => return,
             r = rx.changed() => if r.is_err() { return },

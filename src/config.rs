@@ -65,6 +65,7 @@ pub const SETTINGS: &[SettingDef] = &[
     SettingDef { name: "leader.imbalance.check.interval.seconds", default: "10", kind: ValueType::Long, doc: "How often preferred leaders are restored (Kafka: 300)." },
     SettingDef { name: "controller.quorum.voters", default: "", kind: ValueType::List, doc: "Voters of the metadata quorum as id@host:port (the port is their raft.listener port), comma separated, the same list on every broker. Empty: this broker alone, at raft.listener." },
     SettingDef { name: "raft.listener", default: "127.0.0.1:9093", kind: ValueType::Str, doc: "host:port where the broker's inter-broker gRPC service (Raft RPCs) binds." },
+    SettingDef { name: "http.listener", default: "", kind: ValueType::Str, doc: "host:port of the HTTP admin listener (/metrics, /health, /ready, /v1/cluster, the web console at /); empty: the first Kafka listener's bind address with its port + 2 (9094 next to 9092; + 1 is raft.listener's default)." },
     SettingDef { name: "raft.advertised.listener", default: "", kind: ValueType::Str, doc: "host:port other brokers use to reach this broker's gRPC service when it joins as a learner (not in controller.quorum.voters); empty: raft.listener, a wildcard address replaced by the host name." },
     SettingDef { name: "controller.quorum.election.timeout.ms", default: "300", kind: ValueType::Int, doc: "Minimum Raft election timeout; the maximum is twice this and the leader heartbeat a third of it (about 1 s metadata failover at the default)." },
     SettingDef { name: "log.dirs", default: "./data", kind: ValueType::Str, doc: "Directory of the broker's sled database." },
@@ -165,6 +166,8 @@ pub struct BrokerConfig {
     pub raft_listener: SocketAddr,
     /// Where other brokers reach this broker's gRPC service (`raft.advertised.listener`).
     pub raft_advertised: String,
+    /// Bind address of the HTTP admin listener (`http.listener`).
+    pub http_listener: SocketAddr,
     /// Minimum Raft election timeout (`controller.quorum.election.timeout.ms`).
     pub quorum_election_timeout_ms: u64,
     pub data_dir: PathBuf,
@@ -315,6 +318,10 @@ impl BrokerConfig {
             }
             a => return Err(invalid("raft.advertised.listener", a, "expected host:port")),
         };
+        let http_listener = match get("http.listener").trim() {
+            "" => http_next_to(listeners[0].bind)?,
+            a => parse_bind("http.listener", a)?,
+        };
         let positive = |n: &str| -> Result<i64, ConfigError> {
             let v = int(n)?;
             if v <= 0 {
@@ -340,6 +347,7 @@ impl BrokerConfig {
             quorum_voters,
             raft_listener,
             raft_advertised,
+            http_listener,
             quorum_election_timeout_ms: positive("controller.quorum.election.timeout.ms")? as u64,
             data_dir: PathBuf::from(get("log.dirs")),
             num_partitions: clamp_i32("num.partitions", positive("num.partitions")?)?,
@@ -652,6 +660,22 @@ fn parse_ip_overrides(value: &str) -> Result<BTreeMap<std::net::IpAddr, usize>, 
     Ok(out)
 }
 
+/// The default HTTP listener: the Kafka listener's address with its port + 2 (port 0, an
+/// ephemeral port, stays 0).
+fn http_next_to(kafka: SocketAddr) -> Result<SocketAddr, ConfigError> {
+    let port = match kafka.port() {
+        0 => 0,
+        p => p.checked_add(2).ok_or_else(|| {
+            invalid(
+                "http.listener",
+                "",
+                &format!("the Kafka port {p} leaves no room for port + 2; set http.listener"),
+            )
+        })?,
+    };
+    Ok(SocketAddr::new(kafka.ip(), port))
+}
+
 /// Parses a `host:port` bind address (an IP literal or a resolvable name).
 fn parse_bind(name: &str, value: &str) -> Result<SocketAddr, ConfigError> {
     if let Ok(a) = value.parse() {
@@ -855,6 +879,25 @@ mod tests {
         assert_eq!(c.quorum_voters.len(), 2);
         assert_eq!(c.raft_listener.port(), 19093);
         assert_eq!(c.quorum_election_timeout_ms, 300);
+    }
+
+    #[test]
+    fn http_listener_defaults_next_to_the_kafka_port() {
+        let c = BrokerConfig::default();
+        assert_eq!(c.http_listener, "127.0.0.1:9094".parse().unwrap());
+        let pairs = |kv: &[(&str, &str)]| {
+            kv.iter()
+                .map(|(k, v)| ("test".to_string(), k.to_string(), v.to_string()))
+                .collect::<Vec<_>>()
+        };
+        let c =
+            BrokerConfig::from_pairs(pairs(&[("listeners", "PLAINTEXT://127.0.0.1:0")])).unwrap();
+        assert_eq!(c.http_listener.port(), 0);
+        let c = BrokerConfig::from_pairs(pairs(&[("http.listener", "0.0.0.0:8080")])).unwrap();
+        assert_eq!(c.http_listener, "0.0.0.0:8080".parse().unwrap());
+        let e = BrokerConfig::from_pairs(pairs(&[("listeners", "PLAINTEXT://127.0.0.1:65535")]))
+            .unwrap_err();
+        assert!(e.to_string().contains("http.listener"), "{e}");
     }
 
     #[test]

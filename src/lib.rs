@@ -18,6 +18,9 @@
 //! - [`logging`]: the broker's log output (levels, text/json, quiet library internals).
 //! - [`cli`]: the `raftka cluster|topic|group` admin commands, a Kafka client that depends
 //!   on nothing else in the crate.
+//! - [`http`]: the HTTP admin listener — `/metrics`, `/health`, `/ready`, `/v1/cluster`, the
+//!   web console; [`metrics`]: the counters the request path moves; [`events`]: the ring of
+//!   recent fencing, leader and ISR changes.
 //!
 //! Dependencies point inwards: `server → api → broker → {metadata, log, group} → config`,
 //! `cleaner → broker`, `producer_expiry → broker`;
@@ -30,11 +33,14 @@ pub mod cleaner;
 pub mod cli;
 pub mod cluster;
 pub mod config;
+pub mod events;
 pub mod group;
+pub mod http;
 pub mod lease;
 pub mod log;
 pub mod logging;
 pub mod metadata;
+pub mod metrics;
 pub mod offsets_topic;
 pub mod producer_expiry;
 pub mod protocol;
@@ -84,6 +90,16 @@ pub async fn run(config: BrokerConfig, shutdown: CancellationToken) -> anyhow::R
             broker.shutdown.clone(),
         ));
     }
+    let admin = TcpListener::bind(broker.config.http_listener)
+        .await
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "cannot bind http.listener on {}: {e}",
+                broker.config.http_listener
+            )
+        })?;
+    tracing::info!(addr = %admin.local_addr()?, "HTTP admin listener (metrics, health, console)");
+    servers.spawn(http::serve(admin, broker.clone(), broker.shutdown.clone()));
     let stop = broker.shutdown.clone();
     tokio::spawn(async move {
         shutdown.cancelled().await;

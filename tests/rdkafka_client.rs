@@ -42,6 +42,8 @@ impl Broker {
         let child = Command::new(env!("CARGO_BIN_EXE_raftka"))
             .arg("--listeners")
             .arg(format!("PLAINTEXT://127.0.0.1:{port}"))
+            // Kafka port + 2 (the default) may belong to another test's ephemeral socket.
+            .args(["--http.listener", "127.0.0.1:0"])
             .arg("--log.dirs")
             .arg(&data)
             .stdin(Stdio::null())

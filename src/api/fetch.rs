@@ -29,13 +29,26 @@ pub async fn handle(broker: &Broker, ctx: &RequestContext, req: FetchRequest) ->
         notified.as_mut().enable();
         let (resp, bytes, had_error) = read(broker, ctx, &req);
         if bytes >= req.min_bytes.max(0) as usize || had_error || Instant::now() >= deadline {
-            return resp;
+            return counted(broker, resp);
         }
         if tokio::time::timeout_at(deadline, notified).await.is_err() {
             // Timed out: answer with whatever is there now.
-            return read(broker, ctx, &req).0;
+            return counted(broker, read(broker, ctx, &req).0);
         }
     }
+}
+
+/// Counts the answered bytes and failed partitions per topic (`metrics`).
+fn counted(broker: &Broker, resp: FetchResponse) -> FetchResponse {
+    for t in &resp.responses {
+        let (mut bytes, mut failed) = (0u64, false);
+        for p in &t.partitions {
+            bytes += p.records.as_ref().map_or(0, |r| r.len() as u64);
+            failed |= p.error_code != 0;
+        }
+        broker.metrics.fetched(&t.topic.0, bytes, failed);
+    }
+    resp
 }
 
 /// One pass over the requested partitions: the response, its record bytes, and whether

@@ -96,6 +96,12 @@ pub const APIS: &[ApiSpec] = &[
 ];
 
 /// The spec for an API key, if raftka handles that API.
+/// The name of API `key` as Kafka's request metrics label it ("Produce"); "Unknown" for keys
+/// raftka does not serve.
+pub fn api_name(key: i16) -> String {
+    spec(key).map_or_else(|| "Unknown".to_string(), |s| format!("{:?}", s.key))
+}
+
 pub fn spec(key: i16) -> Option<&'static ApiSpec> {
     APIS.iter().find(|s| s.key as i16 == key)
 }

@@ -42,6 +42,7 @@ pub async fn handle(broker: &Broker, ctx: &RequestContext, req: ProduceRequest) 
             let base = PartitionProduceResponse::default()
                 .with_index(pd.index)
                 .with_base_offset(-1);
+            let bytes = pd.records.as_ref().map_or(0, |r| r.len() as u64);
             let result = match (&topic, acks_ok) {
                 (_, false) => Err(Refused::code(ResponseError::InvalidRequiredAcks)),
                 (Err(e), _) => Err(Refused::new(*e, None)),
@@ -50,6 +51,10 @@ pub async fn handle(broker: &Broker, ctx: &RequestContext, req: ProduceRequest) 
             partitions.push(match result {
                 Ok(a) => {
                     appended |= a.wrote;
+                    if a.wrote {
+                        let records = (a.end - a.base_offset).max(0) as u64;
+                        broker.metrics.produced(&name, bytes, records);
+                    }
                     if req.acks == -1 {
                         waits.push(Wait {
                             topic_idx: responses.len(),
@@ -92,7 +97,17 @@ pub async fn handle(broker: &Broker, ctx: &RequestContext, req: ProduceRequest) 
         }
     }
     if !waits.is_empty() {
+        let waiting = waits.len() as i64;
+        broker.metrics.produce_waiting(waiting);
         wait_for_replication(broker, &mut responses, waits, req.timeout_ms).await;
+        broker.metrics.produce_waiting(-waiting);
+    }
+    for t in &responses {
+        for p in &t.partition_responses {
+            if p.error_code != 0 {
+                broker.metrics.produce_failed(&t.name.0);
+            }
+        }
     }
     ProduceResponse::default().with_responses(responses)
 }

@@ -362,8 +362,16 @@ fn map_status<E: std::error::Error>(s: &tonic::Status, rpc: Rpc, entries: u64) -
         Code::Unavailable | Code::FailedPrecondition => {
             RPCError::Unreachable(Unreachable::new(&err))
         }
-        // Message over the size limit: ask openraft for smaller batches.
-        Code::OutOfRange | Code::ResourceExhausted if matches!(rpc, Rpc::AppendEntries) => {
+        // Message over the size limit: ask openraft for smaller batches — only when there is
+        // something to split. HTTP/2 refusing the stream (a peer resuming from a pause with too
+        // many queued streams: "h2 protocol error") is ResourceExhausted too but is transport
+        // trouble; answered with PayloadTooLarge, openraft 0.9 re-sends at once and trips its
+        // "two actions with payload in flight" assertion, which ended replication to that peer.
+        Code::OutOfRange | Code::ResourceExhausted
+            if matches!(rpc, Rpc::AppendEntries)
+                && entries > 1
+                && !s.message().starts_with("h2 protocol error") =>
+        {
             RPCError::PayloadTooLarge(
                 PayloadTooLarge::new_entries_hint((entries / 2).max(1)).with_source_error(&err),
             )
@@ -426,5 +434,24 @@ impl RaftNetwork<TypeConfig> for PeerNetwork {
 
     fn backoff(&self) -> Backoff {
         Backoff::new(std::iter::repeat(UNREACHABLE_BACKOFF))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_an_oversized_batch_of_several_entries_asks_for_smaller_batches() {
+        let too_large = tonic::Status::out_of_range("decoded message length too large");
+        let e: RaftRpcError = map_status(&too_large, Rpc::AppendEntries, 8);
+        assert!(matches!(e, RPCError::PayloadTooLarge(_)), "{e}");
+        // nothing to split
+        let e: RaftRpcError = map_status(&too_large, Rpc::AppendEntries, 1);
+        assert!(matches!(e, RPCError::Network(_)), "{e}");
+        // HTTP/2 refusing streams is transport trouble, whatever the batch
+        let refused = tonic::Status::resource_exhausted("h2 protocol error: http2 error");
+        let e: RaftRpcError = map_status(&refused, Rpc::AppendEntries, 8);
+        assert!(matches!(e, RPCError::Network(_)), "{e}");
     }
 }

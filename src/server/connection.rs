@@ -13,8 +13,9 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::quotas::Permit;
-use crate::api::{dispatch_from, Outcome};
+use crate::api::{api_name, dispatch_from, Outcome};
 use crate::broker::Broker;
+use crate::protocol::header::peek_header;
 use crate::protocol::FrameReader;
 
 pub async fn run(
@@ -57,12 +58,19 @@ pub async fn run(
                 return;
             }
         };
+        let api_key = peek_header(&frame).ok().map(|p| p.api_key);
+        let started = std::time::Instant::now();
         // Long waits (fetch long polls, group joins) must not hold up shutdown; a request cut
         // short here gets no answer and the client retries elsewhere or later.
         let outcome = tokio::select! {
             _ = shutdown.cancelled() => return,
             r = dispatch_from(&broker, frame, Some(peer), Some(listener.clone())) => r,
         };
+        if let Some(key) = api_key {
+            broker
+                .metrics
+                .observe_request(key, || api_name(key), started.elapsed());
+        }
         match outcome {
             Ok(Outcome::Reply(bytes)) => {
                 if let Err(e) = socket.write_all(&bytes).await {

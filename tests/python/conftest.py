@@ -42,11 +42,11 @@ def _port_free(port):
 
 def free_port_base(brokers=1):
     """A free port below Linux's ephemeral range, so client sockets cannot take it meanwhile.
-    With brokers > 1, every broker's Kafka and gRPC port (base + 100*i, + 1) is free too."""
+    Every broker's Kafka, gRPC and HTTP admin port (base + 100*i, + 1, + 2) is free too."""
     rng = random.Random()
     for _ in range(200):
         port = rng.randrange(20000, 32000 - 100 * brokers)
-        if all(_port_free(port + 100 * i + d) for i in range(brokers) for d in (0, 1)):
+        if all(_port_free(port + 100 * i + d) for i in range(brokers) for d in (0, 1, 2)):
             return port
     raise RuntimeError("no free port found")
 
@@ -139,6 +139,22 @@ class Cluster:
 
     def address(self, broker_id):
         return f"127.0.0.1:{self.port(broker_id)}"
+
+    def http_address(self, broker_id):
+        """host:port of the broker's HTTP admin listener (scripts/cluster: Kafka port + 2)."""
+        return f"127.0.0.1:{self.port(broker_id) + 2}"
+
+    def http_get(self, broker_id, path, timeout=5.0):
+        """(status, body text) of GET http://<broker's http.listener><path>."""
+        import urllib.error
+        import urllib.request
+
+        url = f"http://{self.http_address(broker_id)}{path}"
+        try:
+            with urllib.request.urlopen(url, timeout=timeout) as r:
+                return r.status, r.read().decode()
+        except urllib.error.HTTPError as e:
+            return e.code, e.read().decode()
 
     def ids(self):
         return list(range(1, self.n + 1))
