@@ -77,6 +77,11 @@ pub enum DecompressError {
     Malformed { codec: &'static str, reason: String },
 }
 
+/// The largest zstd window accepted: 16 MiB. Producers compress batches of about a megabyte,
+/// and zstd levels 1-19 use windows of at most 8 MiB; only the "ultra" levels 20-22 with
+/// large inputs declare more, and such batches are refused as malformed.
+pub const ZSTD_WINDOW_LOG_MAX: u32 = 24;
+
 /// Inflates `data` (the records part of a batch) with `codec`, refusing output beyond `limit`
 /// bytes. Uncompressed data is returned as is (no copy).
 pub fn decompress(codec: Codec, data: Bytes, limit: usize) -> Result<Bytes, DecompressError> {
@@ -92,7 +97,11 @@ pub fn decompress(codec: Codec, data: Bytes, limit: usize) -> Result<Bytes, Deco
             bounded(d, codec, limit)
         }
         Codec::Zstd => {
-            let d = zstd::stream::read::Decoder::with_buffer(&data[..])
+            let mut d = zstd::stream::read::Decoder::with_buffer(&data[..])
+                .map_err(|e| malformed(e.to_string()))?;
+            // The decoder allocates the window a frame declares before producing output, so
+            // a tiny frame could cost 128 MiB (zstd's default cap) per decompression in flight.
+            d.window_log_max(ZSTD_WINDOW_LOG_MAX)
                 .map_err(|e| malformed(e.to_string()))?;
             bounded(d, codec, limit)
         }
@@ -209,6 +218,25 @@ pub(crate) mod tests {
                 return f;
             }
         }
+    }
+
+    #[test]
+    fn a_zstd_frame_declaring_a_huge_window_is_refused_before_allocating_it() {
+        let mut frame = zstd_zeros_frame(1000);
+        // Window descriptor: exponent (byte >> 3) + 10, so 0x88 declares 2^27 = 128 MiB.
+        frame[5] = 0x88;
+        assert!(matches!(
+            decompress(Codec::Zstd, frame.into(), 1 << 20),
+            Err(DecompressError::Malformed { codec: "zstd", .. })
+        ));
+        let mut frame = zstd_zeros_frame(1000);
+        frame[5] = (ZSTD_WINDOW_LOG_MAX as u8 - 10) << 3; // exactly the largest accepted
+        assert_eq!(
+            decompress(Codec::Zstd, frame.into(), 1 << 20)
+                .unwrap()
+                .len(),
+            1000
+        );
     }
 
     #[test]
