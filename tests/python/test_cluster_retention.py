@@ -114,13 +114,14 @@ def test_retention_is_enforced_on_every_replica_with_one_down(cluster3):
     got = consume_to_end(via1, t_time, [0], **{"auto.offset.reset": "earliest"})[0]
     assert [m.value() for m in got] == [f"new-{i}".encode() for i in range(5)]
     assert len(consume_to_end(via1, t_size, [0], **{"auto.offset.reset": "earliest"})[0]) == 8000 - size_start
-    # About 7.5 MB of batches went; sled gives most of it back (its own metadata, the Raft log
-    # and the retained batches stay).
+    # About 7.5 MB of batches went; sled gives at least half of it back (its own metadata, the
+    # Raft log and the retained batches stay, and the blob files the restart's catch-up writes
+    # come and go: 4-7.5 MB came back in runs of this test). Without the release nothing does.
     disk_after = wait_until(
-        lambda: (lambda b: b if b < disk_before - 5_000_000 else None)(data_dir_bytes(c, 1)),
+        lambda: (lambda b: b if b < disk_before - 3_500_000 else None)(data_dir_bytes(c, 1)),
         timeout=60,
         interval=0.5,
-        what=f"broker 1's data directory to shrink by 5 MB from {disk_before} bytes",
+        what=f"broker 1's data directory to shrink by 3.5 MB from {disk_before} bytes",
     )
     print(f"\nbroker 1 (down during retention) sled data on disk: {disk_before} bytes before it "
           f"rejoined, {disk_after} bytes after")
