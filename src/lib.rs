@@ -21,6 +21,7 @@
 //! - [`http`]: the HTTP admin listener — `/metrics`, `/health`, `/ready`, `/v1/cluster`, the
 //!   web console; [`metrics`]: the counters the request path moves; [`events`]: the ring of
 //!   recent fencing, leader and ISR changes.
+//! - [`security`]: who is asking — the principal a connection authenticated as.
 //!
 //! Dependencies point inwards: `server → api → broker → {metadata, log, group} → config`,
 //! `cleaner → broker`, `producer_expiry → broker`;
@@ -48,6 +49,7 @@ pub mod quorum;
 pub mod raft;
 pub mod replication;
 pub mod rpc;
+pub mod security;
 pub mod server;
 
 use std::sync::Arc;

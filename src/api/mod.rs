@@ -153,6 +153,8 @@ pub struct RequestContext {
     /// Name of the listener the request came through (Metadata answers with that listener's
     /// addresses); `None` for in-process callers.
     pub listener: Option<Arc<str>>,
+    /// Who sent the request (`User:ANONYMOUS` until the connection authenticates).
+    pub principal: crate::security::Principal,
 }
 
 /// Decodes one request frame, runs its handler and encodes the response.
@@ -192,6 +194,7 @@ pub async fn dispatch_from(
         client_id: header.client_id.as_ref().map(|c| c.to_string()),
         client_host: peer.map(|p| format!("/{}", p.ip())).unwrap_or_default(),
         listener,
+        principal: crate::security::Principal::anonymous(),
     };
     let b = broker;
     match spec.key {
