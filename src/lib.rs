@@ -101,7 +101,12 @@ pub async fn run(config: BrokerConfig, shutdown: CancellationToken) -> anyhow::R
             )
         })?;
     tracing::info!(addr = %admin.local_addr()?, "HTTP admin listener (metrics, health, console)");
-    servers.spawn(http::serve(admin, broker.clone(), broker.shutdown.clone()));
+    servers.spawn(http::serve(
+        admin,
+        broker.clone(),
+        quotas.clone(),
+        broker.shutdown.clone(),
+    ));
     let stop = broker.shutdown.clone();
     tokio::spawn(async move {
         shutdown.cancelled().await;

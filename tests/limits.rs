@@ -8,7 +8,7 @@
 
 mod common;
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
@@ -610,6 +610,71 @@ fn rss_with_a_hundred_thousand_producer_ids() {
         println!(
             "round {round}: RSS after expiry {} MiB",
             rss_kib(b.child.id()) / 1024
+        );
+    }
+}
+
+/// Sends `GET /health` on a kept-alive HTTP/1.1 connection; true when a 200 came back.
+fn http_health(s: &mut TcpStream) -> bool {
+    let req = b"GET /health HTTP/1.1\r\nHost: broker\r\n\r\n";
+    if s.write_all(req).is_err() {
+        return false;
+    }
+    let mut buf = [0u8; 512];
+    match s.read(&mut buf) {
+        Ok(n) if n > 0 => buf[..n].starts_with(b"HTTP/1.1 200"),
+        _ => false,
+    }
+}
+
+#[test]
+fn http_admin_connections_share_the_limits_and_idle_timeout() {
+    let http = common::free_port();
+    let http_addr = format!("127.0.0.1:{http}");
+    let b = BrokerProcess::start(&[
+        "--http.listener",
+        &http_addr,
+        "--max.connections.per.ip",
+        "3",
+        "--connections.max.idle.ms",
+        "1500",
+    ]);
+    let connect_http = || {
+        let s = TcpStream::connect(&http_addr).expect("connect http");
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        s
+    };
+    // Two HTTP connections and one Kafka connection fill the per-IP limit of 3.
+    let mut h1 = connect_http();
+    let mut h2 = connect_http();
+    assert!(http_health(&mut h1) && http_health(&mut h2));
+    let _kafka = answers(&b).expect("a Kafka connection within the limit");
+    let mut over = connect_http();
+    assert!(
+        is_closed(&mut over),
+        "a 4th connection (HTTP) must be closed"
+    );
+    assert!(
+        is_closed(&mut connect(&b)),
+        "a 4th connection (Kafka) must be closed"
+    );
+    // A connection that keeps asking stays open; one that asks nothing is closed.
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_millis(3000) {
+        assert!(http_health(&mut h1), "a busy HTTP connection was closed");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    assert!(is_closed(&mut h2), "idle HTTP connection still open");
+    // Its slot is free again.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut s = connect_http();
+        if http_health(&mut s) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the idle connection's slot never came back"
         );
     }
 }

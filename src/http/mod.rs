@@ -11,16 +11,20 @@
 //!   `/v1/cluster` every second.
 //!
 //! HTTP/1.1 through hyper (already built for tonic's gRPC, so no new compile cost), one task
-//! per connection, read-only: nothing here changes the cluster.
+//! per connection, read-only: nothing here changes the cluster. Connections are accepted by
+//! the Kafka listeners' accept loop ([`crate::server::accept`]), so the same connection limits
+//! apply, and idle ones close after `connections.max.idle.ms`.
 //!
-//! May depend on: `broker` and what it holds (metadata, logs, groups, metrics, events).
+//! May depend on: `broker` and what it holds (metadata, logs, groups, metrics, events), and
+//! `server`'s accept loop and connection quotas.
 
 pub mod ready;
 pub mod scrape;
 pub mod view;
 
 use std::convert::Infallible;
-use std::sync::Arc;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -29,59 +33,90 @@ use hyper::body::Incoming;
 use hyper::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::broker::Broker;
+use crate::server::accept::{accept_loop, OnShutdown};
+use crate::server::quotas::ConnectionQuotas;
 
 /// The web console (see `console.html`).
 const CONSOLE: &str = include_str!("console.html");
 
-/// Serves the admin listener until `shutdown` is cancelled.
+/// Serves the admin listener until `shutdown` is cancelled. Its connections count against
+/// the same `max.connections` / `max.connections.per.ip` as the Kafka listeners, and one that
+/// completes no request for `connections.max.idle.ms` is closed.
 pub async fn serve(
     listener: TcpListener,
     broker: Arc<Broker>,
+    quotas: Arc<ConnectionQuotas>,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    let mut tasks = tokio::task::JoinSet::new();
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => break,
-            accepted = listener.accept() => {
-                let (socket, peer) = match accepted {
-                    Ok(x) => x,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "HTTP accept failed");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                        continue;
-                    }
-                };
-                let broker = broker.clone();
-                let shutdown = shutdown.clone();
-                tasks.spawn(async move {
-                    let service = hyper::service::service_fn(move |req| {
-                        let broker = broker.clone();
-                        async move { Ok::<_, Infallible>(route(&broker, &req)) }
-                    });
-                    let conn = hyper::server::conn::http1::Builder::new()
-                        .timer(TokioTimer::new())
-                        .header_read_timeout(Duration::from_secs(10))
-                        .serve_connection(TokioIo::new(socket), service);
-                    tokio::pin!(conn);
-                    tokio::select! {
-                        r = conn.as_mut() => if let Err(e) = r {
-                            tracing::debug!(%peer, error = %e, "HTTP connection ended");
-                        },
-                        _ = shutdown.cancelled() => {}
-                    }
-                });
+    let idle = Duration::from_millis(broker.config.connections_max_idle_ms);
+    accept_loop(
+        Arc::from("http"),
+        listener,
+        quotas,
+        shutdown.clone(),
+        OnShutdown::Abort,
+        move |socket, peer, permit| {
+            let broker = broker.clone();
+            let shutdown = shutdown.clone();
+            async move {
+                let _permit = permit;
+                serve_connection(socket, peer, broker, idle, shutdown).await;
             }
-            Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+        },
+    )
+    .await
+}
+
+/// One HTTP/1.1 connection: requests answered in order until the client closes it, it stays
+/// idle for `idle`, or the broker stops.
+async fn serve_connection(
+    socket: TcpStream,
+    peer: SocketAddr,
+    broker: Arc<Broker>,
+    idle: Duration,
+    shutdown: CancellationToken,
+) {
+    // Moved on by every request; a connection that sends none within `idle` is closed.
+    let last_request = Arc::new(Mutex::new(Instant::now()));
+    let seen = last_request.clone();
+    let service = hyper::service::service_fn(move |req| {
+        *seen.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
+        let broker = broker.clone();
+        async move { Ok::<_, Infallible>(route(&broker, &req)) }
+    });
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(10))
+        .serve_connection(TokioIo::new(socket), service);
+    tokio::pin!(conn);
+    let mut closing = false;
+    loop {
+        let deadline = *last_request.lock().unwrap_or_else(|p| p.into_inner()) + idle;
+        tokio::select! {
+            r = conn.as_mut() => {
+                if let Err(e) = r {
+                    tracing::debug!(%peer, error = %e, "HTTP connection ended");
+                }
+                return;
+            }
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep_until(deadline), if !closing => {
+                let last = *last_request.lock().unwrap_or_else(|p| p.into_inner());
+                if last.elapsed() >= idle {
+                    tracing::debug!(%peer, idle_ms = idle.as_millis() as u64,
+                        "closing HTTP connection: no request within connections.max.idle.ms");
+                    // Finishes a response in flight, then closes.
+                    conn.as_mut().graceful_shutdown();
+                    closing = true;
+                }
+            }
         }
     }
-    tasks.abort_all();
-    while tasks.join_next().await.is_some() {}
-    Ok(())
 }
 
 /// Answers one request.

@@ -4,6 +4,7 @@
 //! `CancellationToken`: the listener stops accepting, connections finish the request in
 //! hand and close. Connection limits are in `quotas`, shared by all listeners.
 
+pub mod accept;
 mod connection;
 pub mod quotas;
 

@@ -68,12 +68,14 @@ impl BrokerProcess {
 }
 
 fn spawn(port: u16, dir: &std::path::Path, extra: &[String]) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_raftka"))
-        .arg("--listeners")
-        .arg(format!("PLAINTEXT://127.0.0.1:{port}"))
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_raftka"));
+    cmd.arg("--listeners")
+        .arg(format!("PLAINTEXT://127.0.0.1:{port}"));
+    if !extra.iter().any(|a| a == "--http.listener") {
         // Kafka port + 2 (the default) may belong to another test's ephemeral socket.
-        .args(["--http.listener", "127.0.0.1:0"])
-        .arg("--log.dirs")
+        cmd.args(["--http.listener", "127.0.0.1:0"]);
+    }
+    cmd.arg("--log.dirs")
         .arg(dir)
         .args(extra)
         .env("RUST_LOG", "warn")
