@@ -1,7 +1,10 @@
 //! The broker's shared state — settings, metadata, partition logs — and the topic
 //! lifecycle operations several Kafka APIs share (create, delete, add partitions).
 //!
-//! May depend on: `config`, `metadata`, `log`, `group`. Not on the network or the codec.
+//! May depend on: `config`, `metadata`, `log`, `group`, `quorum`, `replication`,
+//! `offsets_topic`, `lease`, `metrics`, `events`, and `cluster` (which opens the quorum and
+//! imports `Broker` in turn: a known import circle, to be removed by a node assembly layer).
+//! Not on the codec or the Kafka listener.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

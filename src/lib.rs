@@ -23,9 +23,15 @@
 //!   recent fencing, leader and ISR changes.
 //! - [`security`]: who is asking — the principal a connection authenticated as.
 //!
+//! - [`cluster`]: a broker as a cluster member — opens the quorum, registers, heartbeats, and
+//!   as controller runs the placement/election loop; [`lease`]: a broker's own session;
+//!   [`replication`]: follower fetching, the high watermark and the ISR; [`offsets_topic`]:
+//!   committed offsets replicated in `__consumer_offsets`.
+//!
 //! Dependencies point inwards: `server → api → broker → {metadata, log, group} → config`,
-//! `cleaner → broker`, `producer_expiry → broker`;
-//! `quorum → {rpc → raft} → metadata` (not yet wired into `broker`).
+//! `cleaner → broker`, `producer_expiry → broker`, `http → broker`;
+//! `broker → {quorum → {rpc → raft} → metadata, replication → log, offsets_topic}`;
+//! `broker ⇄ cluster` is the one circle left (see `broker`).
 
 pub mod alloc;
 pub mod api;

@@ -4,7 +4,7 @@
 //! - [`OffsetsTopicPlacement`]: group G is coordinated by the current leader of partition
 //!   `abs(hashCode(G)) % N` of `__consumer_offsets` (Java's `String.hashCode`, N = the topic's
 //!   partition count); before the topic exists no broker coordinates (COORDINATOR_NOT_AVAILABLE)
-//!   and FindCoordinator creates it ([`ensure_offsets_topic`]).
+//!   and FindCoordinator creates it ([`Broker::ensure_offsets_topic`](crate::broker::Broker::ensure_offsets_topic)).
 //! - [`ReplicatedOffsetStore`]: OffsetCommit appends one record per offset (layout in
 //!   `group::offsets`) to the group's partition as its leader, through the normal replication
 //!   path, and `sync` waits until the high watermark passes them (acks=all) within

@@ -162,7 +162,7 @@ pub struct ClusterImage {
     pub controller_id: i32,
     pub brokers: BTreeMap<i32, BrokerMeta>,
     pub topics: BTreeMap<String, TopicMeta>,
-    /// Dynamic broker settings: "" → the cluster-wide defaults, "<id>" → one broker's.
+    /// Dynamic broker settings: "" → the cluster-wide defaults, "`<id>`" → one broker's.
     #[serde(default)]
     pub broker_configs: BTreeMap<String, BTreeMap<String, String>>,
 }

@@ -102,7 +102,7 @@ pub fn topic_config(name: &str) -> Option<&'static TopicConfigDef> {
     TOPIC_CONFIGS.iter().find(|d| d.name == name)
 }
 
-/// Dynamic broker settings from the metadata image: "" → cluster-wide, "<id>" → one broker.
+/// Dynamic broker settings from the metadata image: "" → cluster-wide, "`<id>`" → one broker.
 pub type DynamicConfigs = BTreeMap<String, BTreeMap<String, String>>;
 
 /// The broker-level values behind a topic config's default, most specific first (as Kafka

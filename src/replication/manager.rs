@@ -51,18 +51,18 @@ pub trait RoleListener: Send + Sync + 'static {
 /// Replication settings (Kafka names in brackets).
 #[derive(Debug, Clone, Copy)]
 pub struct ReplicationConfig {
-    /// [`replica.lag.time.max.ms`] A follower not caught up for this long leaves the ISR.
+    /// `replica.lag.time.max.ms` A follower not caught up for this long leaves the ISR.
     pub lag_time_max_ms: u64,
-    /// [`replica.fetch.wait.max.ms`] Long-poll time of a follower fetch.
+    /// `replica.fetch.wait.max.ms` Long-poll time of a follower fetch.
     pub fetch_wait_max_ms: u64,
-    /// [`replica.fetch.max.bytes`] Record bytes asked for per partition.
+    /// `replica.fetch.max.bytes` Record bytes asked for per partition.
     pub fetch_max_bytes: usize,
-    /// [`replica.fetch.response.max.bytes`] Record bytes asked for per replica fetch.
+    /// `replica.fetch.response.max.bytes` Record bytes asked for per replica fetch.
     pub fetch_response_max_bytes: usize,
-    /// [`fetch.max.bytes`] As leader: the most record bytes of one replica fetch response,
+    /// `fetch.max.bytes` As leader: the most record bytes of one replica fetch response,
     /// whatever the follower asks for.
     pub leader_response_max_bytes: usize,
-    /// Backoff after a failed or refused fetch ([`replica.fetch.backoff.ms`]).
+    /// Backoff after a failed or refused fetch (`replica.fetch.backoff.ms`).
     pub fetch_backoff_ms: u64,
 }
 
