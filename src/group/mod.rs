@@ -20,6 +20,7 @@
 //! messages. Not on `api`, `broker` or the network.
 
 pub mod coordinator;
+pub mod messages;
 pub mod offsets;
 pub mod state;
 pub mod subscription;
