@@ -35,7 +35,7 @@ use kafka_protocol::records::{
 };
 use tokio::sync::watch;
 
-use crate::group::offsets::encode_record;
+use crate::group::records::encode_record;
 use crate::group::{
     CommittedOffset, GroupCoordinator, GroupError, OffsetRecord, OffsetStore, OffsetsPartition,
     Placement, SyncFuture, TopicPartition,

@@ -22,14 +22,13 @@
 pub mod coordinator;
 pub mod messages;
 pub mod offsets;
+pub mod records;
 pub mod state;
 pub mod subscription;
 
 pub use coordinator::{GroupConfig, GroupCoordinator};
-pub use offsets::{
-    CommittedOffset, OffsetRecord, OffsetStore, OffsetsPartition, SledOffsetStore, SyncFuture,
-    TopicPartition,
-};
+pub use offsets::{CommittedOffset, OffsetStore, SledOffsetStore, SyncFuture, TopicPartition};
+pub use records::{OffsetRecord, OffsetsPartition};
 pub use state::{GroupState, JoinRequest, JoinResponse, MemberRef, SyncRequest, SyncResponse};
 
 /// Why a group operation failed; `api::errors::group_code` turns each into a Kafka error code.
