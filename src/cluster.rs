@@ -38,6 +38,16 @@ pub async fn open(
     let quorum_config = QuorumConfig::from_broker(&config);
     let auth = quorum_config.auth.clone();
     let bind = config.raft_listener;
+    if !auth.enabled() {
+        tracing::warn!(
+            raft_listener = %bind,
+            narrowed_from_wildcard = config.raft_listener_narrowed,
+            "INTER-BROKER PORT UNAUTHENTICATED: no inter.broker.secret is set, so anyone who \
+             can reach the gRPC port can act as any broker (fake heartbeats, replica fetches, \
+             metadata writes). It binds to the Kafka listener's host; set inter.broker.secret \
+             (or inter.broker.secret.file) to the same random value on every broker"
+        );
+    }
     let listener = TcpListener::bind(bind)
         .await
         .map_err(|source| QuorumError::Bind { addr: bind, source })?;

@@ -7,6 +7,7 @@
 mod alter_configs;
 mod api_versions;
 mod authorized_ops;
+pub mod authz;
 mod config_resources;
 mod create_partitions;
 mod create_topics;
