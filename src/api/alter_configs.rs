@@ -5,7 +5,7 @@
 use kafka_protocol::messages::alter_configs_response::AlterConfigsResourceResponse;
 use kafka_protocol::messages::{AlterConfigsRequest, AlterConfigsResponse};
 
-use super::config_resources::{alter, resource};
+use super::config_resources::{alter, alterable_resource};
 use super::RequestContext;
 use crate::broker::Broker;
 use crate::metadata::config_ops::ConfigOp;
@@ -13,12 +13,12 @@ use crate::metadata::MetadataError;
 
 pub async fn handle(
     broker: &Broker,
-    _ctx: &RequestContext,
+    ctx: &RequestContext,
     req: AlterConfigsRequest,
 ) -> AlterConfigsResponse {
     let mut responses = Vec::with_capacity(req.resources.len());
     for r in req.resources {
-        let (error_code, error_message) = match resource(r.resource_type, &r.resource_name) {
+        let (error_code, error_message) = match alterable_resource(broker, ctx, r.resource_type, &r.resource_name) {
             Err(outcome) => outcome,
             Ok(res) => {
                 let ops: Result<Vec<(String, ConfigOp)>, MetadataError> = r

@@ -118,3 +118,49 @@ pub fn produce_topic(b: &Broker, ctx: &RequestContext, name: &str) -> Result<(),
         Err(code(ResponseError::TopicAuthorizationFailed))
     }
 }
+
+/// CreatePartitions on topic `name`: ALTER, else TOPIC_AUTHORIZATION_FAILED; never on an
+/// internal topic (INVALID_REQUEST). `None` when allowed.
+pub fn alter_topic_refusal(b: &Broker, ctx: &RequestContext, name: &str) -> Option<(i16, String)> {
+    if !topic(b, ctx, Operation::Alter, name) {
+        return Some((
+            code(ResponseError::TopicAuthorizationFailed),
+            "Authorization failed: ALTER on the topic is required".to_string(),
+        ));
+    }
+    is_internal_topic(name).then(|| {
+        (
+            code(ResponseError::InvalidRequest),
+            format!("{name} is an internal topic: its partitions cannot be changed by clients"),
+        )
+    })
+}
+
+/// Authorization of a config resource (DescribeConfigs, AlterConfigs,
+/// IncrementalAlterConfigs): `op` on the topic for a topic (TOPIC_AUTHORIZATION_FAILED), on
+/// the cluster for a broker (CLUSTER_AUTHORIZATION_FAILED). `None` when allowed (or the type
+/// is unknown: the caller refuses that itself).
+pub fn config_refusal(
+    b: &Broker,
+    ctx: &RequestContext,
+    resource_type: i8,
+    name: &str,
+    op: Operation,
+) -> Option<(ResponseError, String)> {
+    let verb = if op == Operation::AlterConfigs {
+        "ALTER_CONFIGS"
+    } else {
+        "DESCRIBE_CONFIGS"
+    };
+    match resource_type {
+        super::config_resources::TOPIC if !topic(b, ctx, op, name) => Some((
+            ResponseError::TopicAuthorizationFailed,
+            format!("Authorization failed: {verb} on topic {name} is required"),
+        )),
+        super::config_resources::BROKER if !cluster(b, ctx, op) => Some((
+            ResponseError::ClusterAuthorizationFailed,
+            format!("Authorization failed: {verb} on the cluster is required"),
+        )),
+        _ => None,
+    }
+}

@@ -9,7 +9,8 @@ use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 
 use super::errors::code;
-use super::RequestContext;
+use super::{authz, RequestContext};
+use crate::security::acl::Operation;
 use crate::broker::Broker;
 use crate::config::{Source, ValueType, SETTINGS};
 use crate::metadata::config_ops::DYNAMIC_BROKER_CONFIGS;
@@ -247,6 +248,13 @@ pub async fn handle(
         let base = DescribeConfigsResult::default()
             .with_resource_type(res.resource_type)
             .with_resource_name(res.resource_name);
+        let refusal = authz::config_refusal(
+            broker,
+            ctx,
+            res.resource_type,
+            &name,
+            Operation::DescribeConfigs,
+        );
         let result = match res.resource_type {
             TOPIC => match image.topics.get(&name) {
                 Some(t) => Ok(topic_entries(broker, t, keys.as_deref(), o)),
@@ -277,6 +285,11 @@ pub async fn handle(
                 ResponseError::InvalidRequest,
                 format!("resource type {other} is not supported (only topics and brokers)"),
             )),
+        };
+        // An unauthorized principal learns nothing, not even whether the topic exists.
+        let result = match refusal {
+            Some(r) => Err(r),
+            None => result,
         };
         results.push(match result {
             Ok(configs) => base.with_configs(configs),
