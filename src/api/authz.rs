@@ -164,3 +164,13 @@ pub fn config_refusal(
         _ => None,
     }
 }
+
+/// GROUP_AUTHORIZATION_FAILED's code.
+pub fn group_denied() -> i16 {
+    code(ResponseError::GroupAuthorizationFailed)
+}
+
+/// TOPIC_AUTHORIZATION_FAILED's code.
+pub fn topic_denied() -> i16 {
+    code(ResponseError::TopicAuthorizationFailed)
+}
