@@ -72,9 +72,9 @@ impl RaftService {
                 .any(|(id, _)| *id == node)
     }
 
-    /// Refuses a forwarded command from a node that is not a member, or that speaks for
-    /// another broker.
-    fn check_client_write(&self, from: NodeId, cmd: &Command) -> Result<(), Status> {
+    /// Refuses a forwarded command from a node that is not a member, or (when the sender is
+    /// `proven` by the cluster secret) that speaks for another broker.
+    fn check_client_write(&self, from: NodeId, proven: bool, cmd: &Command) -> Result<(), Status> {
         if !self.is_member(from) {
             return Err(Status::permission_denied(format!(
                 "raft node {} refuses a metadata command from node {from}: not a member of the                  metadata quorum",
@@ -87,7 +87,7 @@ impl RaftService {
             _ => None,
         };
         match speaks_for {
-            Some(b) if i64::from(b) != from as i64 => Err(Status::permission_denied(format!(
+            Some(b) if proven && i64::from(b) != from as i64 => Err(Status::permission_denied(format!(
                 "raft node {} refuses a metadata command of broker {b} sent by node {from}",
                 self.id
             ))),
@@ -96,16 +96,16 @@ impl RaftService {
     }
 
     /// Verifies the token of a call of `rpc` and that the request's `from` is the proven
-    /// sender; returns the request.
+    /// sender; returns the request and whether its sender is proven.
     fn authenticate(
         &self,
         request: Request<RaftRequest>,
         rpc: &str,
-    ) -> Result<RaftRequest, Status> {
+    ) -> Result<(RaftRequest, bool), Status> {
         let proven = self.auth.verify(&request, rpc)?;
         let req = self.accept(request)?;
         same_sender(proven, i64::try_from(req.from).unwrap_or(-1), rpc)?;
-        Ok(req)
+        Ok((req, proven.is_some()))
     }
 
     /// Whether `node` is a voter of the newest membership this node knows.
@@ -183,7 +183,7 @@ impl RaftRpc for RaftService {
         &self,
         request: Request<RaftRequest>,
     ) -> Result<Response<RaftReply>, Status> {
-        let req = self.authenticate(request, method::APPEND_ENTRIES)?;
+        let (req, _) = self.authenticate(request, method::APPEND_ENTRIES)?;
         let rpc: openraft::raft::AppendEntriesRequest<crate::raft::TypeConfig> =
             decode(&req.payload).map_err(bad_payload)?;
         self.check_sender("AppendEntries", req.from, &rpc.vote)?;
@@ -191,7 +191,7 @@ impl RaftRpc for RaftService {
     }
 
     async fn vote(&self, request: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
-        let req = self.authenticate(request, method::VOTE)?;
+        let (req, _) = self.authenticate(request, method::VOTE)?;
         let rpc: openraft::raft::VoteRequest<NodeId> = decode(&req.payload).map_err(bad_payload)?;
         self.check_sender("Vote", req.from, &rpc.vote)?;
         reply(&self.raft.vote(rpc).await)
@@ -201,7 +201,7 @@ impl RaftRpc for RaftService {
         &self,
         request: Request<RaftRequest>,
     ) -> Result<Response<RaftReply>, Status> {
-        let req = self.authenticate(request, method::INSTALL_SNAPSHOT)?;
+        let (req, _) = self.authenticate(request, method::INSTALL_SNAPSHOT)?;
         let mut rpc: openraft::raft::InstallSnapshotRequest<crate::raft::TypeConfig> =
             decode(&req.payload).map_err(bad_payload)?;
         self.check_sender("InstallSnapshot", req.from, &rpc.vote)?;
@@ -213,9 +213,9 @@ impl RaftRpc for RaftService {
         &self,
         request: Request<RaftRequest>,
     ) -> Result<Response<RaftReply>, Status> {
-        let req = self.authenticate(request, method::CLIENT_WRITE)?;
+        let (req, proven) = self.authenticate(request, method::CLIENT_WRITE)?;
         let cmd: Command = decode(&req.payload).map_err(bad_payload)?;
-        self.check_client_write(req.from, &cmd)?;
+        self.check_client_write(req.from, proven, &cmd)?;
         reply(&self.raft.client_write(cmd).await)
     }
 }
