@@ -18,6 +18,8 @@ from confluent_kafka.admin import (
     AclBindingFilter,
     AclOperation,
     AclPermissionType,
+    AlterConfigOpType,
+    ConfigEntry,
     ConfigResource,
     NewPartitions,
     ResourcePatternType,
@@ -115,7 +117,7 @@ def test_acls_reach_every_broker_survive_a_restart_and_delete_by_filter(cluster3
 
     # Invalid creations are refused one by one, with Kafka's INVALID_REQUEST.
     a = admin(b)
-    bad = AclBinding(ResourceType.CLUSTER, "not-kafka-cluster", ResourcePatternType.LITERAL, ANON, "*",
+    bad = AclBinding(ResourceType.BROKER, "not-kafka-cluster", ResourcePatternType.LITERAL, ANON, "*",
                      AclOperation.ALTER, AclPermissionType.ALLOW)
     fut = a.create_acls([bad], request_timeout=15)[bad]
     try:
@@ -199,8 +201,9 @@ def test_clients_cannot_delete_repartition_or_reconfigure_the_offsets_topic(clus
         a.delete_topics([internal], operation_timeout=10)[internal],
         a.create_partitions([NewPartitions(internal, 100)], operation_timeout=10)[internal],
     ]
-    res = ConfigResource(ConfigResource.Type.TOPIC, internal, set_config={"retention.ms": "1"})
-    failures.append(a.alter_configs([res], request_timeout=10)[res])
+    res = ConfigResource(ConfigResource.Type.TOPIC, internal, incremental_configs=[
+        ConfigEntry("retention.ms", "1", incremental_operation=AlterConfigOpType.SET)])
+    failures.append(a.incremental_alter_configs([res], request_timeout=10)[res])
     for f in failures:
         try:
             f.result(timeout=WAIT)
