@@ -47,8 +47,8 @@ use crate::raft::{
     AppliedImage, BrokerNode, Command, CommandResponse, LogStore, MetadataRaft, NodeId,
     NodeListener, StateMachine,
 };
-use crate::rpc::network::ClientWriteResult;
 use crate::rpc::auth::RpcAuth;
+use crate::rpc::network::ClientWriteResult;
 use crate::rpc::{ForwardError, NetworkFactory, Peers, RaftService};
 
 /// Settings of one quorum member.

@@ -177,12 +177,20 @@ async fn the_grpc_port_refuses_callers_without_the_secret_or_speaking_for_others
     }
     // Broker 2, proven, fetching a partition it does not replicate: answered without data.
     let r = cluster
-        .replica_fetch(signed(fetch(2, "solo"), 2, Some(SECRET), method::REPLICA_FETCH))
+        .replica_fetch(signed(
+            fetch(2, "solo"),
+            2,
+            Some(SECRET),
+            method::REPLICA_FETCH,
+        ))
         .await
         .unwrap()
         .into_inner();
     assert_eq!(r.partitions.len(), 1);
-    assert_eq!(r.partitions[0].refusal, pb::FetchRefusal::UnknownPartition as i32);
+    assert_eq!(
+        r.partitions[0].refusal,
+        pb::FetchRefusal::UnknownPartition as i32
+    );
     assert!(r.partitions[0].records.is_empty());
 
     // Raft: a vote storm and a lying append in a huge term, without the secret.
@@ -273,13 +281,26 @@ async fn the_grpc_port_refuses_callers_without_the_secret_or_speaking_for_others
     .await;
     assert!(!q.members().contains_key(&3));
     let r = raft
-        .client_write(signed(write(2, hijack), 2, Some(SECRET), method::CLIENT_WRITE))
+        .client_write(signed(
+            write(2, hijack),
+            2,
+            Some(SECRET),
+            method::CLIENT_WRITE,
+        ))
         .await;
     assert_eq!(code(r), Code::PermissionDenied);
-    assert_eq!(b.metadata.image().brokers[&1].port, image_before.brokers[&1].port);
+    assert_eq!(
+        b.metadata.image().brokers[&1].port,
+        image_before.brokers[&1].port
+    );
     let r = raft
         .client_write(signed(
-            write(2, MetadataCommand::DeleteTopic { name: "solo".into() }),
+            write(
+                2,
+                MetadataCommand::DeleteTopic {
+                    name: "solo".into(),
+                },
+            ),
             2,
             Some(SECRET),
             method::CLIENT_WRITE,
@@ -293,10 +314,18 @@ async fn the_grpc_port_refuses_callers_without_the_secret_or_speaking_for_others
     assert!(b.metadata.image().topics.contains_key("t"));
     // A proven replica fetch of a partition broker 2 replicates is served.
     let r = cluster
-        .replica_fetch(signed(fetch(2, "t"), 2, Some(SECRET), method::REPLICA_FETCH))
+        .replica_fetch(signed(
+            fetch(2, "t"),
+            2,
+            Some(SECRET),
+            method::REPLICA_FETCH,
+        ))
         .await
         .unwrap()
         .into_inner();
-    assert_ne!(r.partitions[0].refusal, pb::FetchRefusal::UnknownPartition as i32);
+    assert_ne!(
+        r.partitions[0].refusal,
+        pb::FetchRefusal::UnknownPartition as i32
+    );
     b.shutdown.cancel();
 }

@@ -23,7 +23,13 @@ fn host(ctx: &RequestContext) -> &str {
 }
 
 /// Whether the request's principal may perform `op` on `(rt, name)`.
-pub fn allowed(b: &Broker, ctx: &RequestContext, op: Operation, rt: ResourceType, name: &str) -> bool {
+pub fn allowed(
+    b: &Broker,
+    ctx: &RequestContext,
+    op: Operation,
+    rt: ResourceType,
+    name: &str,
+) -> bool {
     let settings = &b.config.authorizer;
     if !settings.enabled {
         return true;

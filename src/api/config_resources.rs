@@ -8,8 +8,8 @@ use kafka_protocol::ResponseError;
 use super::errors::{code, metadata_code};
 use super::{authz, RequestContext};
 use crate::broker::Broker;
-use crate::security::acl::Operation;
 use crate::metadata::config_ops::{ConfigOp, ConfigResource};
+use crate::security::acl::Operation;
 
 /// Kafka's ConfigResource.Type values.
 pub const TOPIC: i8 = 2;

@@ -26,7 +26,11 @@ pub async fn handle(
     req: CreateAclsRequest,
 ) -> CreateAclsResponse {
     if let Err((e, msg)) = acl_access(broker, ctx, Operation::Alter) {
-        let results = req.creations.iter().map(|_| failed(e, msg.clone())).collect();
+        let results = req
+            .creations
+            .iter()
+            .map(|_| failed(e, msg.clone()))
+            .collect();
         return CreateAclsResponse::default().with_results(results);
     }
     // v0 has no pattern type: LITERAL (the codec fills in 3).

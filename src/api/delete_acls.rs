@@ -3,7 +3,9 @@
 //! deletion). Needs ALTER on the cluster; SECURITY_DISABLED without an authorizer. A filter
 //! with invalid codes is answered INVALID_REQUEST and deletes nothing.
 
-use kafka_protocol::messages::delete_acls_response::{DeleteAclsFilterResult, DeleteAclsMatchingAcl};
+use kafka_protocol::messages::delete_acls_response::{
+    DeleteAclsFilterResult, DeleteAclsMatchingAcl,
+};
 use kafka_protocol::messages::{DeleteAclsRequest, DeleteAclsResponse};
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
@@ -37,7 +39,11 @@ pub async fn handle(
     req: DeleteAclsRequest,
 ) -> DeleteAclsResponse {
     if let Err((e, msg)) = acl_access(broker, ctx, Operation::Alter) {
-        let results = req.filters.iter().map(|_| failed(code(e), msg.clone())).collect();
+        let results = req
+            .filters
+            .iter()
+            .map(|_| failed(code(e), msg.clone()))
+            .collect();
         return DeleteAclsResponse::default().with_filter_results(results);
     }
     let parsed: Vec<Result<AclFilter, String>> = req

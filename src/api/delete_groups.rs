@@ -6,8 +6,8 @@ use kafka_protocol::messages::{DeleteGroupsRequest, DeleteGroupsResponse};
 
 use super::errors::{group_code, NONE};
 use super::{authz, RequestContext};
-use crate::security::acl::Operation;
 use crate::broker::Broker;
+use crate::security::acl::Operation;
 
 pub async fn handle(
     broker: &Broker,

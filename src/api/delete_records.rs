@@ -12,9 +12,9 @@ use kafka_protocol::ResponseError;
 
 use super::errors::{code, leader_code, log_code};
 use super::{authz, RequestContext};
-use crate::security::acl::Operation;
 use crate::broker::Broker;
 use crate::metadata::TopicMeta;
+use crate::security::acl::Operation;
 
 const HIGH_WATERMARK: i64 = -1;
 

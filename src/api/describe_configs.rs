@@ -10,12 +10,12 @@ use kafka_protocol::ResponseError;
 
 use super::errors::code;
 use super::{authz, RequestContext};
-use crate::security::acl::Operation;
 use crate::broker::Broker;
 use crate::config::{Source, ValueType, SETTINGS};
 use crate::metadata::config_ops::DYNAMIC_BROKER_CONFIGS;
 use crate::metadata::topic_config::{default_synonyms, DynamicConfigs, TOPIC_CONFIGS};
 use crate::metadata::TopicMeta;
+use crate::security::acl::Operation;
 
 const TOPIC: i8 = 2;
 const BROKER: i8 = 4;

@@ -9,8 +9,8 @@ use kafka_protocol::ResponseError;
 
 use super::errors::{code, group_code};
 use super::{authz, RequestContext};
-use crate::security::acl::Operation;
 use crate::broker::Broker;
+use crate::security::acl::Operation;
 
 pub async fn handle(
     broker: &Broker,

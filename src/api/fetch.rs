@@ -17,8 +17,8 @@ use tokio::time::Instant;
 
 use super::errors::{code, leader_code, log_code};
 use super::{authz, RequestContext};
-use crate::security::acl::Operation;
 use crate::broker::Broker;
+use crate::security::acl::Operation;
 
 pub async fn handle(broker: &Broker, ctx: &RequestContext, req: FetchRequest) -> FetchResponse {
     let wait = Duration::from_millis(req.max_wait_ms.max(0) as u64);

@@ -11,8 +11,8 @@ use kafka_protocol::ResponseError;
 
 use super::errors::{code, NONE};
 use super::{authz, RequestContext};
-use crate::security::acl::Operation;
 use crate::broker::Broker;
+use crate::security::acl::Operation;
 
 const GROUP: i8 = 0;
 const TRANSACTION: i8 = 1;

@@ -47,17 +47,18 @@ pub async fn handle(
 ) -> IncrementalAlterConfigsResponse {
     let mut responses = Vec::with_capacity(req.resources.len());
     for r in req.resources {
-        let parsed = alterable_resource(broker, ctx, r.resource_type, &r.resource_name).and_then(|res| {
-            let ops = r
-                .configs
-                .iter()
-                .map(|c| {
-                    op(&c.name, c.config_operation, c.value.as_ref())
-                        .map(|o| (c.name.to_string(), o))
-                })
-                .collect::<Result<Vec<_>, _>>()?;
-            Ok((res, ops))
-        });
+        let parsed =
+            alterable_resource(broker, ctx, r.resource_type, &r.resource_name).and_then(|res| {
+                let ops = r
+                    .configs
+                    .iter()
+                    .map(|c| {
+                        op(&c.name, c.config_operation, c.value.as_ref())
+                            .map(|o| (c.name.to_string(), o))
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                Ok((res, ops))
+            });
         let (error_code, error_message) = match parsed {
             Err(outcome) => outcome,
             Ok((res, ops)) => alter(broker, res, ops, false, req.validate_only).await,

@@ -9,8 +9,8 @@ use kafka_protocol::ResponseError;
 
 use super::errors::code;
 use super::{authz, RequestContext};
-use crate::security::acl::{Operation, ResourceType};
 use crate::broker::Broker;
+use crate::security::acl::{Operation, ResourceType};
 
 pub async fn handle(
     broker: &Broker,

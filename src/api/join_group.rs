@@ -8,10 +8,10 @@ use kafka_protocol::protocol::StrBytes;
 
 use super::errors::group_code_of;
 use super::{authz, RequestContext};
-use crate::security::acl::Operation;
 use crate::broker::Broker;
 use crate::group::state::Protocol;
 use crate::group::JoinRequest;
+use crate::security::acl::Operation;
 
 pub async fn handle(
     broker: &Broker,

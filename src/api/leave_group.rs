@@ -7,9 +7,9 @@ use kafka_protocol::protocol::StrBytes;
 
 use super::errors::{group_code, NONE};
 use super::{authz, RequestContext};
-use crate::security::acl::Operation;
 use crate::broker::Broker;
 use crate::group::MemberRef;
+use crate::security::acl::Operation;
 
 pub async fn handle(
     broker: &Broker,

@@ -6,9 +6,9 @@ use kafka_protocol::messages::{GroupId, ListGroupsRequest, ListGroupsResponse};
 use kafka_protocol::protocol::StrBytes;
 
 use super::{authz, RequestContext};
-use crate::security::acl::Operation;
 use crate::broker::Broker;
 use crate::group::GroupState;
+use crate::security::acl::Operation;
 
 pub async fn handle(
     broker: &Broker,

@@ -9,8 +9,8 @@ use kafka_protocol::ResponseError;
 
 use super::errors::{code, leader_code, log_code};
 use super::{authz, RequestContext};
-use crate::security::acl::Operation;
 use crate::broker::Broker;
+use crate::security::acl::Operation;
 
 const LATEST: i64 = -1;
 const EARLIEST: i64 = -2;

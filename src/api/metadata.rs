@@ -14,9 +14,9 @@ use kafka_protocol::ResponseError;
 
 use super::errors::{code, metadata_code};
 use super::{authorized_ops, authz, RequestContext};
-use crate::security::acl::Operation;
 use crate::broker::Broker;
 use crate::metadata::{validate_topic_name, TopicMeta};
+use crate::security::acl::Operation;
 
 pub async fn handle(
     broker: &Broker,
@@ -56,7 +56,8 @@ pub async fn handle(
         None => {
             for t in broker.metadata.image().topics.values() {
                 if describable(&t.name) {
-                    topics.push(topic_entry(t).with_topic_authorized_operations(topic_ops(&t.name)));
+                    topics
+                        .push(topic_entry(t).with_topic_authorized_operations(topic_ops(&t.name)));
                 }
             }
         }

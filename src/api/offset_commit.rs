@@ -10,10 +10,10 @@ use kafka_protocol::ResponseError;
 
 use super::errors::{code, group_code, NONE};
 use super::{authz, RequestContext};
-use crate::security::acl::Operation;
 use crate::broker::Broker;
 use crate::group::coordinator::CommitRequest;
 use crate::group::{CommittedOffset, MemberRef, TopicPartition};
+use crate::security::acl::Operation;
 
 pub async fn handle(
     broker: &Broker,

@@ -11,10 +11,10 @@ use kafka_protocol::protocol::StrBytes;
 
 use super::errors::{group_code, NONE};
 use super::{authz, RequestContext};
-use crate::security::acl::Operation;
 use crate::broker::Broker;
 use crate::group::coordinator::TopicOffsets;
 use crate::group::CommittedOffset;
+use crate::security::acl::Operation;
 
 /// One partition's answer: (partition, offset, leader epoch, metadata, error).
 type Row = (i32, i64, i32, String, i16);
@@ -142,7 +142,10 @@ fn fetch(
         })
         .map(|(topic, parts, denied)| {
             if let Some(error) = denied {
-                let rows = parts.into_iter().map(|(p, _)| no_offset(p, error)).collect();
+                let rows = parts
+                    .into_iter()
+                    .map(|(p, _)| no_offset(p, error))
+                    .collect();
                 return (topic, rows);
             }
             let rows = parts

@@ -6,9 +6,9 @@ use kafka_protocol::protocol::StrBytes;
 
 use super::errors::group_code_of;
 use super::{authz, RequestContext};
-use crate::security::acl::Operation;
 use crate::broker::Broker;
 use crate::group::SyncRequest;
+use crate::security::acl::Operation;
 
 pub async fn handle(
     broker: &Broker,

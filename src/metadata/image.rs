@@ -155,9 +155,13 @@ pub enum MetadataCommand {
         replace: bool,
     },
     /// Adds ACLs (CreateAcls); a binding already present is not added twice.
-    CreateAcls { acls: Vec<AclBinding> },
+    CreateAcls {
+        acls: Vec<AclBinding>,
+    },
     /// Removes every ACL that any of the filters selects (DeleteAcls).
-    DeleteAcls { filters: Vec<AclFilter> },
+    DeleteAcls {
+        filters: Vec<AclFilter>,
+    },
 }
 
 /// Everything a broker knows about the cluster.
@@ -765,7 +769,8 @@ mod tests {
     #[test]
     fn acls_are_added_once_and_deleted_by_filter() {
         use crate::security::acl::AclBinding;
-        let acl = |name: &str, op: i8| AclBinding::from_codes(2, name, 3, "User:a", "*", op, 3).unwrap();
+        let acl =
+            |name: &str, op: i8| AclBinding::from_codes(2, name, 3, "User:a", "*", op, 3).unwrap();
         let mut img = image(1);
         img.apply(&MetadataCommand::CreateAcls {
             acls: vec![acl("t", 3), acl("t", 4), acl("t", 3)],

@@ -189,12 +189,10 @@ impl RpcAuth {
             return Ok(None);
         };
         let token = req.metadata().get(HEADER).and_then(|v| v.to_str().ok());
-        self.check(secret, token, method)
-            .map(Some)
-            .map_err(|e| {
-                self.warn_refusal(method, &e);
-                Status::unauthenticated(format!("broker {} refuses {method}: {e}", self.node_id))
-            })
+        self.check(secret, token, method).map(Some).map_err(|e| {
+            self.warn_refusal(method, &e);
+            Status::unauthenticated(format!("broker {} refuses {method}: {e}", self.node_id))
+        })
     }
 
     fn check(&self, secret: &[u8], token: Option<&str>, method: &str) -> Result<u64, AuthError> {
@@ -323,7 +321,9 @@ mod tests {
         let b = RpcAuth::new(1, Some(secret.clone()));
         let nonce = [7u8; 16];
         let ts = now_ms() - 31_000;
-        let m = mac(&secret, 3, method::VOTE, ts, &nonce).finalize().into_bytes();
+        let m = mac(&secret, 3, method::VOTE, ts, &nonce)
+            .finalize()
+            .into_bytes();
         let t = format!("3.{ts}.{}.{}", hex(&nonce), hex(&m));
         assert!(matches!(
             b.check(&secret, Some(&t), method::VOTE),

@@ -14,9 +14,9 @@ use std::time::Duration;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Response, Status};
 
+use super::auth::{method, same_sender, RpcAuth};
 use super::pb::cluster_client::ClusterClient;
 use super::pb::cluster_server::{Cluster, ClusterServer};
-use super::auth::{method, same_sender, RpcAuth};
 use super::pb::{self, HeartbeatReply, HeartbeatRequest, ReplicaFetchReply};
 use super::MAX_MESSAGE_BYTES;
 use crate::replication::manager::{BoxFuture, ReplicaTransport};

@@ -25,8 +25,8 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
-use super::pb::raft_server::{Raft as RaftRpc, RaftServer};
 use super::auth::{method, same_sender, RpcAuth};
+use super::pb::raft_server::{Raft as RaftRpc, RaftServer};
 use super::pb::{RaftReply, RaftRequest};
 use super::{decode, encode, MAX_MESSAGE_BYTES};
 use crate::metadata::MetadataCommand;
@@ -87,10 +87,12 @@ impl RaftService {
             _ => None,
         };
         match speaks_for {
-            Some(b) if proven && i64::from(b) != from as i64 => Err(Status::permission_denied(format!(
-                "raft node {} refuses a metadata command of broker {b} sent by node {from}",
-                self.id
-            ))),
+            Some(b) if proven && i64::from(b) != from as i64 => {
+                Err(Status::permission_denied(format!(
+                    "raft node {} refuses a metadata command of broker {b} sent by node {from}",
+                    self.id
+                )))
+            }
             _ => Ok(()),
         }
     }

@@ -228,8 +228,8 @@ impl AclBinding {
         operation: i8,
         permission: i8,
     ) -> Result<Self, AclError> {
-        let rt = ResourceType::from_code(resource_type)
-            .ok_or(AclError::ResourceType(resource_type))?;
+        let rt =
+            ResourceType::from_code(resource_type).ok_or(AclError::ResourceType(resource_type))?;
         let pt = match pattern_type {
             3 => PatternType::Literal,
             4 => PatternType::Prefixed,
@@ -362,7 +362,9 @@ impl AclFilter {
             return *name == b.resource_name;
         }
         match b.pattern_type {
-            PatternType::Literal => *name == b.resource_name || b.resource_name == WILDCARD_RESOURCE,
+            PatternType::Literal => {
+                *name == b.resource_name || b.resource_name == WILDCARD_RESOURCE
+            }
             PatternType::Prefixed => name.starts_with(&b.resource_name),
         }
     }
@@ -416,7 +418,16 @@ mod tests {
             (2, "t", 3, "User:a", "*", 4, 1, AclError::Permission(1)),
             (2, "", 3, "User:a", "*", 4, 3, AclError::EmptyName),
             (4, "c", 3, "User:a", "*", 4, 3, AclError::ClusterName),
-            (2, "t", 3, "alice", "*", 4, 3, AclError::Principal("alice".into())),
+            (
+                2,
+                "t",
+                3,
+                "alice",
+                "*",
+                4,
+                3,
+                AclError::Principal("alice".into()),
+            ),
             (2, "t", 3, "User:a", "", 4, 3, AclError::EmptyHost),
         ];
         for (rt, name, pt, p, h, op, perm, err) in cases {
@@ -453,8 +464,7 @@ mod tests {
         assert_eq!(select(&f(2, Some("ord"), 4)), vec![&pre]);
         assert_eq!(select(&f(2, Some("orders"), 4)), Vec::<&AclBinding>::new());
         assert_eq!(select(&f(1, None, 3)), vec![&lit, &star, &group]);
-        let by_principal =
-            AclFilter::from_codes(1, None, 1, Some("User:bob"), None, 1, 1).unwrap();
+        let by_principal = AclFilter::from_codes(1, None, 1, Some("User:bob"), None, 1, 1).unwrap();
         assert!(select(&by_principal).is_empty());
         let by_op = AclFilter::from_codes(1, None, 1, None, Some("*"), 3, 3).unwrap();
         assert_eq!(select(&by_op).len(), 4);

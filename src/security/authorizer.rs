@@ -224,7 +224,15 @@ mod tests {
     #[test]
     fn decisions_follow_kafkas_rules() {
         let write_t = [acl(Topic, "t", Literal, "User:alice", "*", Write, Allow)];
-        let prefixed = [acl(Topic, "pay-", Prefixed, "User:alice", "*", Write, Allow)];
+        let prefixed = [acl(
+            Topic,
+            "pay-",
+            Prefixed,
+            "User:alice",
+            "*",
+            Write,
+            Allow,
+        )];
         let deny_beats = [
             acl(Topic, "pay-", Prefixed, "User:alice", "*", All, Allow),
             acl(Topic, "pay-eu", Literal, "User:alice", "*", Write, Deny),
@@ -243,14 +251,30 @@ mod tests {
             acl(Topic, "t", Literal, "User:alice", "*", All, Allow),
             acl(Topic, "t", Literal, "User:alice", "*", Read, Deny),
         ];
-        let cluster = [acl(Cluster, "kafka-cluster", Literal, "User:ops", "*", Alter, Allow)];
+        let cluster = [acl(
+            Cluster,
+            "kafka-cluster",
+            Literal,
+            "User:ops",
+            "*",
+            Alter,
+            Allow,
+        )];
         check(
             &on(),
             &[
                 // no ACLs: denied (allow.everyone.if.no.acl.found=false), super users pass
                 (&[], "User:alice", "1.2.3.4", Write, Topic, "t", false),
                 (&[], "User:admin", "1.2.3.4", Write, Topic, "t", true),
-                (&deny_beats, "User:admin", "1.2.3.4", Write, Topic, "pay-eu", true),
+                (
+                    &deny_beats,
+                    "User:admin",
+                    "1.2.3.4",
+                    Write,
+                    Topic,
+                    "pay-eu",
+                    true,
+                ),
                 // literal
                 (&write_t, "User:alice", "1.2.3.4", Write, Topic, "t", true),
                 (&write_t, "User:alice", "1.2.3.4", Write, Topic, "t2", false),
@@ -262,7 +286,15 @@ mod tests {
                 (&prefixed, "User:alice", "h", Write, Topic, "pay", false),
                 (&prefixed, "User:alice", "h", Write, Topic, "xpay-eu", false),
                 // deny wins over allow (ALL allows; the literal deny covers only pay-eu)
-                (&deny_beats, "User:alice", "h", Write, Topic, "pay-eu", false),
+                (
+                    &deny_beats,
+                    "User:alice",
+                    "h",
+                    Write,
+                    Topic,
+                    "pay-eu",
+                    false,
+                ),
                 (&deny_beats, "User:alice", "h", Read, Topic, "pay-eu", true),
                 (&deny_beats, "User:alice", "h", Write, Topic, "pay-us", true),
                 // wildcards of resource and principal
@@ -270,13 +302,45 @@ mod tests {
                 (&wildcard, "User:anyone", "h", Write, Topic, "x", false),
                 (&wildcard, "Group:x", "h", Read, Topic, "x", false),
                 // hosts
-                (&by_host, "User:ANONYMOUS", "10.0.0.1", Write, Topic, "t", true),
-                (&by_host, "User:ANONYMOUS", "10.0.0.2", Write, Topic, "t", false),
-                (&by_host, "User:ANONYMOUS", "10.0.0.3", Write, Topic, "t", false),
+                (
+                    &by_host,
+                    "User:ANONYMOUS",
+                    "10.0.0.1",
+                    Write,
+                    Topic,
+                    "t",
+                    true,
+                ),
+                (
+                    &by_host,
+                    "User:ANONYMOUS",
+                    "10.0.0.2",
+                    Write,
+                    Topic,
+                    "t",
+                    false,
+                ),
+                (
+                    &by_host,
+                    "User:ANONYMOUS",
+                    "10.0.0.3",
+                    Write,
+                    Topic,
+                    "t",
+                    false,
+                ),
                 // implications: READ → DESCRIBE, ALTER_CONFIGS → DESCRIBE_CONFIGS, DELETE →
                 // DESCRIBE; nothing implies WRITE or READ
                 (&implied, "User:alice", "h", Describe, Topic, "t", true),
-                (&implied, "User:alice", "h", DescribeConfigs, Topic, "t", true),
+                (
+                    &implied,
+                    "User:alice",
+                    "h",
+                    DescribeConfigs,
+                    Topic,
+                    "t",
+                    true,
+                ),
                 (&implied, "User:alice", "h", Describe, Group, "g", true),
                 (&implied, "User:alice", "h", Write, Topic, "t", false),
                 (&implied, "User:alice", "h", Read, Group, "g", false),
@@ -284,9 +348,33 @@ mod tests {
                 (&deny_read, "User:alice", "h", Read, Topic, "t", false),
                 (&deny_read, "User:alice", "h", Describe, Topic, "t", true),
                 // the cluster resource
-                (&cluster, "User:ops", "h", Alter, Cluster, "kafka-cluster", true),
-                (&cluster, "User:ops", "h", Describe, Cluster, "kafka-cluster", true),
-                (&cluster, "User:ops", "h", Create, Cluster, "kafka-cluster", false),
+                (
+                    &cluster,
+                    "User:ops",
+                    "h",
+                    Alter,
+                    Cluster,
+                    "kafka-cluster",
+                    true,
+                ),
+                (
+                    &cluster,
+                    "User:ops",
+                    "h",
+                    Describe,
+                    Cluster,
+                    "kafka-cluster",
+                    true,
+                ),
+                (
+                    &cluster,
+                    "User:ops",
+                    "h",
+                    Create,
+                    Cluster,
+                    "kafka-cluster",
+                    false,
+                ),
             ],
         );
     }
@@ -360,6 +448,8 @@ mod tests {
             vec![Principal::user("a"), Principal::user("b")]
         );
         assert!(AuthorizerSettings::parse_super_users("alice").is_err());
-        assert!(AuthorizerSettings::parse_super_users("").unwrap().is_empty());
+        assert!(AuthorizerSettings::parse_super_users("")
+            .unwrap()
+            .is_empty());
     }
 }
