@@ -851,6 +851,72 @@ mod tests {
     use super::*;
 
     #[test]
+    fn security_settings_parse_and_are_checked() {
+        let c = |pairs: &[(&str, &str)]| {
+            BrokerConfig::from_pairs(
+                pairs
+                    .iter()
+                    .map(|(k, v)| ("t".to_string(), k.to_string(), v.to_string())),
+            )
+        };
+        let d = c(&[]).unwrap();
+        assert!(!d.authorizer.enabled && d.inter_broker_secret.is_none());
+        let a = c(&[
+            (
+                "authorizer.class.name",
+                "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+            ),
+            ("super.users", "User:admin;User:ops"),
+            ("allow.everyone.if.no.acl.found", "true"),
+            ("inter.broker.secret", "0123456789abcdef"),
+        ])
+        .unwrap();
+        assert!(a.authorizer.enabled && a.authorizer.allow_everyone_if_no_acl_found);
+        assert_eq!(a.authorizer.super_users.len(), 2);
+        assert_eq!(
+            a.inter_broker_secret.as_ref().unwrap().0,
+            b"0123456789abcdef"
+        );
+        assert!(
+            !format!("{a:?}").contains("0123456789abcdef"),
+            "secret in Debug"
+        );
+        for bad in [
+            vec![("authorizer.class.name", "com.example.Mine")],
+            vec![("super.users", "admin")],
+            vec![("inter.broker.secret", "short")],
+            vec![
+                ("inter.broker.secret", "0123456789abcdef"),
+                ("inter.broker.secret.file", "/x"),
+            ],
+        ] {
+            assert!(c(&bad).is_err(), "{bad:?}");
+        }
+        // From a file, trimmed.
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("secret");
+        std::fs::write(&f, "  fedcba9876543210fedcba\n").unwrap();
+        let s = c(&[("inter.broker.secret.file", f.to_str().unwrap())]).unwrap();
+        assert_eq!(s.inter_broker_secret.unwrap().0, b"fedcba9876543210fedcba");
+        // Without a secret a wildcard gRPC listener narrows to the Kafka listener's host;
+        // with one it stays.
+        let open = c(&[
+            ("listeners", "PLAINTEXT://127.0.0.5:9092"),
+            ("raft.listener", "0.0.0.0:9093"),
+        ])
+        .unwrap();
+        assert_eq!(open.raft_listener.to_string(), "127.0.0.5:9093");
+        assert!(open.raft_listener_narrowed);
+        let closed = c(&[
+            ("listeners", "PLAINTEXT://127.0.0.5:9092"),
+            ("raft.listener", "0.0.0.0:9093"),
+            ("inter.broker.secret", "0123456789abcdef"),
+        ])
+        .unwrap();
+        assert_eq!(closed.raft_listener.to_string(), "0.0.0.0:9093");
+    }
+
+    #[test]
     fn env_names_are_upper_snake() {
         assert_eq!(
             env_name("auto.create.topics.enable"),

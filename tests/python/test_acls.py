@@ -12,6 +12,8 @@ implementation, raw DescribeAcls/Metadata to each chosen broker.
 - __consumer_offsets cannot be deleted, re-partitioned or reconfigured by clients.
 """
 
+import uuid
+
 from confluent_kafka import KafkaError, Producer
 from confluent_kafka.admin import (
     AclBinding,
@@ -32,9 +34,13 @@ from kafka.protocol.admin import DescribeAclsRequest
 
 from helpers import WAIT, admin, create_topic, err_code, topic_name, wait_until
 
+SECRET = "acl-test-secret-" + uuid.uuid4().hex
+
 CLUSTER_ENV = {
     "RAFTKA_AUTHORIZER_CLASS_NAME": "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
     "RAFTKA_ALLOW_EVERYONE_IF_NO_ACL_FOUND": "true",
+    # The gRPC secret given directly (not the file scripts/cluster would generate).
+    "RAFTKA_INTER_BROKER_SECRET": SECRET,
 }
 
 ANON = "User:ANONYMOUS"
@@ -210,3 +216,12 @@ def test_clients_cannot_delete_repartition_or_reconfigure_the_offsets_topic(clus
             raise AssertionError("an internal-topic change was accepted")
         except Exception as e:  # noqa: BLE001 - checked below
             assert err_code(e) == KafkaError.INVALID_REQUEST, e
+
+
+def test_the_inter_broker_secret_is_reported_as_sensitive_without_its_value(cluster3):
+    a = admin(cluster3.bootstrap)
+    res = ConfigResource(ConfigResource.Type.BROKER, "1")
+    configs = a.describe_configs([res], request_timeout=15)[res].result(timeout=WAIT)
+    entry = configs["inter.broker.secret"]
+    assert entry.is_sensitive and entry.value is None, entry
+    assert all(SECRET not in str(c.value) for c in configs.values())
