@@ -410,7 +410,9 @@ mod tests {
     fn creations_are_validated_like_kafka() {
         let ok = AclBinding::from_codes(2, "t", 3, "User:a", "*", 4, 3).unwrap();
         assert_eq!(ok.operation, Operation::Write);
-        let cases: &[(i8, &str, i8, &str, &str, i8, i8, AclError)] = &[
+        // (resource type, name, pattern type, principal, host, operation, permission, error)
+        type Case<'a> = (i8, &'a str, i8, &'a str, &'a str, i8, i8, AclError);
+        let cases: &[Case<'_>] = &[
             (1, "t", 3, "User:a", "*", 4, 3, AclError::ResourceType(1)),
             (2, "t", 2, "User:a", "*", 4, 3, AclError::PatternType(2)),
             (2, "t", 1, "User:a", "*", 4, 3, AclError::PatternType(1)),

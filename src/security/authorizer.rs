@@ -412,8 +412,8 @@ mod tests {
         };
         let s = on();
         let allow = acl(Topic, "a-", Prefixed, "User:alice", "*", Write, Allow);
-        assert!(s.authorize_any(&[allow.clone()], &who, Write, Topic));
-        assert!(!s.authorize_any(&[allow.clone()], &who, Read, Topic));
+        assert!(s.authorize_any(std::slice::from_ref(&allow), &who, Write, Topic));
+        assert!(!s.authorize_any(std::slice::from_ref(&allow), &who, Read, Topic));
         let deny_all = acl(Topic, "*", Literal, "User:alice", "*", Write, Deny);
         assert!(!s.authorize_any(&[allow.clone(), deny_all], &who, Write, Topic));
         let deny_prefix = acl(Topic, "a", Prefixed, "User:*", "*", All, Deny);
