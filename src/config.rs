@@ -468,7 +468,7 @@ impl BrokerConfig {
             authorizer,
             inter_broker_secret,
             raft_listener_narrowed,
-            values,
+            values: hide_secrets(values),
         })
     }
 
@@ -476,6 +476,21 @@ impl BrokerConfig {
     pub fn raw(&self, name: &str) -> Option<(&str, Source)> {
         self.values.get(name).map(|(v, s)| (v.as_str(), *s))
     }
+}
+
+/// The raw values with every set secret replaced by `[hidden]` (as Kafka logs passwords): the
+/// parsed secret lives in its own field, and the raw values reach DescribeConfigs and Debug.
+fn hide_secrets(
+    mut values: BTreeMap<&'static str, (String, Source)>,
+) -> BTreeMap<&'static str, (String, Source)> {
+    for def in SETTINGS.iter().filter(|d| d.kind == ValueType::Password) {
+        if let Some((v, _)) = values.get_mut(def.name) {
+            if !v.is_empty() {
+                *v = "[hidden]".to_string();
+            }
+        }
+    }
+    values
 }
 
 /// `inter.broker.secret` or the content of `inter.broker.secret.file` (not both).
