@@ -225,3 +225,31 @@ def test_the_inter_broker_secret_is_reported_as_sensitive_without_its_value(clus
     entry = configs["inter.broker.secret"]
     assert entry.is_sensitive and entry.value is None, entry
     assert all(SECRET not in str(c.value) for c in configs.values())
+
+
+def test_a_group_member_needs_read_on_its_group(cluster3):
+    b = cluster3.bootstrap
+    topic, group = topic_name("gt"), topic_name("grp")
+    create_topic(b, topic)
+    a = admin(b)
+    only_alice = AclBinding(ResourceType.GROUP, group, ResourcePatternType.LITERAL, "User:alice", "*",
+                            AclOperation.READ, AclPermissionType.ALLOW)
+    for f in a.create_acls([only_alice], request_timeout=15).values():
+        f.result(timeout=WAIT)
+    from confluent_kafka import Consumer
+
+    c = Consumer({"bootstrap.servers": b, "group.id": group, "auto.offset.reset": "earliest"})
+    try:
+        c.subscribe([topic])
+
+        def refused():
+            msg = c.poll(0.5)
+            return msg is not None and msg.error() is not None and \
+                msg.error().code() == KafkaError.GROUP_AUTHORIZATION_FAILED
+
+        wait_until(refused, what="GROUP_AUTHORIZATION_FAILED for a group only alice may read")
+    finally:
+        c.close()
+        f = AclBindingFilter(ResourceType.GROUP, group, ResourcePatternType.LITERAL, None, None,
+                             AclOperation.ANY, AclPermissionType.ANY)
+        a.delete_acls([f], request_timeout=15)[f].result(timeout=WAIT)
