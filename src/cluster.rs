@@ -21,7 +21,9 @@ use crate::metadata::controller::{plan, Leases};
 use crate::metadata::{ClusterImage, MetadataCommand, MetadataError};
 use crate::quorum::{MetadataQuorum, QuorumConfig, QuorumError};
 use crate::replication::manager::{BoxFuture, IsrProposer, ReplicaManager};
-use crate::replication::{ReplicaFetchRequest, ReplicaFetchResponse};
+use crate::replication::{
+    FetchRefusal, PartitionFetchResult, ReplicaFetchRequest, ReplicaFetchResponse,
+};
 use crate::rpc::cluster::{
     BrokerHeartbeat, ClusterHandler, ClusterPeers, ClusterService, HandlerSlot, HeartbeatAnswer,
 };
@@ -33,15 +35,27 @@ pub async fn open(
     replication: Arc<ReplicaManager>,
 ) -> Result<Arc<Broker>, BrokerError> {
     let slot: HandlerSlot = Arc::new(OnceLock::new());
+    let quorum_config = QuorumConfig::from_broker(&config);
+    let auth = quorum_config.auth.clone();
     let bind = config.raft_listener;
+    if !auth.enabled() {
+        tracing::warn!(
+            raft_listener = %bind,
+            narrowed_from_wildcard = config.raft_listener_narrowed,
+            "INTER-BROKER PORT UNAUTHENTICATED: no inter.broker.secret is set, so anyone who \
+             can reach the gRPC port can act as any broker (fake heartbeats, replica fetches, \
+             metadata writes). It binds to the Kafka listener's host; set inter.broker.secret \
+             (or inter.broker.secret.file) to the same random value on every broker"
+        );
+    }
     let listener = TcpListener::bind(bind)
         .await
         .map_err(|source| QuorumError::Bind { addr: bind, source })?;
     let quorum = MetadataQuorum::start_with(
-        QuorumConfig::from_broker(&config),
+        quorum_config,
         logs.db(),
         listener,
-        Some(ClusterService::new(slot.clone())),
+        Some(ClusterService::new(slot.clone(), auth.clone())),
     )
     .await?;
     let addrs: BTreeMap<i32, String> = config
@@ -49,7 +63,7 @@ pub async fn open(
         .iter()
         .map(|v| (v.id, v.addr()))
         .collect();
-    let peers = ClusterPeers::new(addrs);
+    let peers = ClusterPeers::new(addrs, auth);
     let broker = Arc::new(Broker::assemble(
         config,
         quorum,
@@ -102,7 +116,40 @@ impl ClusterHandler for Broker {
     }
 
     fn replica_fetch(&self, req: ReplicaFetchRequest) -> BoxFuture<'_, ReplicaFetchResponse> {
-        Box::pin(self.replication.handle_fetch(req))
+        // Only replicas of a partition may fetch it: anything else is answered without data
+        // (and never counts as the follower's progress).
+        let image = self.metadata.image();
+        let (mine, refused): (Vec<_>, Vec<_>) = req.partitions.iter().cloned().partition(|p| {
+            image
+                .topics
+                .get(&p.topic)
+                .and_then(|t| t.partitions.get(usize::try_from(p.partition).ok()?))
+                .is_some_and(|m| m.replicas.contains(&req.replica_id))
+        });
+        let req = ReplicaFetchRequest {
+            partitions: mine,
+            ..req
+        };
+        Box::pin(async move {
+            let mut resp = if req.partitions.is_empty() {
+                ReplicaFetchResponse {
+                    partitions: Vec::new(),
+                }
+            } else {
+                self.replication.handle_fetch(req).await
+            };
+            resp.partitions
+                .extend(refused.into_iter().map(|p| PartitionFetchResult {
+                    topic: p.topic,
+                    partition: p.partition,
+                    refusal: Some(FetchRefusal::UnknownPartition),
+                    high_watermark: -1,
+                    log_start: -1,
+                    diverging: None,
+                    records: Default::default(),
+                }));
+            resp
+        })
     }
 }
 

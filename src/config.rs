@@ -1,8 +1,9 @@
 //! Broker settings: one table of Kafka-named settings drives the config file, the
 //! `RAFTKA_*` environment variables, the command-line flags and DescribeConfigs.
 //!
-//! Depends on nothing else in the crate. Precedence, lowest to highest: built-in default,
-//! `--config FILE` (Java properties), environment, command-line flags.
+//! Depends on nothing else in the crate but `security` (the authorizer settings type).
+//! Precedence, lowest to highest: built-in default, `--config FILE` (Java properties),
+//! environment, command-line flags.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -36,6 +37,8 @@ pub enum ValueType {
     Long,
     Str,
     List,
+    /// A secret: DescribeConfigs reports it as sensitive, without its value.
+    Password,
 }
 
 /// One broker setting as the table describes it.
@@ -68,6 +71,11 @@ pub const SETTINGS: &[SettingDef] = &[
     SettingDef { name: "http.listener", default: "", kind: ValueType::Str, doc: "host:port of the HTTP admin listener (/metrics, /health, /ready, /v1/cluster, the web console at /); empty: the first Kafka listener's bind address with its port + 2 (9094 next to 9092; + 1 is raft.listener's default)." },
     SettingDef { name: "raft.advertised.listener", default: "", kind: ValueType::Str, doc: "host:port other brokers use to reach this broker's gRPC service when it joins as a learner (not in controller.quorum.voters); empty: raft.listener, a wildcard address replaced by the host name." },
     SettingDef { name: "controller.quorum.election.timeout.ms", default: "300", kind: ValueType::Int, doc: "Minimum Raft election timeout; the maximum is twice this and the leader heartbeat a third of it (about 1 s metadata failover at the default)." },
+    SettingDef { name: "authorizer.class.name", default: "", kind: ValueType::Str, doc: "Authorizer of client requests. Empty (the default): no authorization at all, as in Kafka. org.apache.kafka.metadata.authorizer.StandardAuthorizer (or kafka.security.authorizer.AclAuthorizer): ACLs stored in the metadata quorum decide (CreateAcls/DescribeAcls/DeleteAcls)." },
+    SettingDef { name: "super.users", default: "", kind: ValueType::Str, doc: "Principals allowed everything when an authorizer is configured, semicolon separated (User:admin;User:ops)." },
+    SettingDef { name: "allow.everyone.if.no.acl.found", default: "false", kind: ValueType::Bool, doc: "With an authorizer: allow every principal on resources that no ACL covers (Kafka's default: deny)." },
+    SettingDef { name: "inter.broker.secret", default: "", kind: ValueType::Password, doc: "Shared secret of the cluster's brokers (at least 16 characters, the same on every broker): every inter-broker gRPC call carries an HMAC-SHA256 token made with it, bound to the sending broker, the RPC and the time, and calls without a valid token are refused. Empty: the gRPC port is unauthenticated (a WARN at startup) and binds to the Kafka listener's host. Prefer inter.broker.secret.file." },
+    SettingDef { name: "inter.broker.secret.file", default: "", kind: ValueType::Str, doc: "File holding inter.broker.secret (surrounding whitespace ignored); keeps the secret out of the command line and the environment." },
     SettingDef { name: "log.dirs", default: "./data", kind: ValueType::Str, doc: "Directory of the broker's sled database." },
     SettingDef { name: "num.partitions", default: "1", kind: ValueType::Int, doc: "Partitions of a topic created without an explicit count." },
     SettingDef { name: "default.replication.factor", default: "1", kind: ValueType::Int, doc: "Replication factor of a topic created without an explicit one." },
@@ -221,7 +229,28 @@ pub struct BrokerConfig {
     pub offsets_topic_replication_factor: i16,
     /// How long an OffsetCommit waits for its records to be replicated.
     pub offsets_commit_timeout_ms: u64,
+    /// `authorizer.class.name`, `super.users`, `allow.everyone.if.no.acl.found`.
+    pub authorizer: crate::security::authorizer::AuthorizerSettings,
+    /// `inter.broker.secret` (or the content of `inter.broker.secret.file`); `None`: the
+    /// inter-broker gRPC port is unauthenticated.
+    pub inter_broker_secret: Option<InterBrokerSecret>,
+    /// `raft.listener` was a wildcard address moved to the Kafka listener's host because no
+    /// inter-broker secret is set (logged at startup).
+    pub raft_listener_narrowed: bool,
 }
+
+/// The cluster secret of the inter-broker port. Its `Debug` never shows the bytes.
+#[derive(Clone, PartialEq, Eq)]
+pub struct InterBrokerSecret(pub Vec<u8>);
+
+impl std::fmt::Debug for InterBrokerSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("InterBrokerSecret(<redacted>)")
+    }
+}
+
+/// Shortest `inter.broker.secret` accepted, in bytes.
+pub const MIN_SECRET_LEN: usize = 16;
 
 impl Default for BrokerConfig {
     fn default() -> Self {
@@ -304,7 +333,25 @@ impl BrokerConfig {
         check_protocols(&listeners, &get("listener.security.protocol.map"))?;
         let rack = Some(get("broker.rack").trim().to_string()).filter(|r| !r.is_empty());
         let quorum_voters = parse_voters(&get("controller.quorum.voters"))?;
-        let raft_listener = parse_bind("raft.listener", get("raft.listener").trim())?;
+        let mut raft_listener = parse_bind("raft.listener", get("raft.listener").trim())?;
+        let inter_broker_secret = parse_secret(
+            &get("inter.broker.secret"),
+            &get("inter.broker.secret.file"),
+        )?;
+        // Without a secret, the unauthenticated gRPC port listens no wider than the Kafka
+        // listener: a wildcard raft.listener moves to the first Kafka listener's address.
+        let kafka_ip = listeners[0].bind.ip();
+        let raft_listener_narrowed = inter_broker_secret.is_none()
+            && raft_listener.ip().is_unspecified()
+            && !kafka_ip.is_unspecified();
+        if raft_listener_narrowed {
+            raft_listener.set_ip(kafka_ip);
+        }
+        let authorizer = parse_authorizer(
+            &get("authorizer.class.name"),
+            &get("super.users"),
+            get("allow.everyone.if.no.acl.found").trim() == "true",
+        )?;
         let raft_advertised = match get("raft.advertised.listener").trim() {
             "" if raft_listener.ip().is_unspecified() => {
                 format!("{}:{}", host_name(), raft_listener.port())
@@ -418,7 +465,10 @@ impl BrokerConfig {
             offsets_topic_replication_factor: positive("offsets.topic.replication.factor")?
                 .min(i16::MAX as i64) as i16,
             offsets_commit_timeout_ms: positive("offsets.commit.timeout.ms")? as u64,
-            values,
+            authorizer,
+            inter_broker_secret,
+            raft_listener_narrowed,
+            values: hide_secrets(values),
         })
     }
 
@@ -426,6 +476,75 @@ impl BrokerConfig {
     pub fn raw(&self, name: &str) -> Option<(&str, Source)> {
         self.values.get(name).map(|(v, s)| (v.as_str(), *s))
     }
+}
+
+/// The raw values with every set secret replaced by `[hidden]` (as Kafka logs passwords): the
+/// parsed secret lives in its own field, and the raw values reach DescribeConfigs and Debug.
+fn hide_secrets(
+    mut values: BTreeMap<&'static str, (String, Source)>,
+) -> BTreeMap<&'static str, (String, Source)> {
+    for def in SETTINGS.iter().filter(|d| d.kind == ValueType::Password) {
+        if let Some((v, _)) = values.get_mut(def.name) {
+            if !v.is_empty() {
+                *v = "[hidden]".to_string();
+            }
+        }
+    }
+    values
+}
+
+/// `inter.broker.secret` or the content of `inter.broker.secret.file` (not both).
+fn parse_secret(value: &str, file: &str) -> Result<Option<InterBrokerSecret>, ConfigError> {
+    let secret = match (value.trim(), file.trim()) {
+        ("", "") => return Ok(None),
+        (v, "") => v.to_string(),
+        ("", f) => std::fs::read_to_string(f)
+            .map_err(|source| ConfigError::ReadFile {
+                path: PathBuf::from(f),
+                source,
+            })?
+            .trim()
+            .to_string(),
+        _ => {
+            return Err(invalid(
+                "inter.broker.secret.file",
+                file,
+                "set either inter.broker.secret or inter.broker.secret.file, not both",
+            ))
+        }
+    };
+    if secret.len() < MIN_SECRET_LEN {
+        return Err(invalid(
+            "inter.broker.secret",
+            "<redacted>",
+            &format!("must be at least {MIN_SECRET_LEN} characters (e.g. `openssl rand -hex 32`)"),
+        ));
+    }
+    Ok(Some(InterBrokerSecret(secret.into_bytes())))
+}
+
+/// The authorizer settings; `authorizer.class.name` must be empty or a class raftka
+/// implements.
+fn parse_authorizer(
+    class: &str,
+    super_users: &str,
+    allow_everyone_if_no_acl_found: bool,
+) -> Result<crate::security::authorizer::AuthorizerSettings, ConfigError> {
+    use crate::security::authorizer::{AuthorizerSettings, ACCEPTED_CLASS_NAMES};
+    let class = class.trim();
+    if !class.is_empty() && !ACCEPTED_CLASS_NAMES.contains(&class) {
+        return Err(invalid(
+            "authorizer.class.name",
+            class,
+            &format!("raftka implements {}", ACCEPTED_CLASS_NAMES.join(" and ")),
+        ));
+    }
+    Ok(AuthorizerSettings {
+        enabled: !class.is_empty(),
+        super_users: AuthorizerSettings::parse_super_users(super_users)
+            .map_err(|e| invalid("super.users", super_users, &e))?,
+        allow_everyone_if_no_acl_found,
+    })
 }
 
 fn clamp_i32(name: &str, v: i64) -> Result<i32, ConfigError> {
@@ -446,7 +565,7 @@ fn check_type(def: &SettingDef, value: &str) -> Result<(), ConfigError> {
         ValueType::Bool => v == "true" || v == "false",
         ValueType::Int => v.parse::<i32>().is_ok(),
         ValueType::Long => v.is_empty() && def.default.is_empty() || v.parse::<i64>().is_ok(),
-        ValueType::Str | ValueType::List => true,
+        ValueType::Str | ValueType::List | ValueType::Password => true,
     };
     if ok {
         Ok(())
@@ -745,6 +864,72 @@ fn shown_default(def: &SettingDef) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn security_settings_parse_and_are_checked() {
+        let c = |pairs: &[(&str, &str)]| {
+            BrokerConfig::from_pairs(
+                pairs
+                    .iter()
+                    .map(|(k, v)| ("t".to_string(), k.to_string(), v.to_string())),
+            )
+        };
+        let d = c(&[]).unwrap();
+        assert!(!d.authorizer.enabled && d.inter_broker_secret.is_none());
+        let a = c(&[
+            (
+                "authorizer.class.name",
+                "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+            ),
+            ("super.users", "User:admin;User:ops"),
+            ("allow.everyone.if.no.acl.found", "true"),
+            ("inter.broker.secret", "0123456789abcdef"),
+        ])
+        .unwrap();
+        assert!(a.authorizer.enabled && a.authorizer.allow_everyone_if_no_acl_found);
+        assert_eq!(a.authorizer.super_users.len(), 2);
+        assert_eq!(
+            a.inter_broker_secret.as_ref().unwrap().0,
+            b"0123456789abcdef"
+        );
+        assert!(
+            !format!("{a:?}").contains("0123456789abcdef"),
+            "secret in Debug"
+        );
+        for bad in [
+            vec![("authorizer.class.name", "com.example.Mine")],
+            vec![("super.users", "admin")],
+            vec![("inter.broker.secret", "short")],
+            vec![
+                ("inter.broker.secret", "0123456789abcdef"),
+                ("inter.broker.secret.file", "/x"),
+            ],
+        ] {
+            assert!(c(&bad).is_err(), "{bad:?}");
+        }
+        // From a file, trimmed.
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("secret");
+        std::fs::write(&f, "  fedcba9876543210fedcba\n").unwrap();
+        let s = c(&[("inter.broker.secret.file", f.to_str().unwrap())]).unwrap();
+        assert_eq!(s.inter_broker_secret.unwrap().0, b"fedcba9876543210fedcba");
+        // Without a secret a wildcard gRPC listener narrows to the Kafka listener's host;
+        // with one it stays.
+        let open = c(&[
+            ("listeners", "PLAINTEXT://127.0.0.5:9092"),
+            ("raft.listener", "0.0.0.0:9093"),
+        ])
+        .unwrap();
+        assert_eq!(open.raft_listener.to_string(), "127.0.0.5:9093");
+        assert!(open.raft_listener_narrowed);
+        let closed = c(&[
+            ("listeners", "PLAINTEXT://127.0.0.5:9092"),
+            ("raft.listener", "0.0.0.0:9093"),
+            ("inter.broker.secret", "0123456789abcdef"),
+        ])
+        .unwrap();
+        assert_eq!(closed.raft_listener.to_string(), "0.0.0.0:9093");
+    }
 
     #[test]
     fn env_names_are_upper_snake() {

@@ -47,6 +47,7 @@ use crate::raft::{
     AppliedImage, BrokerNode, Command, CommandResponse, LogStore, MetadataRaft, NodeId,
     NodeListener, StateMachine,
 };
+use crate::rpc::auth::RpcAuth;
 use crate::rpc::network::ClientWriteResult;
 use crate::rpc::{ForwardError, NetworkFactory, Peers, RaftService};
 
@@ -68,6 +69,8 @@ pub struct QuorumConfig {
     pub logs_kept_after_snapshot: u64,
     /// How long [`MetadataQuorum::submit`] may take in total, leader changes included.
     pub submit_timeout: Duration,
+    /// Signs and verifies inter-broker calls with the cluster secret (`inter.broker.secret`).
+    pub auth: Arc<RpcAuth>,
 }
 
 impl QuorumConfig {
@@ -96,6 +99,10 @@ impl QuorumConfig {
                 })
                 .collect(),
             election_timeout_min_ms: config.quorum_election_timeout_ms,
+            auth: Arc::new(RpcAuth::new(
+                node_id,
+                config.inter_broker_secret.as_ref().map(|s| s.0.clone()),
+            )),
             ..Self::defaults(node_id, BTreeMap::new())
         }
     }
@@ -110,6 +117,7 @@ impl QuorumConfig {
             snapshot_interval_entries: 5000,
             logs_kept_after_snapshot: 1000,
             submit_timeout: Duration::from_secs(10),
+            auth: Arc::new(RpcAuth::new(node_id, None)),
         }
     }
 
@@ -223,7 +231,10 @@ impl MetadataQuorum {
         let log = LogStore::open(db).map_err(|e| QuorumError::Storage(e.to_string()))?;
         let sm = StateMachine::open(db).map_err(|e| QuorumError::Storage(e.to_string()))?;
         let images = sm.subscribe();
-        let peers = Peers::new(Duration::from_millis(config.election_timeout_min_ms));
+        let peers = Peers::new(
+            Duration::from_millis(config.election_timeout_min_ms),
+            config.auth.clone(),
+        );
         let network = NetworkFactory::new(id, peers.clone());
         let raft = MetadataRaft::new(id, raft_config, network, log, sm)
             .await
@@ -235,7 +246,12 @@ impl MetadataQuorum {
         let server_stop = CancellationToken::new();
         let server = tokio::spawn(crate::rpc::serve(
             listener,
-            RaftService::new(id, raft.clone(), config.voters.keys().copied().collect()),
+            RaftService::new(
+                id,
+                raft.clone(),
+                config.voters.keys().copied().collect(),
+                config.auth.clone(),
+            ),
             cluster,
             server_stop.clone(),
         ));

@@ -5,7 +5,7 @@
 use kafka_protocol::messages::alter_configs_response::AlterConfigsResourceResponse;
 use kafka_protocol::messages::{AlterConfigsRequest, AlterConfigsResponse};
 
-use super::config_resources::{alter, resource};
+use super::config_resources::{alter, alterable_resource};
 use super::RequestContext;
 use crate::broker::Broker;
 use crate::metadata::config_ops::ConfigOp;
@@ -13,36 +13,37 @@ use crate::metadata::MetadataError;
 
 pub async fn handle(
     broker: &Broker,
-    _ctx: &RequestContext,
+    ctx: &RequestContext,
     req: AlterConfigsRequest,
 ) -> AlterConfigsResponse {
     let mut responses = Vec::with_capacity(req.resources.len());
     for r in req.resources {
-        let (error_code, error_message) = match resource(r.resource_type, &r.resource_name) {
-            Err(outcome) => outcome,
-            Ok(res) => {
-                let ops: Result<Vec<(String, ConfigOp)>, MetadataError> = r
-                    .configs
-                    .iter()
-                    .map(|c| match &c.value {
-                        Some(v) => Ok((c.name.to_string(), ConfigOp::Set(v.to_string()))),
-                        None => Err(MetadataError::InvalidConfig {
-                            key: c.name.to_string(),
-                            reason: "the value is null".into(),
-                        }),
-                    })
-                    .collect();
-                match ops {
-                    Ok(ops) => alter(broker, res, ops, true, req.validate_only).await,
-                    Err(e) => (
-                        super::errors::metadata_code(&e),
-                        Some(kafka_protocol::protocol::StrBytes::from_string(
-                            e.to_string(),
-                        )),
-                    ),
+        let (error_code, error_message) =
+            match alterable_resource(broker, ctx, r.resource_type, &r.resource_name) {
+                Err(outcome) => outcome,
+                Ok(res) => {
+                    let ops: Result<Vec<(String, ConfigOp)>, MetadataError> = r
+                        .configs
+                        .iter()
+                        .map(|c| match &c.value {
+                            Some(v) => Ok((c.name.to_string(), ConfigOp::Set(v.to_string()))),
+                            None => Err(MetadataError::InvalidConfig {
+                                key: c.name.to_string(),
+                                reason: "the value is null".into(),
+                            }),
+                        })
+                        .collect();
+                    match ops {
+                        Ok(ops) => alter(broker, res, ops, true, req.validate_only).await,
+                        Err(e) => (
+                            super::errors::metadata_code(&e),
+                            Some(kafka_protocol::protocol::StrBytes::from_string(
+                                e.to_string(),
+                            )),
+                        ),
+                    }
                 }
-            }
-        };
+            };
         responses.push(
             AlterConfigsResourceResponse::default()
                 .with_error_code(error_code)

@@ -2,75 +2,78 @@
 //! DescribeCluster, Metadata and DescribeGroups return when asked with
 //! `include_*_authorized_operations`. Bit `n` stands for Kafka's `AclOperation` code `n`.
 //!
-//! raftka has no authorizer yet, so every principal may perform every operation a resource
-//! type supports — what Kafka answers when no `authorizer.class.name` is set. The sets are
-//! Kafka's `AclEntry.supportedOperations` per resource type. Depends on nothing.
+//! The supported operations per resource type are Kafka's `AclEntry.supportedOperations`;
+//! of those, the set holds what the authorizer allows the request's principal (every one
+//! when no `authorizer.class.name` is set, as Kafka answers). Depends on `api::authz`.
 
-/// Kafka's `AclOperation` codes of the operations these sets use.
-mod op {
-    pub const READ: u8 = 3;
-    pub const WRITE: u8 = 4;
-    pub const CREATE: u8 = 5;
-    pub const DELETE: u8 = 6;
-    pub const ALTER: u8 = 7;
-    pub const DESCRIBE: u8 = 8;
-    pub const CLUSTER_ACTION: u8 = 9;
-    pub const DESCRIBE_CONFIGS: u8 = 10;
-    pub const ALTER_CONFIGS: u8 = 11;
-    pub const IDEMPOTENT_WRITE: u8 = 12;
-}
-
-const fn bits(ops: &[u8]) -> i32 {
-    let mut set = 0i32;
-    let mut i = 0;
-    while i < ops.len() {
-        set |= 1 << ops[i];
-        i += 1;
-    }
-    set
-}
+use super::authz;
+use super::RequestContext;
+use crate::broker::Broker;
+use crate::security::acl::Operation::{self, *};
+use crate::security::acl::{ResourceType, CLUSTER_NAME};
 
 /// The cluster resource: 7 operations.
-pub const CLUSTER: i32 = bits(&[
-    op::CREATE,
-    op::ALTER,
-    op::DESCRIBE,
-    op::CLUSTER_ACTION,
-    op::DESCRIBE_CONFIGS,
-    op::ALTER_CONFIGS,
-    op::IDEMPOTENT_WRITE,
-]);
+pub const CLUSTER_OPS: &[Operation] = &[
+    Create,
+    Alter,
+    Describe,
+    ClusterAction,
+    DescribeConfigs,
+    AlterConfigs,
+    IdempotentWrite,
+];
 
 /// A topic: 8 operations.
-pub const TOPIC: i32 = bits(&[
-    op::READ,
-    op::WRITE,
-    op::CREATE,
-    op::DELETE,
-    op::ALTER,
-    op::DESCRIBE,
-    op::DESCRIBE_CONFIGS,
-    op::ALTER_CONFIGS,
-]);
+pub const TOPIC_OPS: &[Operation] = &[
+    Read,
+    Write,
+    Create,
+    Delete,
+    Alter,
+    Describe,
+    DescribeConfigs,
+    AlterConfigs,
+];
 
 /// A consumer group: 3 operations.
-pub const GROUP: i32 = bits(&[op::READ, op::DELETE, op::DESCRIBE]);
+pub const GROUP_OPS: &[Operation] = &[Read, Delete, Describe];
 
 /// What the response carries when the request did not ask (Kafka's `Integer.MIN_VALUE`).
 pub const NOT_REQUESTED: i32 = i32::MIN;
+
+/// The cluster's authorized operations for the request's principal.
+pub fn cluster(b: &Broker, ctx: &RequestContext) -> i32 {
+    authz::operations(b, ctx, ResourceType::Cluster, CLUSTER_NAME, CLUSTER_OPS)
+}
+
+/// Topic `name`'s authorized operations for the request's principal.
+pub fn topic(b: &Broker, ctx: &RequestContext, name: &str) -> i32 {
+    authz::operations(b, ctx, ResourceType::Topic, name, TOPIC_OPS)
+}
+
+/// Group `name`'s authorized operations for the request's principal.
+pub fn group(b: &Broker, ctx: &RequestContext, name: &str) -> i32 {
+    authz::operations(b, ctx, ResourceType::Group, name, GROUP_OPS)
+}
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn bits(ops: &[Operation]) -> i32 {
+        ops.iter().fold(0, |s, o| s | (1 << o.code()))
+    }
+
     #[test]
     fn sets_have_kafkas_sizes_and_codes() {
-        assert_eq!(CLUSTER.count_ones(), 7);
-        assert_eq!(TOPIC.count_ones(), 8);
-        assert_eq!(GROUP.count_ones(), 3);
+        assert_eq!(bits(CLUSTER_OPS).count_ones(), 7);
+        assert_eq!(bits(TOPIC_OPS).count_ones(), 8);
         // READ(3) | DELETE(6) | DESCRIBE(8)
-        assert_eq!(GROUP, 0b1_0100_1000);
+        assert_eq!(bits(GROUP_OPS), 0b1_0100_1000);
         // No set claims UNKNOWN(0), ANY(1) or ALL(2): those are filters, not operations.
-        assert_eq!((CLUSTER | TOPIC | GROUP) & 0b111, 0);
+        assert_eq!(
+            (bits(CLUSTER_OPS) | bits(TOPIC_OPS) | bits(GROUP_OPS)) & 0b111,
+            0
+        );
     }
 }

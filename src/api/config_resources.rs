@@ -6,8 +6,10 @@ use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 
 use super::errors::{code, metadata_code};
+use super::{authz, RequestContext};
 use crate::broker::Broker;
 use crate::metadata::config_ops::{ConfigOp, ConfigResource};
+use crate::security::acl::Operation;
 
 /// Kafka's ConfigResource.Type values.
 pub const TOPIC: i8 = 2;
@@ -39,6 +41,29 @@ pub fn resource(resource_type: i8, name: &str) -> Result<ConfigResource, Resourc
             format!("resource type {other} is not supported (only topics (2) and brokers (4))"),
         )),
     }
+}
+
+/// Parses a resource an alter request names, once the principal may ALTER_CONFIGS it
+/// (TOPIC_AUTHORIZATION_FAILED / CLUSTER_AUTHORIZATION_FAILED otherwise). An internal
+/// topic's configs are not for clients to change (INVALID_REQUEST).
+pub fn alterable_resource(
+    broker: &Broker,
+    ctx: &RequestContext,
+    resource_type: i8,
+    name: &str,
+) -> Result<ConfigResource, ResourceOutcome> {
+    if let Some((e, msg)) =
+        authz::config_refusal(broker, ctx, resource_type, name, Operation::AlterConfigs)
+    {
+        return Err(failure(e, msg));
+    }
+    if resource_type == TOPIC && authz::is_internal_topic(name) {
+        return Err(failure(
+            ResponseError::InvalidRequest,
+            format!("{name} is an internal topic: its configs cannot be changed by clients"),
+        ));
+    }
+    resource(resource_type, name)
 }
 
 /// Applies (or with `validate_only` only checks) one resource's operations.

@@ -6,13 +6,13 @@ use kafka_protocol::messages::{CreatePartitionsRequest, CreatePartitionsResponse
 use kafka_protocol::protocol::StrBytes;
 
 use super::errors::metadata_code;
-use super::RequestContext;
+use super::{authz, RequestContext};
 use crate::broker::Broker;
 use crate::metadata::check_record_count;
 
 pub async fn handle(
     broker: &Broker,
-    _ctx: &RequestContext,
+    ctx: &RequestContext,
     req: CreatePartitionsRequest,
 ) -> CreatePartitionsResponse {
     // As in Kafka's controller: the new partitions of the whole request count against the
@@ -52,6 +52,13 @@ pub async fn handle(
             .map(|a| a.broker_ids.into_iter().map(|b| b.0).collect())
             .collect();
         let mut r = CreatePartitionsTopicResult::default().with_name(t.name.clone());
+        if let Some((error, message)) = authz::alter_topic_refusal(broker, ctx, &t.name.0) {
+            results.push(
+                r.with_error_code(error)
+                    .with_error_message(Some(StrBytes::from_string(message))),
+            );
+            continue;
+        }
         if let Err(e) = broker
             .create_partitions(t.name.0.as_str(), t.count, assignments, req.validate_only)
             .await

@@ -11,8 +11,10 @@ use kafka_protocol::messages::{CreateTopicsRequest, CreateTopicsResponse, TopicN
 use kafka_protocol::protocol::StrBytes;
 
 use super::describe_configs::{topic_entries, EntryOptions};
-use super::errors::metadata_code;
-use super::RequestContext;
+use kafka_protocol::ResponseError;
+
+use super::errors::{code, metadata_code};
+use super::{authz, RequestContext};
 use crate::broker::{topic_records, Broker, CreateTopicSpec};
 use crate::metadata::{check_record_count, MetadataError};
 
@@ -49,6 +51,10 @@ pub async fn handle(
     let mut results = Vec::with_capacity(req.topics.len());
     for t in req.topics {
         let name = t.name.0.to_string();
+        if !authz::create_topic(broker, ctx, &name) {
+            results.push(unauthorized(ctx, t.name));
+            continue;
+        }
         let mut configs = BTreeMap::new();
         let mut bad_config = None;
         for c in &t.configs {
@@ -125,6 +131,20 @@ pub async fn handle(
         results.push(r);
     }
     CreateTopicsResponse::default().with_topics(results)
+}
+
+/// TOPIC_AUTHORIZATION_FAILED: no CREATE on the cluster or the topic.
+fn unauthorized(ctx: &RequestContext, name: TopicName) -> CreatableTopicResult {
+    let r = CreatableTopicResult::default()
+        .with_name(name)
+        .with_error_code(code(ResponseError::TopicAuthorizationFailed));
+    if ctx.api_version >= 1 {
+        r.with_error_message(Some(StrBytes::from_static_str(
+            "Authorization failed: CREATE on the cluster or the topic is required",
+        )))
+    } else {
+        r
+    }
 }
 
 /// The result of a topic that is not created, with the error message from v1 on.

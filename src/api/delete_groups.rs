@@ -5,18 +5,30 @@ use kafka_protocol::messages::delete_groups_response::DeletableGroupResult;
 use kafka_protocol::messages::{DeleteGroupsRequest, DeleteGroupsResponse};
 
 use super::errors::{group_code, NONE};
-use super::RequestContext;
+use super::{authz, RequestContext};
 use crate::broker::Broker;
+use crate::security::acl::Operation;
 
 pub async fn handle(
     broker: &Broker,
-    _ctx: &RequestContext,
+    ctx: &RequestContext,
     req: DeleteGroupsRequest,
 ) -> DeleteGroupsResponse {
-    let ids: Vec<String> = req.groups_names.iter().map(|g| g.0.to_string()).collect();
+    // Groups the principal may not DELETE are answered GROUP_AUTHORIZATION_FAILED; the others
+    // are deleted.
+    let (allowed, denied): (Vec<_>, Vec<_>) = req
+        .groups_names
+        .into_iter()
+        .partition(|g| authz::group(broker, ctx, Operation::Delete, &g.0));
+    let ids: Vec<String> = allowed.iter().map(|g| g.0.to_string()).collect();
     let results = broker.groups.delete_groups(&ids).await;
+    let denied = denied.into_iter().map(|id| {
+        DeletableGroupResult::default()
+            .with_group_id(id)
+            .with_error_code(authz::group_denied())
+    });
     DeleteGroupsResponse::default().with_results(
-        req.groups_names
+        allowed
             .into_iter()
             .zip(results)
             .map(|(id, r)| {
@@ -24,6 +36,7 @@ pub async fn handle(
                     .with_group_id(id)
                     .with_error_code(r.as_ref().err().map_or(NONE, group_code))
             })
+            .chain(denied)
             .collect(),
     )
 }

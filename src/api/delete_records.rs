@@ -11,21 +11,23 @@ use kafka_protocol::messages::{DeleteRecordsRequest, DeleteRecordsResponse};
 use kafka_protocol::ResponseError;
 
 use super::errors::{code, leader_code, log_code};
-use super::RequestContext;
+use super::{authz, RequestContext};
 use crate::broker::Broker;
 use crate::metadata::TopicMeta;
+use crate::security::acl::Operation;
 
 const HIGH_WATERMARK: i64 = -1;
 
 pub async fn handle(
     broker: &Broker,
-    _ctx: &RequestContext,
+    ctx: &RequestContext,
     req: DeleteRecordsRequest,
 ) -> DeleteRecordsResponse {
     let image = broker.metadata.image();
     let mut topics = Vec::with_capacity(req.topics.len());
     for t in req.topics {
         let topic = image.topics.get(t.name.0.as_str());
+        let deletable = authz::topic(broker, ctx, Operation::Delete, &t.name.0);
         let partitions = t
             .partitions
             .iter()
@@ -34,6 +36,7 @@ pub async fn handle(
                     .with_partition_index(p.partition_index)
                     .with_low_watermark(-1);
                 match topic {
+                    _ if !deletable => base.with_error_code(authz::topic_denied()),
                     None => base.with_error_code(code(ResponseError::UnknownTopicOrPartition)),
                     Some(topic) => match delete(broker, topic, p.partition_index, p.offset) {
                         Ok(low) => base.with_low_watermark(low),

@@ -7,8 +7,9 @@ use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 
 use super::errors::{code, metadata_code};
-use super::RequestContext;
+use super::{authz, RequestContext};
 use crate::broker::Broker;
+use crate::security::acl::Operation;
 
 pub async fn handle(
     broker: &Broker,
@@ -31,6 +32,14 @@ pub async fn handle(
     for (name, id) in targets {
         let mut r = DeletableTopicResult::default().with_name(name.clone());
         let result = match name {
+            Some(n) if !authz::topic(broker, ctx, Operation::Delete, &n.0) => Err((
+                code(ResponseError::TopicAuthorizationFailed),
+                "Authorization failed: DELETE on the topic is required".to_string(),
+            )),
+            Some(n) if authz::is_internal_topic(&n.0) => Err((
+                code(ResponseError::InvalidRequest),
+                format!("{} is an internal topic and cannot be deleted", n.0),
+            )),
             Some(n) => broker
                 .delete_topic(n.0.as_str())
                 .await

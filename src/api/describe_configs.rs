@@ -9,12 +9,13 @@ use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 
 use super::errors::code;
-use super::RequestContext;
+use super::{authz, RequestContext};
 use crate::broker::Broker;
 use crate::config::{Source, ValueType, SETTINGS};
 use crate::metadata::config_ops::DYNAMIC_BROKER_CONFIGS;
 use crate::metadata::topic_config::{default_synonyms, DynamicConfigs, TOPIC_CONFIGS};
 use crate::metadata::TopicMeta;
+use crate::security::acl::Operation;
 
 const TOPIC: i8 = 2;
 const BROKER: i8 = 4;
@@ -40,6 +41,7 @@ fn type_code(t: ValueType) -> i8 {
     match t {
         ValueType::Bool => 1,
         ValueType::Str => 2,
+        ValueType::Password => 9,
         ValueType::Int => 3,
         ValueType::Long => 5,
         ValueType::List => 7,
@@ -65,9 +67,13 @@ struct Entry<'a> {
 }
 
 fn render(e: Entry<'_>, o: EntryOptions) -> DescribeConfigsResourceResult {
+    // Secrets are reported as Kafka reports passwords: sensitive, without a value.
+    let sensitive = e.kind == ValueType::Password;
+    let shown = |v: String| (!sensitive).then(|| StrBytes::from_string(v));
     let mut r = DescribeConfigsResourceResult::default()
         .with_name(StrBytes::from_string(e.name.to_string()))
-        .with_value(Some(StrBytes::from_string(e.value)))
+        .with_value(shown(e.value))
+        .with_is_sensitive(sensitive)
         .with_read_only(e.read_only)
         .with_documentation(None);
     if o.version == 0 {
@@ -81,7 +87,7 @@ fn render(e: Entry<'_>, o: EntryOptions) -> DescribeConfigsResourceResult {
                     .map(|(n, v, s)| {
                         DescribeConfigsSynonym::default()
                             .with_name(StrBytes::from_string(n))
-                            .with_value(Some(StrBytes::from_string(v)))
+                            .with_value(shown(v))
                             .with_source(s)
                     })
                     .collect(),
@@ -242,6 +248,13 @@ pub async fn handle(
         let base = DescribeConfigsResult::default()
             .with_resource_type(res.resource_type)
             .with_resource_name(res.resource_name);
+        let refusal = authz::config_refusal(
+            broker,
+            ctx,
+            res.resource_type,
+            &name,
+            Operation::DescribeConfigs,
+        );
         let result = match res.resource_type {
             TOPIC => match image.topics.get(&name) {
                 Some(t) => Ok(topic_entries(broker, t, keys.as_deref(), o)),
@@ -272,6 +285,11 @@ pub async fn handle(
                 ResponseError::InvalidRequest,
                 format!("resource type {other} is not supported (only topics and brokers)"),
             )),
+        };
+        // An unauthorized principal learns nothing, not even whether the topic exists.
+        let result = match refusal {
+            Some(r) => Err(r),
+            None => result,
         };
         results.push(match result {
             Ok(configs) => base.with_configs(configs),

@@ -5,9 +5,12 @@ use kafka_protocol::messages::describe_groups_response::{DescribedGroup, Describ
 use kafka_protocol::messages::{DescribeGroupsRequest, DescribeGroupsResponse};
 use kafka_protocol::protocol::StrBytes;
 
-use super::errors::group_code;
-use super::RequestContext;
+use kafka_protocol::ResponseError;
+
+use super::errors::{code, group_code};
+use super::{authz, RequestContext};
 use crate::broker::Broker;
+use crate::security::acl::Operation;
 
 pub async fn handle(
     broker: &Broker,
@@ -20,8 +23,11 @@ pub async fn handle(
         .into_iter()
         .map(|id| {
             let g = DescribedGroup::default().with_group_id(id.clone());
+            if !authz::group(broker, ctx, Operation::Describe, &id.0) {
+                return g.with_error_code(code(ResponseError::GroupAuthorizationFailed));
+            }
             let g = if v >= 3 && req.include_authorized_operations {
-                g.with_authorized_operations(super::authorized_ops::GROUP)
+                g.with_authorized_operations(super::authorized_ops::group(broker, ctx, &id.0))
             } else {
                 g
             };

@@ -16,8 +16,9 @@ use kafka_protocol::ResponseError;
 use tokio::time::Instant;
 
 use super::errors::{code, leader_code, log_code};
-use super::RequestContext;
+use super::{authz, RequestContext};
 use crate::broker::Broker;
+use crate::security::acl::Operation;
 
 pub async fn handle(broker: &Broker, ctx: &RequestContext, req: FetchRequest) -> FetchResponse {
     let wait = Duration::from_millis(req.max_wait_ms.max(0) as u64);
@@ -68,11 +69,17 @@ fn read(broker: &Broker, ctx: &RequestContext, req: &FetchRequest) -> (FetchResp
     let mut responses = Vec::with_capacity(req.topics.len());
     for ft in &req.topics {
         let topic = image.topics.get(ft.topic.0.as_str());
+        let readable = authz::topic(broker, ctx, Operation::Read, &ft.topic.0);
         let mut partitions = Vec::with_capacity(ft.partitions.len());
         for fp in &ft.partitions {
             let mut pd = PartitionData::default()
                 .with_partition_index(fp.partition)
                 .with_high_watermark(-1);
+            if !readable {
+                had_error = true;
+                partitions.push(pd.with_error_code(code(ResponseError::TopicAuthorizationFailed)));
+                continue;
+            }
             let Some(topic) = topic else {
                 had_error = true;
                 partitions.push(pd.with_error_code(code(ResponseError::UnknownTopicOrPartition)));

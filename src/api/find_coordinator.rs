@@ -10,8 +10,9 @@ use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 
 use super::errors::{code, NONE};
-use super::RequestContext;
+use super::{authz, RequestContext};
 use crate::broker::Broker;
+use crate::security::acl::Operation;
 
 const GROUP: i8 = 0;
 const TRANSACTION: i8 = 1;
@@ -74,6 +75,12 @@ pub async fn handle(
 
 async fn lookup(broker: &Broker, ctx: &RequestContext, key: &str, key_type: i8) -> Found {
     match key_type {
+        GROUP if !authz::group(broker, ctx, Operation::Describe, key) => {
+            return Found::error(
+                ResponseError::GroupAuthorizationFailed,
+                "Authorization failed: DESCRIBE on the group is required",
+            )
+        }
         GROUP => {}
         TRANSACTION => {
             return Found::error(

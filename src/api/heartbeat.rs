@@ -4,15 +4,19 @@
 use kafka_protocol::messages::{HeartbeatRequest, HeartbeatResponse};
 
 use super::errors::{group_code, NONE};
-use super::RequestContext;
+use super::{authz, RequestContext};
 use crate::broker::Broker;
 use crate::group::MemberRef;
+use crate::security::acl::Operation;
 
 pub async fn handle(
     broker: &Broker,
-    _ctx: &RequestContext,
+    ctx: &RequestContext,
     req: HeartbeatRequest,
 ) -> HeartbeatResponse {
+    if !authz::group(broker, ctx, Operation::Read, &req.group_id.0) {
+        return HeartbeatResponse::default().with_error_code(authz::group_denied());
+    }
     let who = MemberRef {
         member_id: req.member_id.to_string(),
         group_instance_id: req.group_instance_id.map(|s| s.to_string()),

@@ -7,7 +7,7 @@ use kafka_protocol::messages::{IncrementalAlterConfigsRequest, IncrementalAlterC
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 
-use super::config_resources::{alter, resource, ResourceOutcome};
+use super::config_resources::{alter, alterable_resource, ResourceOutcome};
 use super::errors::code;
 use super::RequestContext;
 use crate::broker::Broker;
@@ -42,22 +42,23 @@ fn op(name: &str, operation: i8, value: Option<&StrBytes>) -> Result<ConfigOp, R
 
 pub async fn handle(
     broker: &Broker,
-    _ctx: &RequestContext,
+    ctx: &RequestContext,
     req: IncrementalAlterConfigsRequest,
 ) -> IncrementalAlterConfigsResponse {
     let mut responses = Vec::with_capacity(req.resources.len());
     for r in req.resources {
-        let parsed = resource(r.resource_type, &r.resource_name).and_then(|res| {
-            let ops = r
-                .configs
-                .iter()
-                .map(|c| {
-                    op(&c.name, c.config_operation, c.value.as_ref())
-                        .map(|o| (c.name.to_string(), o))
-                })
-                .collect::<Result<Vec<_>, _>>()?;
-            Ok((res, ops))
-        });
+        let parsed =
+            alterable_resource(broker, ctx, r.resource_type, &r.resource_name).and_then(|res| {
+                let ops = r
+                    .configs
+                    .iter()
+                    .map(|c| {
+                        op(&c.name, c.config_operation, c.value.as_ref())
+                            .map(|o| (c.name.to_string(), o))
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                Ok((res, ops))
+            });
         let (error_code, error_message) = match parsed {
             Err(outcome) => outcome,
             Ok((res, ops)) => alter(broker, res, ops, false, req.validate_only).await,

@@ -8,14 +8,25 @@ use kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse, Pr
 use kafka_protocol::ResponseError;
 
 use super::errors::code;
-use super::RequestContext;
+use super::{authz, RequestContext};
 use crate::broker::Broker;
+use crate::security::acl::{Operation, ResourceType};
 
 pub async fn handle(
     broker: &Broker,
-    _ctx: &RequestContext,
+    ctx: &RequestContext,
     req: InitProducerIdRequest,
 ) -> InitProducerIdResponse {
+    // An idempotent producer needs IDEMPOTENT_WRITE on the cluster or WRITE on some topic
+    // (Kafka 3.x); transactional ids are refused below whatever the ACLs say.
+    if !authz::cluster(broker, ctx, Operation::IdempotentWrite)
+        && !authz::any_of_type(broker, ctx, Operation::Write, ResourceType::Topic)
+    {
+        return InitProducerIdResponse::default()
+            .with_error_code(code(ResponseError::ClusterAuthorizationFailed))
+            .with_producer_id(ProducerId(-1))
+            .with_producer_epoch(-1);
+    }
     if req
         .transactional_id
         .as_ref()

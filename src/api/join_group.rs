@@ -7,16 +7,20 @@ use kafka_protocol::messages::{JoinGroupRequest, JoinGroupResponse};
 use kafka_protocol::protocol::StrBytes;
 
 use super::errors::group_code_of;
-use super::RequestContext;
+use super::{authz, RequestContext};
 use crate::broker::Broker;
 use crate::group::state::Protocol;
 use crate::group::JoinRequest;
+use crate::security::acl::Operation;
 
 pub async fn handle(
     broker: &Broker,
     ctx: &RequestContext,
     req: JoinGroupRequest,
 ) -> JoinGroupResponse {
+    if !authz::group(broker, ctx, Operation::Read, &req.group_id.0) {
+        return JoinGroupResponse::default().with_error_code(authz::group_denied());
+    }
     let v = ctx.api_version;
     let join = JoinRequest {
         member_id: req.member_id.to_string(),

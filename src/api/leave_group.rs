@@ -6,15 +6,19 @@ use kafka_protocol::messages::{LeaveGroupRequest, LeaveGroupResponse};
 use kafka_protocol::protocol::StrBytes;
 
 use super::errors::{group_code, NONE};
-use super::RequestContext;
+use super::{authz, RequestContext};
 use crate::broker::Broker;
 use crate::group::MemberRef;
+use crate::security::acl::Operation;
 
 pub async fn handle(
     broker: &Broker,
     ctx: &RequestContext,
     req: LeaveGroupRequest,
 ) -> LeaveGroupResponse {
+    if !authz::group(broker, ctx, Operation::Read, &req.group_id.0) {
+        return LeaveGroupResponse::default().with_error_code(authz::group_denied());
+    }
     let v = ctx.api_version;
     let members: Vec<MemberRef> = if v >= 3 {
         req.members

@@ -5,9 +5,10 @@ use kafka_protocol::messages::list_groups_response::ListedGroup;
 use kafka_protocol::messages::{GroupId, ListGroupsRequest, ListGroupsResponse};
 use kafka_protocol::protocol::StrBytes;
 
-use super::RequestContext;
+use super::{authz, RequestContext};
 use crate::broker::Broker;
 use crate::group::GroupState;
+use crate::security::acl::Operation;
 
 pub async fn handle(
     broker: &Broker,
@@ -24,10 +25,13 @@ pub async fn handle(
     if !req.states_filter.is_empty() && filter.is_empty() {
         return ListGroupsResponse::default();
     }
+    // DESCRIBE on the cluster lists every group; otherwise those the principal may DESCRIBE.
+    let all = authz::cluster(broker, ctx, Operation::Describe);
     let groups = broker
         .groups
         .list(&filter)
         .into_iter()
+        .filter(|g| all || authz::group(broker, ctx, Operation::Describe, &g.group_id))
         .map(|g| {
             let listed = ListedGroup::default()
                 .with_group_id(GroupId(StrBytes::from_string(g.group_id)))

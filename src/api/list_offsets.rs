@@ -8,8 +8,9 @@ use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
 use kafka_protocol::ResponseError;
 
 use super::errors::{code, leader_code, log_code};
-use super::RequestContext;
+use super::{authz, RequestContext};
 use crate::broker::Broker;
+use crate::security::acl::Operation;
 
 const LATEST: i64 = -1;
 const EARLIEST: i64 = -2;
@@ -24,11 +25,13 @@ pub async fn handle(
     let mut topics = Vec::with_capacity(req.topics.len());
     for t in req.topics {
         let topic = image.topics.get(t.name.0.as_str());
+        let describable = authz::topic(broker, ctx, Operation::Describe, &t.name.0);
         let mut partitions = Vec::with_capacity(t.partitions.len());
         for p in t.partitions {
             let base =
                 ListOffsetsPartitionResponse::default().with_partition_index(p.partition_index);
             let result = match topic {
+                _ if !describable => Err(code(ResponseError::TopicAuthorizationFailed)),
                 None => Err(code(ResponseError::UnknownTopicOrPartition)),
                 Some(topic) => lookup(
                     broker,

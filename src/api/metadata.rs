@@ -1,5 +1,9 @@
 //! Metadata (key 3): brokers, controller, and topics with partition leadership.
 //! Creates unknown topics when the broker and the request allow it.
+//!
+//! Authorization as in Kafka: listing all topics shows only those the principal may
+//! DESCRIBE; a named topic it may not describe is answered TOPIC_AUTHORIZATION_FAILED
+//! (whether or not it exists), and auto-creating one needs CREATE on the cluster or topic.
 
 use kafka_protocol::messages::metadata_response::{
     MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
@@ -9,9 +13,10 @@ use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 
 use super::errors::{code, metadata_code};
-use super::{authorized_ops, RequestContext};
+use super::{authorized_ops, authz, RequestContext};
 use crate::broker::Broker;
 use crate::metadata::{validate_topic_name, TopicMeta};
+use crate::security::acl::Operation;
 
 pub async fn handle(
     broker: &Broker,
@@ -32,32 +37,46 @@ pub async fn handle(
     // Before v4 the request could not say no, and Kafka auto-created.
     let allow_auto = broker.config.auto_create_topics && (v < 4 || req.allow_auto_topic_creation);
     // KIP-430: the operations this client may perform (cluster ops only exist in v8-v10).
-    let topic_ops = if v >= 8 && req.include_topic_authorized_operations {
-        authorized_ops::TOPIC
-    } else {
-        authorized_ops::NOT_REQUESTED
+    let with_topic_ops = v >= 8 && req.include_topic_authorized_operations;
+    let topic_ops = |name: &str| {
+        if with_topic_ops {
+            authorized_ops::topic(broker, ctx, name)
+        } else {
+            authorized_ops::NOT_REQUESTED
+        }
     };
     let cluster_ops = if (8..=10).contains(&v) && req.include_cluster_authorized_operations {
-        authorized_ops::CLUSTER
+        authorized_ops::cluster(broker, ctx)
     } else {
         authorized_ops::NOT_REQUESTED
     };
+    let describable = |name: &str| authz::topic(broker, ctx, Operation::Describe, name);
     let mut topics = Vec::new();
     match requested {
         None => {
             for t in broker.metadata.image().topics.values() {
-                topics.push(topic_entry(t).with_topic_authorized_operations(topic_ops));
+                if describable(&t.name) {
+                    topics
+                        .push(topic_entry(t).with_topic_authorized_operations(topic_ops(&t.name)));
+                }
             }
         }
         Some(names) => {
             for name in names {
                 let image = broker.metadata.image();
+                let denied = code(ResponseError::TopicAuthorizationFailed);
                 let entry = match image.topics.get(&name) {
-                    Some(t) => topic_entry(t).with_topic_authorized_operations(topic_ops),
+                    _ if !describable(&name) => error_entry(&name, denied),
+                    Some(t) => topic_entry(t).with_topic_authorized_operations(topic_ops(&name)),
                     None => match validate_topic_name(&name) {
                         Err(e) => error_entry(&name, metadata_code(&e)),
+                        Ok(()) if allow_auto && !authz::create_topic(broker, ctx, &name) => {
+                            error_entry(&name, denied)
+                        }
                         Ok(()) if allow_auto => match broker.auto_create(&name).await {
-                            Ok(t) => topic_entry(&t).with_topic_authorized_operations(topic_ops),
+                            Ok(t) => {
+                                topic_entry(&t).with_topic_authorized_operations(topic_ops(&name))
+                            }
                             Err(e) => error_entry(&name, metadata_code(&e)),
                         },
                         Ok(()) => error_entry(&name, code(ResponseError::UnknownTopicOrPartition)),
@@ -113,7 +132,7 @@ fn topic_entry(t: &TopicMeta) -> MetadataResponseTopic {
         .collect();
     MetadataResponseTopic::default()
         .with_name(Some(TopicName(StrBytes::from_string(t.name.clone()))))
-        .with_is_internal(t.name == crate::offsets_topic::OFFSETS_TOPIC)
+        .with_is_internal(authz::is_internal_topic(&t.name))
         .with_partitions(partitions)
 }
 

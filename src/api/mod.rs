@@ -7,12 +7,16 @@
 mod alter_configs;
 mod api_versions;
 mod authorized_ops;
+pub mod authz;
 mod config_resources;
+mod create_acls;
 mod create_partitions;
 mod create_topics;
+mod delete_acls;
 mod delete_groups;
 mod delete_records;
 mod delete_topics;
+mod describe_acls;
 mod describe_cluster;
 mod describe_configs;
 mod describe_groups;
@@ -93,6 +97,10 @@ pub const APIS: &[ApiSpec] = &[
     // Up to 4: v5 filters by group type (KIP-848).
     api(ApiKey::ListGroups, 0, 4),
     api(ApiKey::DeleteGroups, 0, 2),
+    // ACLs in the metadata quorum (SECURITY_DISABLED without authorizer.class.name).
+    api(ApiKey::DescribeAcls, 0, 3),
+    api(ApiKey::CreateAcls, 0, 3),
+    api(ApiKey::DeleteAcls, 0, 3),
 ];
 
 /// The spec for an API key, if raftka handles that API.
@@ -155,6 +163,29 @@ pub struct RequestContext {
     pub listener: Option<Arc<str>>,
     /// Who sent the request (`User:ANONYMOUS` until the connection authenticates).
     pub principal: crate::security::Principal,
+}
+
+/// Whether the ACL APIs may run for this request: SECURITY_DISABLED without an authorizer
+/// (Kafka's answer), CLUSTER_AUTHORIZATION_FAILED without `op` on the cluster.
+fn acl_access(
+    b: &Broker,
+    ctx: &RequestContext,
+    op: crate::security::acl::Operation,
+) -> Result<(), (kafka_protocol::ResponseError, String)> {
+    use kafka_protocol::ResponseError as E;
+    if !b.config.authorizer.enabled {
+        return Err((
+            E::SecurityDisabled,
+            "No Authorizer is configured on the broker (authorizer.class.name)".to_string(),
+        ));
+    }
+    if !authz::cluster(b, ctx, op) {
+        return Err((
+            E::ClusterAuthorizationFailed,
+            format!("Authorization failed: {op:?} on the cluster is required"),
+        ));
+    }
+    Ok(())
 }
 
 /// Decodes one request frame, runs its handler and encodes the response.
@@ -292,6 +323,15 @@ pub async fn dispatch_from(
         }
         ApiKey::DeleteGroups => {
             serve(spec.key, &ctx, frame, |r| delete_groups::handle(b, &ctx, r)).await
+        }
+        ApiKey::DescribeAcls => {
+            serve(spec.key, &ctx, frame, |r| describe_acls::handle(b, &ctx, r)).await
+        }
+        ApiKey::CreateAcls => {
+            serve(spec.key, &ctx, frame, |r| create_acls::handle(b, &ctx, r)).await
+        }
+        ApiKey::DeleteAcls => {
+            serve(spec.key, &ctx, frame, |r| delete_acls::handle(b, &ctx, r)).await
         }
         other => Err(DispatchError::UnknownApi(other as i16)),
     }

@@ -9,10 +9,11 @@ use kafka_protocol::messages::{OffsetCommitRequest, OffsetCommitResponse};
 use kafka_protocol::ResponseError;
 
 use super::errors::{code, group_code, NONE};
-use super::RequestContext;
+use super::{authz, RequestContext};
 use crate::broker::Broker;
 use crate::group::coordinator::CommitRequest;
 use crate::group::{CommittedOffset, MemberRef, TopicPartition};
+use crate::security::acl::Operation;
 
 pub async fn handle(
     broker: &Broker,
@@ -26,10 +27,23 @@ pub async fn handle(
     let mut topics: Vec<(_, Vec<(i32, i16)>)> = Vec::with_capacity(req.topics.len());
     let mut offsets = Vec::new();
     let mut slots = Vec::new();
+    // READ on the group for the whole request, READ on each topic.
+    let group_ok = authz::group(broker, ctx, Operation::Read, &req.group_id.0);
     for (ti, t) in req.topics.into_iter().enumerate() {
         let meta = image.topics.get(t.name.0.as_str());
+        let denied = if !group_ok {
+            Some(authz::group_denied())
+        } else if !authz::topic(broker, ctx, Operation::Read, &t.name.0) {
+            Some(authz::topic_denied())
+        } else {
+            None
+        };
         let mut parts = Vec::with_capacity(t.partitions.len());
         for (pi, p) in t.partitions.into_iter().enumerate() {
+            if let Some(error) = denied {
+                parts.push((p.partition_index, error));
+                continue;
+            }
             let exists = meta.is_some_and(|m| {
                 usize::try_from(p.partition_index).is_ok_and(|i| i < m.partitions.len())
             });

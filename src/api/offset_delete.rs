@@ -8,24 +8,33 @@ use kafka_protocol::messages::{OffsetDeleteRequest, OffsetDeleteResponse};
 use kafka_protocol::ResponseError;
 
 use super::errors::{code, group_code, NONE};
-use super::RequestContext;
+use super::{authz, RequestContext};
 use crate::broker::Broker;
 use crate::group::TopicPartition;
+use crate::security::acl::Operation;
 
 pub async fn handle(
     broker: &Broker,
-    _ctx: &RequestContext,
+    ctx: &RequestContext,
     req: OffsetDeleteRequest,
 ) -> OffsetDeleteResponse {
+    if !authz::group(broker, ctx, Operation::Delete, &req.group_id.0) {
+        return OffsetDeleteResponse::default().with_error_code(authz::group_denied());
+    }
     let image = broker.metadata.image();
     let mut topics = Vec::with_capacity(req.topics.len());
     let mut deletable = Vec::new();
     let mut slots = Vec::new();
     for (ti, t) in req.topics.into_iter().enumerate() {
         let meta = image.topics.get(t.name.0.as_str());
+        let readable = authz::topic(broker, ctx, Operation::Read, &t.name.0);
         let mut parts = Vec::with_capacity(t.partitions.len());
         for (pi, p) in t.partitions.into_iter().enumerate() {
             let i = p.partition_index;
+            if !readable {
+                parts.push((i, authz::topic_denied()));
+                continue;
+            }
             let exists =
                 meta.is_some_and(|m| usize::try_from(i).is_ok_and(|i| i < m.partitions.len()));
             if exists {

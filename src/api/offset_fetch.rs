@@ -10,10 +10,11 @@ use kafka_protocol::messages::{OffsetFetchRequest, OffsetFetchResponse, TopicNam
 use kafka_protocol::protocol::StrBytes;
 
 use super::errors::{group_code, NONE};
-use super::RequestContext;
+use super::{authz, RequestContext};
 use crate::broker::Broker;
 use crate::group::coordinator::TopicOffsets;
 use crate::group::CommittedOffset;
+use crate::security::acl::Operation;
 
 /// One partition's answer: (partition, offset, leader epoch, metadata, error).
 type Row = (i32, i64, i32, String, i16);
@@ -35,7 +36,7 @@ pub async fn handle(
                         .collect()
                 });
                 let group = OffsetFetchResponseGroup::default().with_group_id(g.group_id.clone());
-                match fetch(broker, &g.group_id.0, topics) {
+                match fetch(broker, ctx, &g.group_id.0, topics) {
                     Ok(rows) => group.with_topics(
                         rows.into_iter()
                             .map(|(name, parts)| {
@@ -68,7 +69,7 @@ pub async fn handle(
             .map(|t| (t.name.0.to_string(), t.partition_indexes))
             .collect()
     });
-    let (rows, error) = match fetch(broker, &req.group_id.0, requested.clone()) {
+    let (rows, error) = match fetch(broker, ctx, &req.group_id.0, requested.clone()) {
         Ok(rows) => (rows, NONE),
         // v0-1 have no top-level error: every requested partition carries it.
         Err(code) if v < 2 => (
@@ -113,19 +114,40 @@ fn no_offset(partition: i32, error: i16) -> Row {
     (partition, -1, -1, String::new(), error)
 }
 
-/// A group's offsets as rows, or the group-level error code.
+/// A group's offsets as rows, or the group-level error code. Needs DESCRIBE on the group
+/// (else GROUP_AUTHORIZATION_FAILED); topics the principal may not DESCRIBE are left out of
+/// an all-topics fetch and answered TOPIC_AUTHORIZATION_FAILED when named, as in Kafka.
 fn fetch(
     broker: &Broker,
+    ctx: &RequestContext,
     group_id: &str,
     topics: Option<Vec<(String, Vec<i32>)>>,
 ) -> Result<Vec<(String, Vec<Row>)>, i16> {
+    if !authz::group(broker, ctx, Operation::Describe, group_id) {
+        return Err(authz::group_denied());
+    }
+    let named = topics.is_some();
     let found: Vec<TopicOffsets> = broker
         .groups
         .fetch_offsets(group_id, topics)
         .map_err(|e| group_code(&e))?;
     Ok(found
         .into_iter()
-        .map(|(topic, parts)| {
+        .filter_map(|(topic, parts)| {
+            if authz::topic(broker, ctx, Operation::Describe, &topic) {
+                Some((topic, parts, None))
+            } else {
+                named.then_some((topic, parts, Some(authz::topic_denied())))
+            }
+        })
+        .map(|(topic, parts, denied)| {
+            if let Some(error) = denied {
+                let rows = parts
+                    .into_iter()
+                    .map(|(p, _)| no_offset(p, error))
+                    .collect();
+                return (topic, rows);
+            }
             let rows = parts
                 .into_iter()
                 .map(|(p, o)| match o {

@@ -16,7 +16,7 @@ use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 
 use super::errors::{code, leader_code, log_code, metadata_code};
-use super::RequestContext;
+use super::{authz, RequestContext};
 use crate::broker::Broker;
 use crate::log::batch::with_log_append_time;
 use crate::log::validate::{produced_batches, ProduceRules, RecordError};
@@ -30,10 +30,13 @@ pub async fn handle(broker: &Broker, ctx: &RequestContext, req: ProduceRequest) 
     let mut appended = false;
     // (topic index, partition index, log, log end after the append) for acks=all waits.
     let mut waits: Vec<Wait> = Vec::new();
+    let txn_denied = authz::produce_transactional_id_denied(broker, ctx, &req);
     for topic_data in req.topic_data {
         let name = topic_data.name.0.to_string();
-        let topic = if acks_ok {
-            resolve_topic(broker, &name).await
+        let topic = if let Some(denied) = txn_denied {
+            Err(denied)
+        } else if acks_ok {
+            resolve_topic(broker, ctx, &name).await
         } else {
             Err(0)
         };
@@ -204,7 +207,12 @@ async fn wait_for_replication(
     }
 }
 
-async fn resolve_topic(broker: &Broker, name: &str) -> Result<TopicMeta, i16> {
+async fn resolve_topic(
+    broker: &Broker,
+    ctx: &RequestContext,
+    name: &str,
+) -> Result<TopicMeta, i16> {
+    authz::produce_topic(broker, ctx, name)?;
     // Only the group coordinator writes the offsets topic, as in Kafka ("cannot append to
     // internal topic").
     if name == crate::offsets_topic::OFFSETS_TOPIC {
@@ -214,7 +222,7 @@ async fn resolve_topic(broker: &Broker, name: &str) -> Result<TopicMeta, i16> {
         return Ok(t.clone());
     }
     validate_topic_name(name).map_err(|e| metadata_code(&e))?;
-    if !broker.config.auto_create_topics {
+    if !broker.config.auto_create_topics || !authz::create_topic(broker, ctx, name) {
         return Err(code(ResponseError::UnknownTopicOrPartition));
     }
     broker

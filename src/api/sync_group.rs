@@ -5,15 +5,19 @@ use kafka_protocol::messages::{SyncGroupRequest, SyncGroupResponse};
 use kafka_protocol::protocol::StrBytes;
 
 use super::errors::group_code_of;
-use super::RequestContext;
+use super::{authz, RequestContext};
 use crate::broker::Broker;
 use crate::group::SyncRequest;
+use crate::security::acl::Operation;
 
 pub async fn handle(
     broker: &Broker,
     ctx: &RequestContext,
     req: SyncGroupRequest,
 ) -> SyncGroupResponse {
+    if !authz::group(broker, ctx, Operation::Read, &req.group_id.0) {
+        return SyncGroupResponse::default().with_error_code(authz::group_denied());
+    }
     let v = ctx.api_version;
     let sync = SyncRequest {
         member_id: req.member_id.to_string(),

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::config_ops::{apply_ops, ConfigOp, ConfigResource};
 use super::MetadataError;
+use crate::security::acl::{AclBinding, AclFilter};
 
 /// A broker as clients see it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -153,6 +154,14 @@ pub enum MetadataCommand {
         ops: Vec<(String, ConfigOp)>,
         replace: bool,
     },
+    /// Adds ACLs (CreateAcls); a binding already present is not added twice.
+    CreateAcls {
+        acls: Vec<AclBinding>,
+    },
+    /// Removes every ACL that any of the filters selects (DeleteAcls).
+    DeleteAcls {
+        filters: Vec<AclFilter>,
+    },
 }
 
 /// Everything a broker knows about the cluster.
@@ -165,6 +174,9 @@ pub struct ClusterImage {
     /// Dynamic broker settings: "" → the cluster-wide defaults, "`<id>`" → one broker's.
     #[serde(default)]
     pub broker_configs: BTreeMap<String, BTreeMap<String, String>>,
+    /// The cluster's ACLs (see `security::authorizer`), without duplicates, in creation order.
+    #[serde(default)]
+    pub acls: Vec<AclBinding>,
 }
 
 impl ClusterImage {
@@ -193,6 +205,16 @@ impl ClusterImage {
                 if restarted {
                     self.fence(b.id)?;
                 }
+            }
+            MetadataCommand::CreateAcls { acls } => {
+                for acl in acls {
+                    if !self.acls.contains(acl) {
+                        self.acls.push(acl.clone());
+                    }
+                }
+            }
+            MetadataCommand::DeleteAcls { filters } => {
+                self.acls.retain(|b| !filters.iter().any(|f| f.matches(b)));
             }
             MetadataCommand::FenceBroker { id } => self.fence(*id)?,
             MetadataCommand::UnfenceBroker { id, incarnation } => {
@@ -742,6 +764,34 @@ mod tests {
         img.apply(&alter(ConfigResource::Broker(None), vec![], true))
             .unwrap();
         assert!(!img.broker_configs.contains_key(""));
+    }
+
+    #[test]
+    fn acls_are_added_once_and_deleted_by_filter() {
+        use crate::security::acl::AclBinding;
+        let acl =
+            |name: &str, op: i8| AclBinding::from_codes(2, name, 3, "User:a", "*", op, 3).unwrap();
+        let mut img = image(1);
+        img.apply(&MetadataCommand::CreateAcls {
+            acls: vec![acl("t", 3), acl("t", 4), acl("t", 3)],
+        })
+        .unwrap();
+        img.apply(&MetadataCommand::CreateAcls {
+            acls: vec![acl("u", 3), acl("t", 4)],
+        })
+        .unwrap();
+        assert_eq!(img.acls, vec![acl("t", 3), acl("t", 4), acl("u", 3)]);
+        let reads = AclFilter::from_codes(2, None, 1, None, None, 3, 1).unwrap();
+        img.apply(&MetadataCommand::DeleteAcls {
+            filters: vec![reads],
+        })
+        .unwrap();
+        assert_eq!(img.acls, vec![acl("t", 4)]);
+        // An image written before ACLs existed reads back without any.
+        let mut old = serde_json::to_value(&img).unwrap();
+        old.as_object_mut().unwrap().remove("acls");
+        let back: ClusterImage = serde_json::from_value(old).unwrap();
+        assert!(back.acls.is_empty());
     }
 
     #[test]

@@ -2,6 +2,10 @@
 //! leaders) and its client side: a [`ReplicaTransport`] and a heartbeat sender over one
 //! cached channel per broker. The protobuf messages are converted to the plain structs of
 //! `replication` here, at the edge.
+//!
+//! Every call carries the cluster-secret token of [`super::auth`]; with a secret configured,
+//! a heartbeat is taken only from the broker it is for and a replica fetch only from the
+//! replica it names (the handler then serves only partitions that replica belongs to).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -10,6 +14,7 @@ use std::time::Duration;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Response, Status};
 
+use super::auth::{method, same_sender, RpcAuth};
 use super::pb::cluster_client::ClusterClient;
 use super::pb::cluster_server::{Cluster, ClusterServer};
 use super::pb::{self, HeartbeatReply, HeartbeatRequest, ReplicaFetchReply};
@@ -43,7 +48,8 @@ pub struct BrokerHeartbeat {
 pub trait ClusterHandler: Send + Sync + 'static {
     /// Renews the sender's lease; `Err` when this broker is not the controller.
     fn heartbeat(&self, hb: &BrokerHeartbeat) -> Result<HeartbeatAnswer, String>;
-    /// Answers a follower's fetch.
+    /// Answers a follower's fetch. Partitions of which `req.replica_id` is not a replica are
+    /// refused (UnknownPartition) without data.
     fn replica_fetch(&self, req: ReplicaFetchRequest) -> BoxFuture<'_, ReplicaFetchResponse>;
 }
 
@@ -55,11 +61,13 @@ pub type HandlerSlot = Arc<OnceLock<Arc<dyn ClusterHandler>>>;
 #[derive(Clone)]
 pub struct ClusterService {
     handler: HandlerSlot,
+    /// Checks the cluster-secret token of each call.
+    auth: Arc<RpcAuth>,
 }
 
 impl ClusterService {
-    pub fn new(handler: HandlerSlot) -> Self {
-        Self { handler }
+    pub fn new(handler: HandlerSlot, auth: Arc<RpcAuth>) -> Self {
+        Self { handler, auth }
     }
 
     pub fn into_server(self) -> ClusterServer<Self> {
@@ -81,7 +89,9 @@ impl Cluster for ClusterService {
         &self,
         request: Request<HeartbeatRequest>,
     ) -> Result<Response<HeartbeatReply>, Status> {
+        let proven = self.auth.verify(&request, method::HEARTBEAT)?;
         let req = request.into_inner();
+        same_sender(proven, i64::from(req.broker_id), "a heartbeat")?;
         let hb = BrokerHeartbeat {
             broker: req.broker_id,
             incarnation: req.incarnation,
@@ -100,7 +110,9 @@ impl Cluster for ClusterService {
         &self,
         request: Request<pb::ReplicaFetchRequest>,
     ) -> Result<Response<ReplicaFetchReply>, Status> {
+        let proven = self.auth.verify(&request, method::REPLICA_FETCH)?;
         let req = from_pb_request(request.into_inner());
+        same_sender(proven, i64::from(req.replica_id), "a replica fetch")?;
         let resp = self.handler()?.replica_fetch(req).await;
         Ok(Response::new(ReplicaFetchReply {
             partitions: resp.partitions.into_iter().map(to_pb_result).collect(),
@@ -209,14 +221,17 @@ pub struct ClusterPeers {
     /// (see [`ClusterPeers::learn`]).
     addrs: Mutex<BTreeMap<i32, String>>,
     clients: Mutex<HashMap<i32, ClusterClient<Channel>>>,
+    /// Signs every call with the cluster secret.
+    auth: Arc<RpcAuth>,
 }
 
 impl ClusterPeers {
-    /// `addrs`: broker id → gRPC address (`host:port`).
-    pub fn new(addrs: BTreeMap<i32, String>) -> Arc<Self> {
+    /// `addrs`: broker id → gRPC address (`host:port`); `auth` signs the calls.
+    pub fn new(addrs: BTreeMap<i32, String>, auth: Arc<RpcAuth>) -> Arc<Self> {
         Arc::new(Self {
             addrs: Mutex::new(addrs),
             clients: Mutex::new(HashMap::new()),
+            auth,
         })
     }
 
@@ -273,6 +288,7 @@ impl ClusterPeers {
             incarnation: hb.incarnation,
         });
         req.set_timeout(timeout);
+        self.auth.sign(&mut req, method::HEARTBEAT);
         c.heartbeat(req)
             .await
             .map(|r| {
@@ -297,6 +313,7 @@ impl ReplicaTransport for ClusterPeers {
             let wait = Duration::from_millis(req.max_wait_ms);
             let mut r = Request::new(to_pb_request(req));
             r.set_timeout(wait + Duration::from_secs(2));
+            self.auth.sign(&mut r, method::REPLICA_FETCH);
             let resp = c
                 .replica_fetch(r)
                 .await

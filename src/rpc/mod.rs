@@ -1,5 +1,6 @@
 //! gRPC between brokers (tonic 0.14 + prost, services in `proto/raftka.proto`).
 //!
+//! - [`auth`]: the cluster-secret token every call carries, and its checks.
 //! - [`server`]: the `Raft` service, which hands each RPC to the local openraft node.
 //! - [`cluster`]: the `Cluster` service (heartbeats, replica fetch) and its clients.
 //! - [`network`]: openraft's `RaftNetworkFactory`/`RaftNetwork` over one long-lived, lazily
@@ -11,6 +12,7 @@
 //! May depend on: `raft` (types), `metadata` (through them). `metadata` and `raft` never
 //! depend on `rpc`.
 
+pub mod auth;
 pub mod cluster;
 pub mod network;
 pub mod server;

@@ -33,6 +33,7 @@ use serde::de::DeserializeOwned;
 use tonic::transport::{Channel, Endpoint};
 use tonic::Code;
 
+use super::auth::{method, RpcAuth};
 use super::pb::raft_client::RaftClient;
 use super::pb::RaftRequest;
 use super::{decode, encode, MAX_MESSAGE_BYTES};
@@ -51,6 +52,8 @@ pub struct Peers {
     states: Arc<Mutex<HashMap<NodeId, PeerState>>>,
     /// Bound on establishing a TCP + HTTP/2 connection.
     connect_timeout: Duration,
+    /// Signs every call with the cluster secret.
+    auth: Arc<RpcAuth>,
 }
 
 /// How long Raft RPCs to a peer may keep timing out before it is reported unreachable.
@@ -74,12 +77,14 @@ struct Peer {
 }
 
 impl Peers {
-    /// An empty cache; `connect_timeout` bounds each (re)connection attempt.
-    pub fn new(connect_timeout: Duration) -> Self {
+    /// An empty cache; `connect_timeout` bounds each (re)connection attempt; `auth` signs
+    /// the calls.
+    pub fn new(connect_timeout: Duration, auth: Arc<RpcAuth>) -> Self {
         Self {
             inner: Arc::new(Mutex::new(HashMap::new())),
             states: Arc::new(Mutex::new(HashMap::new())),
             connect_timeout,
+            auth,
         }
     }
 
@@ -188,7 +193,7 @@ impl Peers {
             payload: encode(cmd).map_err(|e| ForwardError::Decode(e.to_string()))?,
             data: Vec::new(),
         };
-        match call(client, Rpc::ClientWrite, req, timeout).await {
+        match call(client, &self.auth, Rpc::ClientWrite, req, timeout).await {
             Ok(payload) => decode(&payload).map_err(|e| ForwardError::Decode(e.to_string())),
             Err(CallError::Timeout) => Err(ForwardError::Timeout(timeout)),
             Err(CallError::Status(s)) => Err(ForwardError::Transport(format!(
@@ -268,10 +273,21 @@ enum CallError {
 /// One unary call with a deadline; returns the reply payload.
 async fn call(
     mut client: RaftClient<Channel>,
+    auth: &RpcAuth,
     rpc: Rpc,
     req: RaftRequest,
     timeout: Duration,
 ) -> Result<Vec<u8>, CallError> {
+    let mut req = tonic::Request::new(req);
+    auth.sign(
+        &mut req,
+        match rpc {
+            Rpc::AppendEntries => method::APPEND_ENTRIES,
+            Rpc::Vote => method::VOTE,
+            Rpc::InstallSnapshot => method::INSTALL_SNAPSHOT,
+            Rpc::ClientWrite => method::CLIENT_WRITE,
+        },
+    );
     let fut = async move {
         match rpc {
             Rpc::AppendEntries => client.append_entries(req).await,
@@ -316,7 +332,7 @@ impl PeerNetwork {
             data,
         };
         let timeout = option.hard_ttl();
-        let payload = match call(client, rpc, req, timeout).await {
+        let payload = match call(client, &self.peers.auth, rpc, req, timeout).await {
             Ok(p) => {
                 self.peers.note_reachable(self.id, self.target);
                 p

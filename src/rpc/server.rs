@@ -9,19 +9,27 @@
 //! sees them, so a stranger's term never reaches this node's vote or term. A node that has no
 //! membership yet (a voter before bootstrap, a learner before its first append) checks
 //! against `controller.quorum.voters`. Learners still receive the log: they are senders of
-//! nothing but `ClientWrite`, which any member may forward. (The sender's node id is taken at
-//! face value: authenticating the port is a separate matter.)
+//! nothing but `ClientWrite`, which any member may forward.
+//!
+//! With `inter.broker.secret` set, every call must carry a token proving its sender (see
+//! [`super::auth`]), and the node id a request names as its sender must be the proven one.
+//! `ClientWrite` is taken only from members of the quorum (voters and learners), and a
+//! command that speaks for a broker (its registration, its ISR changes as leader) only from
+//! that broker.
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
 use openraft::Vote;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
+use super::auth::{method, same_sender, RpcAuth};
 use super::pb::raft_server::{Raft as RaftRpc, RaftServer};
 use super::pb::{RaftReply, RaftRequest};
 use super::{decode, encode, MAX_MESSAGE_BYTES};
+use crate::metadata::MetadataCommand;
 use crate::raft::types::{Command, MetadataRaft, NodeId};
 
 /// Serves the Raft RPCs of one node.
@@ -31,17 +39,75 @@ pub struct RaftService {
     raft: MetadataRaft,
     /// `controller.quorum.voters`: the voters while this node knows no membership yet.
     static_voters: BTreeSet<NodeId>,
+    /// Checks the cluster-secret token of each call.
+    auth: Arc<RpcAuth>,
 }
 
 impl RaftService {
     /// The service of node `id`; `static_voters` are the configured voters (see the module
     /// docs).
-    pub fn new(id: NodeId, raft: MetadataRaft, static_voters: BTreeSet<NodeId>) -> Self {
+    pub fn new(
+        id: NodeId,
+        raft: MetadataRaft,
+        static_voters: BTreeSet<NodeId>,
+        auth: Arc<RpcAuth>,
+    ) -> Self {
         Self {
             id,
             raft,
             static_voters,
+            auth,
         }
+    }
+
+    /// Whether `node` is a voter or learner of the newest membership this node knows (or a
+    /// configured voter).
+    fn is_member(&self, node: NodeId) -> bool {
+        let metrics = self.raft.metrics();
+        let m = metrics.borrow();
+        self.static_voters.contains(&node)
+            || m.membership_config
+                .membership()
+                .nodes()
+                .any(|(id, _)| *id == node)
+    }
+
+    /// Refuses a forwarded command from a node that is not a member, or (when the sender is
+    /// `proven` by the cluster secret) that speaks for another broker.
+    fn check_client_write(&self, from: NodeId, proven: bool, cmd: &Command) -> Result<(), Status> {
+        if !self.is_member(from) {
+            return Err(Status::permission_denied(format!(
+                "raft node {} refuses a metadata command from node {from}: not a member of the                  metadata quorum",
+                self.id
+            )));
+        }
+        let speaks_for = match &cmd.command {
+            MetadataCommand::RegisterBroker(b) => Some(b.id),
+            MetadataCommand::AlterPartition { leader, .. } => Some(*leader),
+            _ => None,
+        };
+        match speaks_for {
+            Some(b) if proven && i64::from(b) != from as i64 => {
+                Err(Status::permission_denied(format!(
+                    "raft node {} refuses a metadata command of broker {b} sent by node {from}",
+                    self.id
+                )))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Verifies the token of a call of `rpc` and that the request's `from` is the proven
+    /// sender; returns the request and whether its sender is proven.
+    fn authenticate(
+        &self,
+        request: Request<RaftRequest>,
+        rpc: &str,
+    ) -> Result<(RaftRequest, bool), Status> {
+        let proven = self.auth.verify(&request, rpc)?;
+        let req = self.accept(request)?;
+        same_sender(proven, i64::try_from(req.from).unwrap_or(-1), rpc)?;
+        Ok((req, proven.is_some()))
     }
 
     /// Whether `node` is a voter of the newest membership this node knows.
@@ -119,7 +185,7 @@ impl RaftRpc for RaftService {
         &self,
         request: Request<RaftRequest>,
     ) -> Result<Response<RaftReply>, Status> {
-        let req = self.accept(request)?;
+        let (req, _) = self.authenticate(request, method::APPEND_ENTRIES)?;
         let rpc: openraft::raft::AppendEntriesRequest<crate::raft::TypeConfig> =
             decode(&req.payload).map_err(bad_payload)?;
         self.check_sender("AppendEntries", req.from, &rpc.vote)?;
@@ -127,7 +193,7 @@ impl RaftRpc for RaftService {
     }
 
     async fn vote(&self, request: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
-        let req = self.accept(request)?;
+        let (req, _) = self.authenticate(request, method::VOTE)?;
         let rpc: openraft::raft::VoteRequest<NodeId> = decode(&req.payload).map_err(bad_payload)?;
         self.check_sender("Vote", req.from, &rpc.vote)?;
         reply(&self.raft.vote(rpc).await)
@@ -137,7 +203,7 @@ impl RaftRpc for RaftService {
         &self,
         request: Request<RaftRequest>,
     ) -> Result<Response<RaftReply>, Status> {
-        let req = self.accept(request)?;
+        let (req, _) = self.authenticate(request, method::INSTALL_SNAPSHOT)?;
         let mut rpc: openraft::raft::InstallSnapshotRequest<crate::raft::TypeConfig> =
             decode(&req.payload).map_err(bad_payload)?;
         self.check_sender("InstallSnapshot", req.from, &rpc.vote)?;
@@ -149,8 +215,9 @@ impl RaftRpc for RaftService {
         &self,
         request: Request<RaftRequest>,
     ) -> Result<Response<RaftReply>, Status> {
-        let req = self.accept(request)?;
+        let (req, proven) = self.authenticate(request, method::CLIENT_WRITE)?;
         let cmd: Command = decode(&req.payload).map_err(bad_payload)?;
+        self.check_client_write(req.from, proven, &cmd)?;
         reply(&self.raft.client_write(cmd).await)
     }
 }

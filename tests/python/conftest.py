@@ -170,14 +170,14 @@ class Cluster:
         """Sends one kafka-python protocol request object (``kafka.protocol.*``) to exactly this
         broker over a fresh connection and returns the decoded response (no client logic: no
         retries, no metadata refresh, no leader routing)."""
-        from kafka.protocol.admin import IncrementalAlterConfigsResponse
+        from kafka.protocol.admin import DescribeAclsResponse, IncrementalAlterConfigsResponse
         from kafka.protocol.metadata import MetadataResponse
         from kafka.protocol.producer import ProduceResponse
 
         from kafka.protocol.consumer.group import OffsetFetchResponse
 
         resp_cls = {0: ProduceResponse, 3: MetadataResponse, 9: OffsetFetchResponse,
-                    44: IncrementalAlterConfigsResponse}[req.API_KEY]
+                    29: DescribeAclsResponse, 44: IncrementalAlterConfigsResponse}[req.API_KEY]
         req.with_header(correlation_id=4242, client_id="raftka-tests-raw")
         data = req.encode(version=version, header=True, framed=True)
         with socket.create_connection(("127.0.0.1", self.port(broker_id)), timeout=timeout) as s:
