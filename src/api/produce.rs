@@ -1,14 +1,16 @@
-//! Produce (key 0): validate each partition's batches, append them to the leader's log,
+//! Produce (key 0): validate each partition's batches against the topic's policy, append them
+//! through the [`PartitionWriter`] (the append/commit path shared with the offsets store),
 //! answer with the base offset. acks=0 requests are processed the same way but the caller
-//! sends no response; acks=1 is answered after the leader's append; acks=all after the high
-//! watermark passes the appended records (all in-sync replicas have them), honouring
-//! `min.insync.replicas` (NOT_ENOUGH_REPLICAS before appending, NOT_ENOUGH_REPLICAS_AFTER_APPEND
-//! when the ISR shrank below it while waiting) and the request's timeout (REQUEST_TIMED_OUT).
+//! sends no response; acks=1 is answered once the leader's append is durable (a group-commit
+//! flush by default); acks=all also waits until the high watermark passes the appended records
+//! (all in-sync replicas have them), honouring `min.insync.replicas` (NOT_ENOUGH_REPLICAS before
+//! appending, NOT_ENOUGH_REPLICAS_AFTER_APPEND when the ISR shrank below it while waiting), the
+//! leadership of the append's epoch (NOT_LEADER_OR_FOLLOWER the moment it ends) and the
+//! request's timeout (REQUEST_TIMED_OUT).
 
 use kafka_protocol::messages::produce_response::{
     BatchIndexAndErrorMessage, PartitionProduceResponse, TopicProduceResponse,
 };
-use std::sync::Arc;
 use std::time::Duration;
 
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
@@ -21,8 +23,8 @@ use crate::broker::Broker;
 use crate::log::batch::with_log_append_time;
 use crate::log::validate::{produced_batches, ProduceRules, RecordError};
 use crate::log::LogError;
-use crate::log::PartitionLog;
 use crate::metadata::{validate_topic_name, TopicMeta};
+use crate::writer::{PendingCommit, TopicPolicy, WriteError};
 
 pub async fn handle(broker: &Broker, ctx: &RequestContext, req: ProduceRequest) -> ProduceResponse {
     let acks_ok = matches!(req.acks, -1..=1);
@@ -33,7 +35,14 @@ pub async fn handle(broker: &Broker, ctx: &RequestContext, req: ProduceRequest) 
     for topic_data in req.topic_data {
         let name = topic_data.name.0.to_string();
         let topic = if acks_ok {
-            resolve_topic(broker, &name).await
+            resolve_topic(broker, &name).await.map(|t| {
+                // The topic's configs, resolved once for all its partitions.
+                let policy = TopicPolicy::resolve(
+                    |k| broker.topic_config_value(&t, k),
+                    broker.config.message_max_bytes as usize,
+                );
+                (t, policy)
+            })
         } else {
             Err(0)
         };
@@ -46,7 +55,15 @@ pub async fn handle(broker: &Broker, ctx: &RequestContext, req: ProduceRequest) 
             let result = match (&topic, acks_ok) {
                 (_, false) => Err(Refused::code(ResponseError::InvalidRequiredAcks)),
                 (Err(e), _) => Err(Refused::new(*e, None)),
-                (Ok(t), true) => append(broker, t, pd.index, req.acks, ctx.api_version, pd.records),
+                (Ok((t, policy)), true) => append(
+                    broker,
+                    t,
+                    policy,
+                    pd.index,
+                    req.acks,
+                    ctx.api_version,
+                    pd.records,
+                ),
             };
             partitions.push(match result {
                 Ok(a) => {
@@ -60,10 +77,8 @@ pub async fn handle(broker: &Broker, ctx: &RequestContext, req: ProduceRequest) 
                             topic_idx: responses.len(),
                             partition_idx: partitions.len(),
                             partition: pd.index,
-                            log: a.log,
-                            end: a.end,
+                            commit: a.commit,
                             min_isr: a.min_isr,
-                            leader_epoch: a.leader_epoch,
                         });
                     }
                     base.with_base_offset(a.base_offset)
@@ -82,8 +97,16 @@ pub async fn handle(broker: &Broker, ctx: &RequestContext, req: ProduceRequest) 
                 .with_partition_responses(partitions),
         );
     }
-    if appended {
-        if let Err(e) = broker.logs.after_append().await {
+    if appended && req.acks == 0 {
+        // Nobody waits for the answer; the flush rule still applies to the data.
+        let writer = broker.writer.clone();
+        tokio::spawn(async move {
+            if let Err(e) = writer.make_durable().await {
+                tracing::error!(error = %e, "flush after acks=0 produce failed");
+            }
+        });
+    } else if appended {
+        if let Err(e) = broker.writer.make_durable().await {
             // The data is in sled but could not be made durable as configured: fail the
             // partitions that were appended so clients retry (idempotence dedupes them).
             tracing::error!(error = %e, "flush after produce failed");
@@ -117,17 +140,10 @@ struct Wait {
     topic_idx: usize,
     partition_idx: usize,
     partition: i32,
-    log: Arc<PartitionLog>,
-    /// The high watermark that commits the appended records.
-    end: i64,
+    /// The high watermark that commits the appended records, in the epoch of the append.
+    commit: PendingCommit,
     min_isr: usize,
-    /// The epoch the records were appended in: only a high watermark reached while this
-    /// broker still leads in that epoch commits them.
-    leader_epoch: i32,
 }
-
-/// How often a waiting acks=all request checks that this broker still leads the partition.
-const LEADERSHIP_CHECK: Duration = Duration::from_millis(50);
 
 /// Waits until the high watermark of every acks=all partition passes its appended records
 /// while this broker still leads the partition in the epoch of the append. Losing leadership
@@ -143,34 +159,13 @@ async fn wait_for_replication(
     let deadline = tokio::time::Instant::now() + Duration::from_millis(timeout_ms.max(0) as u64);
     for w in waits {
         let topic = responses[w.topic_idx].name.0.to_string();
-        let leading = || {
-            broker
-                .replication
-                .is_leading(&topic, w.partition, w.leader_epoch)
-        };
-        let mut hw = w.log.watch_high_watermark();
-        let outcome = loop {
-            if !leading() {
-                break Err(ResponseError::NotLeaderOrFollower);
-            }
-            let reached = tokio::select! {
-                r = hw.wait_for(|h| *h >= w.end) => r.is_ok(),
-                _ = tokio::time::sleep(LEADERSHIP_CHECK) => false,
-            };
-            if reached {
-                break if leading() {
-                    Ok(())
-                } else {
-                    Err(ResponseError::NotLeaderOrFollower)
-                };
-            }
-            if tokio::time::Instant::now() >= deadline {
-                break Err(ResponseError::RequestTimedOut);
-            }
-        };
+        let outcome = broker.writer.wait_committed(&w.commit, deadline).await;
         let resp = &mut responses[w.topic_idx].partition_responses[w.partition_idx];
+        if resp.error_code != 0 {
+            continue; // the flush failed
+        }
         match outcome {
-            Err(ResponseError::RequestTimedOut) => {
+            Err(WriteError::Timeout { .. }) => {
                 resp.error_code = code(ResponseError::RequestTimedOut);
                 resp.error_message = Some(StrBytes::from_static_str(
                     "the in-sync replicas did not confirm the write within the request timeout",
@@ -178,10 +173,8 @@ async fn wait_for_replication(
                 continue;
             }
             Err(e) => {
-                resp.error_code = code(e);
-                resp.error_message = Some(StrBytes::from_static_str(
-                    "leadership moved before the write was committed; retry on the new leader",
-                ));
+                resp.error_code = write_code(&e);
+                resp.error_message = Some(StrBytes::from_string(e.to_string()));
                 continue;
             }
             Ok(()) => {}
@@ -229,11 +222,11 @@ struct Appended {
     log_start: i64,
     /// False when every batch was a retry already in the log.
     wrote: bool,
-    log: Arc<PartitionLog>,
-    /// The log end after the append: acks=all waits for the high watermark to reach it.
+    /// The log end after the append.
     end: i64,
+    /// acks=all waits on it (a retried batch: for everything up to the current end).
+    commit: PendingCommit,
     min_isr: usize,
-    leader_epoch: i32,
     /// The broker's append time on a LogAppendTime topic, else -1 (Kafka's answer).
     log_append_time: i64,
 }
@@ -266,31 +259,38 @@ impl Refused {
 
 type PartitionResult = Result<Appended, Refused>;
 
+/// The Kafka error code of a failed write.
+fn write_code(e: &WriteError) -> i16 {
+    match e {
+        WriteError::NotLeader { .. } | WriteError::LeadershipLost { .. } => {
+            code(ResponseError::NotLeaderOrFollower)
+        }
+        WriteError::Timeout { .. } => code(ResponseError::RequestTimedOut),
+        WriteError::Log(e) => log_code(e),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
 fn append(
     broker: &Broker,
     topic: &TopicMeta,
+    policy: &TopicPolicy,
     partition: i32,
     acks: i16,
     version: i16,
     records: Option<bytes::Bytes>,
 ) -> PartitionResult {
-    let (meta, log) = broker
+    let (meta, _) = broker
         .leader_log(topic, partition)
         .map_err(|e| Refused::new(leader_code(e), None))?;
-    if !broker
+    if broker
         .replication
-        .is_leading(&topic.name, partition, meta.leader_epoch)
+        .leader_term(&topic.name, partition, meta.leader_epoch)
+        .is_none()
     {
         return Err(Refused::code(ResponseError::NotLeaderOrFollower));
     }
-    let max = broker
-        .topic_config_value(topic, "max.message.bytes")
-        .and_then(|v| v.parse::<usize>().ok())
-        .unwrap_or(broker.config.message_max_bytes as usize);
-    let min_isr = broker
-        .topic_config_value(topic, "min.insync.replicas")
-        .and_then(|v| v.parse::<usize>().ok())
-        .unwrap_or(1);
+    let min_isr = policy.min_insync_replicas;
     if acks == -1 && meta.isr.len() < min_isr {
         return Err(Refused::new(
             code(ResponseError::NotEnoughReplicas),
@@ -301,21 +301,15 @@ fn append(
         ));
     }
     let records = records.unwrap_or_default();
-    let compacted = broker
-        .topic_config_value(topic, "cleanup.policy")
-        .is_some_and(|p| p.split(',').any(|x| x.trim() == "compact"));
     let rules = ProduceRules {
-        max_batch_bytes: max,
+        max_batch_bytes: policy.max_batch_bytes,
         // Kafka refuses records without a key on compacted topics: compaction is by key.
-        require_keys: compacted,
+        require_keys: policy.compacted,
         produce_version: version,
     };
     let mut batches =
         produced_batches(&records, &rules).map_err(|e| refused(&topic.name, partition, &e))?;
-    let log_append_time = broker
-        .topic_config_value(topic, "message.timestamp.type")
-        .is_some_and(|t| t == "LogAppendTime");
-    let log_append_time = if log_append_time {
+    let log_append_time = if policy.log_append_time {
         // Kafka stamps the append time into each batch header; the records stay as sent.
         let now = crate::cleaner::now_ms();
         for b in &mut batches {
@@ -325,13 +319,13 @@ fn append(
     } else {
         -1
     };
-    let out = log
-        .append_as_leader(&batches, meta.leader_epoch, false)
-        .map_err(|e| Refused::log(&e))?;
-    broker
-        .replication
-        .after_leader_append(&topic.name, partition)
-        .map_err(|e| Refused::log(&e))?;
+    let out = broker
+        .writer
+        .append(&topic.name, partition, meta.leader_epoch, &batches)
+        .map_err(|e| match e {
+            WriteError::Log(e) => Refused::log(&e),
+            e => Refused::new(write_code(&e), Some(e.to_string())),
+        })?;
     if out.duplicate {
         tracing::debug!(topic = %topic.name, partition, base = out.base_offset, "duplicate batch answered from producer state");
     }
@@ -339,11 +333,9 @@ fn append(
         base_offset: out.base_offset,
         log_start: out.log_start,
         wrote: !out.duplicate,
-        // A retried batch is acknowledged once everything up to the current end is committed.
         end: out.log_end,
-        log,
+        commit: out.commit,
         min_isr,
-        leader_epoch: meta.leader_epoch,
         log_append_time,
     })
 }
