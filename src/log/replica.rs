@@ -318,6 +318,32 @@ mod tests {
     }
 
     #[test]
+    fn the_high_watermark_is_checkpointed_not_written_on_every_advance() {
+        let (l, db) = log();
+        l.append_as_leader(&[make_batch(5, -1, -1)], 0, false)
+            .unwrap();
+        let reopen = || PartitionLog::open(db.open_tree("t").unwrap()).unwrap();
+        l.set_high_watermark(3).unwrap();
+        // Advances stay in memory: what is stored (a restart's view) still has 0.
+        assert_eq!(reopen().offsets().high_watermark, 0);
+        assert!(l.checkpoint_high_watermark().unwrap());
+        assert!(!l.checkpoint_high_watermark().unwrap(), "nothing new");
+        l.set_high_watermark(5).unwrap();
+        // A restart before the next checkpoint starts lower (as in Kafka), never higher.
+        assert_eq!(reopen().offsets().high_watermark, 3);
+        assert!(l.checkpoint_high_watermark().unwrap());
+        assert_eq!(reopen().offsets().high_watermark, 5);
+        // Truncation lowers the checkpoint with the log: a restart does not come back above
+        // the new log end once the log grows again.
+        assert_eq!(l.truncate_to(2).unwrap(), 0, "the 5-record batch straddles 2");
+        let stamped = crate::log::batch::stamp(&make_batch(4, -1, -1), 0, 1);
+        l.append_replicated(&[Bytes::copy_from_slice(stamped.as_ref())])
+            .unwrap();
+        assert_eq!(l.offsets().high_watermark, 0);
+        assert_eq!(reopen().offsets().high_watermark, 0);
+    }
+
+    #[test]
     fn high_watermark_only_moves_forward_and_is_watched() {
         let (l, _db) = log();
         l.append_as_leader(&[make_batch(3, -1, -1)], 0, false)

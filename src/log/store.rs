@@ -302,4 +302,23 @@ mod tests {
         never.after_append().await.unwrap();
         assert_eq!(never.interval_flushes(), 0);
     }
+
+    #[tokio::test]
+    async fn by_default_every_append_is_flushed_before_it_is_answered() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::open(dir.path()).unwrap();
+        let store = LogStore::with_db(db, i64::MAX as u64).with_flush_before_ack(true);
+        let a = store.open_partition("a", 0).unwrap();
+        for i in 1..=3 {
+            a.append(&[make_batch(1, -1, -1)], 0).unwrap();
+            store.after_append().await.unwrap();
+            assert_eq!(store.group_flushes(), i);
+        }
+        // Concurrent answers share flushes.
+        let waits = (0..50).map(|_| store.after_append());
+        for r in futures_util::future::join_all(waits).await {
+            r.unwrap();
+        }
+        assert!(store.group_flushes() <= 3 + 10, "{}", store.group_flushes());
+    }
 }
