@@ -30,8 +30,12 @@ pub async fn handle(broker: &Broker, ctx: &RequestContext, req: ProduceRequest) 
     let acks_ok = matches!(req.acks, -1..=1);
     let mut responses = Vec::with_capacity(req.topic_data.len());
     let mut appended = false;
-    // (topic index, partition index, log, log end after the append) for acks=all waits.
+    // acks=all partitions waiting for their commit.
     let mut waits: Vec<Wait> = Vec::new();
+    // Validated partitions to append (topic index, partition index, bytes, job), and refused
+    // ones.
+    let mut jobs: Vec<(usize, usize, u64, Job)> = Vec::new();
+    let mut refusals: Vec<(usize, usize, Refused)> = Vec::new();
     for topic_data in req.topic_data {
         let name = topic_data.name.0.to_string();
         let topic = if acks_ok {
@@ -48,14 +52,11 @@ pub async fn handle(broker: &Broker, ctx: &RequestContext, req: ProduceRequest) 
         };
         let mut partitions = Vec::with_capacity(topic_data.partition_data.len());
         for pd in topic_data.partition_data {
-            let base = PartitionProduceResponse::default()
-                .with_index(pd.index)
-                .with_base_offset(-1);
             let bytes = pd.records.as_ref().map_or(0, |r| r.len() as u64);
             let result = match (&topic, acks_ok) {
                 (_, false) => Err(Refused::code(ResponseError::InvalidRequiredAcks)),
                 (Err(e), _) => Err(Refused::new(*e, None)),
-                (Ok((t, policy)), true) => append(
+                (Ok((t, policy)), true) => prepare(
                     broker,
                     t,
                     policy,
@@ -65,37 +66,57 @@ pub async fn handle(broker: &Broker, ctx: &RequestContext, req: ProduceRequest) 
                     pd.records,
                 ),
             };
-            partitions.push(match result {
-                Ok(a) => {
-                    appended |= a.wrote;
-                    if a.wrote {
-                        let records = (a.end - a.base_offset).max(0) as u64;
-                        broker.metrics.produced(&name, bytes, records);
-                    }
-                    if req.acks == -1 {
-                        waits.push(Wait {
-                            topic_idx: responses.len(),
-                            partition_idx: partitions.len(),
-                            partition: pd.index,
-                            commit: a.commit,
-                            min_isr: a.min_isr,
-                        });
-                    }
-                    base.with_base_offset(a.base_offset)
-                        .with_log_start_offset(a.log_start)
-                        .with_log_append_time_ms(a.log_append_time)
-                }
-                Err(r) => base
-                    .with_error_code(r.code)
-                    .with_error_message(r.message.map(StrBytes::from_string))
-                    .with_record_errors(r.record_errors),
-            });
+            match result {
+                Ok(job) => jobs.push((responses.len(), partitions.len(), bytes, job)),
+                Err(r) => refusals.push((responses.len(), partitions.len(), r)),
+            }
+            partitions.push(
+                PartitionProduceResponse::default()
+                    .with_index(pd.index)
+                    .with_base_offset(-1),
+            );
         }
         responses.push(
             TopicProduceResponse::default()
                 .with_name(topic_data.name)
                 .with_partition_responses(partitions),
         );
+    }
+    for (t, p, r) in refusals {
+        responses[t].partition_responses[p] = std::mem::take(&mut responses[t].partition_responses[p])
+            .with_error_code(r.code)
+            .with_error_message(r.message.map(StrBytes::from_string))
+            .with_record_errors(r.record_errors);
+    }
+    for (t, p, bytes, result) in append_all(broker, jobs).await {
+        match result {
+            Ok(a) => {
+                appended |= a.wrote;
+                if a.wrote {
+                    let records = (a.end - a.base_offset).max(0) as u64;
+                    broker.metrics.produced(&responses[t].name.0, bytes, records);
+                }
+                let resp = &mut responses[t].partition_responses[p];
+                resp.base_offset = a.base_offset;
+                resp.log_start_offset = a.log_start;
+                resp.log_append_time_ms = a.log_append_time;
+                if req.acks == -1 {
+                    waits.push(Wait {
+                        topic_idx: t,
+                        partition_idx: p,
+                        partition: resp.index,
+                        commit: a.commit,
+                        min_isr: a.min_isr,
+                    });
+                }
+            }
+            Err(r) => {
+                let resp = &mut responses[t].partition_responses[p];
+                resp.error_code = r.code;
+                resp.error_message = r.message.map(StrBytes::from_string);
+                resp.record_errors = r.record_errors;
+            }
+        }
     }
     if appended && req.acks == 0 {
         // Nobody waits for the answer; the flush rule still applies to the data.
@@ -270,8 +291,69 @@ fn write_code(e: &WriteError) -> i16 {
     }
 }
 
+/// A partition's validated batches, ready to append.
+struct Job {
+    topic: String,
+    partition: i32,
+    leader_epoch: i32,
+    batches: Vec<bytes::Bytes>,
+    min_isr: usize,
+    log_append_time: i64,
+}
+
+/// Appends every job through the writer on a blocking thread (sled writes can stall for a
+/// long time; the async workers keep serving other requests and Raft meanwhile).
+async fn append_all(
+    broker: &Broker,
+    jobs: Vec<(usize, usize, u64, Job)>,
+) -> Vec<(usize, usize, u64, PartitionResult)> {
+    if jobs.is_empty() {
+        return Vec::new();
+    }
+    let places: Vec<(usize, usize, u64)> = jobs.iter().map(|(t, p, b, _)| (*t, *p, *b)).collect();
+    let writer = broker.writer.clone();
+    let appended = tokio::task::spawn_blocking(move || {
+        jobs.into_iter()
+            .map(|(t, p, bytes, job)| {
+                let r = writer
+                    .append(&job.topic, job.partition, job.leader_epoch, &job.batches)
+                    .map_err(|e| match e {
+                        WriteError::Log(e) => Refused::log(&e),
+                        e => Refused::new(write_code(&e), Some(e.to_string())),
+                    })
+                    .map(|out| {
+                        if out.duplicate {
+                            tracing::debug!(topic = %job.topic, partition = job.partition, base = out.base_offset, "duplicate batch answered from producer state");
+                        }
+                        Appended {
+                            base_offset: out.base_offset,
+                            log_start: out.log_start,
+                            wrote: !out.duplicate,
+                            end: out.log_end,
+                            commit: out.commit,
+                            min_isr: job.min_isr,
+                            log_append_time: job.log_append_time,
+                        }
+                    });
+                (t, p, bytes, r)
+            })
+            .collect::<Vec<_>>()
+    })
+    .await;
+    match appended {
+        Ok(v) => v,
+        Err(e) => {
+            tracing::error!(error = %e, "append task failed");
+            places
+                .into_iter()
+                .map(|(t, p, b)| (t, p, b, Err(Refused::code(ResponseError::KafkaStorageError))))
+                .collect()
+        }
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
-fn append(
+fn prepare(
     broker: &Broker,
     topic: &TopicMeta,
     policy: &TopicPolicy,
@@ -279,7 +361,7 @@ fn append(
     acks: i16,
     version: i16,
     records: Option<bytes::Bytes>,
-) -> PartitionResult {
+) -> Result<Job, Refused> {
     let (meta, _) = broker
         .leader_log(topic, partition)
         .map_err(|e| Refused::new(leader_code(e), None))?;
@@ -319,22 +401,11 @@ fn append(
     } else {
         -1
     };
-    let out = broker
-        .writer
-        .append(&topic.name, partition, meta.leader_epoch, &batches)
-        .map_err(|e| match e {
-            WriteError::Log(e) => Refused::log(&e),
-            e => Refused::new(write_code(&e), Some(e.to_string())),
-        })?;
-    if out.duplicate {
-        tracing::debug!(topic = %topic.name, partition, base = out.base_offset, "duplicate batch answered from producer state");
-    }
-    Ok(Appended {
-        base_offset: out.base_offset,
-        log_start: out.log_start,
-        wrote: !out.duplicate,
-        end: out.log_end,
-        commit: out.commit,
+    Ok(Job {
+        topic: topic.name.clone(),
+        partition,
+        leader_epoch: meta.leader_epoch,
+        batches,
         min_isr,
         log_append_time,
     })

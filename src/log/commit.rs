@@ -56,6 +56,11 @@ pub struct GroupCommit {
 impl GroupCommit {
     /// Starts the flusher thread of `db`.
     pub fn start(db: sled::Db) -> Self {
+        Self::start_with(move || db.flush().map(|_| ()).map_err(|e| e.to_string()))
+    }
+
+    /// Starts a flusher thread running `flush` (tests substitute their own).
+    fn start_with(flush: impl FnMut() -> Result<(), String> + Send + 'static) -> Self {
         let shared = Arc::new(Shared {
             queue: Mutex::new(Queue::default()),
             wake: Condvar::new(),
@@ -69,7 +74,7 @@ impl GroupCommit {
         let s = shared.clone();
         let thread = std::thread::Builder::new()
             .name("raftka-flush".into())
-            .spawn(move || flusher(&s, &db))
+            .spawn(move || flusher(&s, flush))
             .ok();
         if thread.is_none() {
             tracing::error!("cannot start the flush thread: flushes will fail");
@@ -118,7 +123,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-fn flusher(shared: &Shared, db: &sled::Db) {
+fn flusher(shared: &Shared, mut flush: impl FnMut() -> Result<(), String>) {
     let mut handled = 0u64;
     loop {
         let target = {
@@ -132,10 +137,7 @@ fn flusher(shared: &Shared, db: &sled::Db) {
             q.requested
         };
         // Every ticket up to `target` was taken after its writes, and before this flush starts.
-        let result = db
-            .flush()
-            .map(|_| ())
-            .map_err(|e| FlushError(e.to_string().into()));
+        let result = flush().map_err(|e| FlushError(e.into()));
         if let Err(e) = &result {
             tracing::error!(error = %e, "group commit flush failed");
         }
@@ -151,24 +153,57 @@ fn flusher(shared: &Shared, db: &sled::Db) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::future::Future;
+    use std::sync::mpsc;
+    use std::task::Poll;
+
+    /// Polls `f` once: true when it is still pending.
+    async fn pending<F: Future + Unpin>(f: &mut F) -> bool {
+        std::future::poll_fn(|cx| Poll::Ready(std::pin::Pin::new(&mut *f).poll(cx).is_pending()))
+            .await
+    }
 
     #[tokio::test]
-    async fn waiting_callers_share_one_flush() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = sled::open(dir.path()).unwrap();
-        let commit = GroupCommit::start(db.clone());
-        let tree = db.open_tree("t").unwrap();
-        for i in 0..100u32 {
-            tree.insert(i.to_be_bytes(), &[1u8; 1000][..]).unwrap();
+    async fn callers_arriving_during_a_flush_share_the_next_one() {
+        let (started_tx, started) = mpsc::channel::<()>();
+        let (go, go_rx) = mpsc::channel::<()>();
+        let commit = GroupCommit::start_with(move || {
+            started_tx.send(()).ok();
+            go_rx.recv().ok();
+            Ok(())
+        });
+        // The first caller's flush starts and is held.
+        let mut first = Box::pin(commit.flush());
+        assert!(pending(&mut first).await);
+        started.recv().unwrap();
+        // 50 callers arrive while it runs.
+        let mut rest: Vec<_> = (0..50).map(|_| Box::pin(commit.flush())).collect();
+        for f in &mut rest {
+            assert!(pending(f).await);
         }
-        // 100 callers take their tickets in one poll pass while the first flush (a real fsync
-        // of 100 KB) runs: the next flush covers all the others.
-        let all = futures_util::future::join_all((0..100).map(|_| commit.flush())).await;
-        assert!(all.iter().all(|r| r.is_ok()));
-        let flushes = commit.flushes();
-        assert!((1..=10).contains(&flushes), "{flushes} flushes for 100 callers");
-        // Nothing is pending any more: a new caller gets a flush of its own.
+        go.send(()).unwrap(); // the first flush ends: it does not cover the 50
+        first.await.unwrap();
+        started.recv().unwrap(); // one more flush starts, for all 50
+        go.send(()).unwrap();
+        for f in rest {
+            f.await.unwrap();
+        }
+        assert_eq!(commit.flushes(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_failed_flush_fails_its_callers_and_the_next_success_covers_later_ones() {
+        let mut n = 0;
+        let commit = GroupCommit::start_with(move || {
+            n += 1;
+            if n == 1 {
+                Err("disk on fire".into())
+            } else {
+                Ok(())
+            }
+        });
+        let e = commit.flush().await.unwrap_err();
+        assert!(e.to_string().contains("disk on fire"), "{e}");
         commit.flush().await.unwrap();
-        assert_eq!(commit.flushes(), flushes + 1);
     }
 }

@@ -445,11 +445,27 @@ impl ReplicaManager {
                     // Whether this response changed the local log (records or truncation).
                     let wrote = resp.partitions.iter().any(|r| !r.records.is_empty())
                         || resp.partitions.iter().any(|r| r.diverging.is_some());
-                    for r in &resp.partitions {
-                        let Some(log) = self.logs.partition(&r.topic, r.partition) else {
-                            continue;
-                        };
-                        match follower::apply(&log, r) {
+                    // sled writes (appends, truncations) on a blocking thread: a sled stall
+                    // must not hold up the async workers (Raft, other requests).
+                    let logs = self.logs.clone();
+                    let applied = tokio::task::spawn_blocking(move || {
+                        resp.partitions
+                            .iter()
+                            .filter_map(|r| {
+                                let log = logs.partition(&r.topic, r.partition)?;
+                                Some((r.topic.clone(), r.partition, follower::apply(&log, r)))
+                            })
+                            .collect::<Vec<_>>()
+                    })
+                    .await
+                    .unwrap_or_else(|e| {
+                        tracing::error!(leader, error = %e, "applying fetched data failed");
+                        refused = true;
+                        Vec::new()
+                    });
+                    for (topic, partition, result) in applied {
+                        let r = Part { topic: &topic, partition };
+                        match result {
                             Ok(Applied::Refused(why)) => {
                                 tracing::debug!(topic = %r.topic, partition = r.partition, ?why, leader, "fetch refused");
                                 refused = true;
@@ -493,6 +509,12 @@ impl ReplicaManager {
             }
         }
     }
+}
+
+/// Names a partition in the fetch loop's log lines.
+struct Part<'a> {
+    topic: &'a str,
+    partition: i32,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
