@@ -46,9 +46,7 @@ pub fn log_code(e: &LogError) -> i16 {
         LogError::Storage(_)
         | LogError::Flush(_)
         | LogError::Corrupt(_)
-        | LogError::NoSpace { .. } => {
-            E::KafkaStorageError
-        }
+        | LogError::NoSpace { .. } => E::KafkaStorageError,
     }
     .code()
 }

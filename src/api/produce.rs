@@ -83,10 +83,11 @@ pub async fn handle(broker: &Broker, ctx: &RequestContext, req: ProduceRequest) 
         );
     }
     for (t, p, r) in refusals {
-        responses[t].partition_responses[p] = std::mem::take(&mut responses[t].partition_responses[p])
-            .with_error_code(r.code)
-            .with_error_message(r.message.map(StrBytes::from_string))
-            .with_record_errors(r.record_errors);
+        responses[t].partition_responses[p] =
+            std::mem::take(&mut responses[t].partition_responses[p])
+                .with_error_code(r.code)
+                .with_error_message(r.message.map(StrBytes::from_string))
+                .with_record_errors(r.record_errors);
     }
     for (t, p, bytes, result) in append_all(broker, jobs).await {
         match result {
@@ -94,7 +95,9 @@ pub async fn handle(broker: &Broker, ctx: &RequestContext, req: ProduceRequest) 
                 appended |= a.wrote;
                 if a.wrote {
                     let records = (a.end - a.base_offset).max(0) as u64;
-                    broker.metrics.produced(&responses[t].name.0, bytes, records);
+                    broker
+                        .metrics
+                        .produced(&responses[t].name.0, bytes, records);
                 }
                 let resp = &mut responses[t].partition_responses[p];
                 resp.base_offset = a.base_offset;
@@ -346,7 +349,14 @@ async fn append_all(
             tracing::error!(error = %e, "append task failed");
             places
                 .into_iter()
-                .map(|(t, p, b)| (t, p, b, Err(Refused::code(ResponseError::KafkaStorageError))))
+                .map(|(t, p, b)| {
+                    (
+                        t,
+                        p,
+                        b,
+                        Err(Refused::code(ResponseError::KafkaStorageError)),
+                    )
+                })
                 .collect()
         }
     }

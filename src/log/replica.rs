@@ -335,7 +335,11 @@ mod tests {
         assert_eq!(reopen().offsets().high_watermark, 5);
         // Truncation lowers the checkpoint with the log: a restart does not come back above
         // the new log end once the log grows again.
-        assert_eq!(l.truncate_to(2).unwrap(), 0, "the 5-record batch straddles 2");
+        assert_eq!(
+            l.truncate_to(2).unwrap(),
+            0,
+            "the 5-record batch straddles 2"
+        );
         let stamped = crate::log::batch::stamp(&make_batch(4, -1, -1), 0, 1);
         l.append_replicated(&[Bytes::copy_from_slice(stamped.as_ref())])
             .unwrap();

@@ -464,7 +464,10 @@ impl ReplicaManager {
                         Vec::new()
                     });
                     for (topic, partition, result) in applied {
-                        let r = Part { topic: &topic, partition };
+                        let r = Part {
+                            topic: &topic,
+                            partition,
+                        };
                         match result {
                             Ok(Applied::Refused(why)) => {
                                 tracing::debug!(topic = %r.topic, partition = r.partition, ?why, leader, "fetch refused");

@@ -110,7 +110,10 @@ impl PartitionWriter {
             .replication
             .leader_term(topic, partition, leader_epoch)
             .ok_or_else(not_leader)?;
-        let log = self.logs.partition(topic, partition).ok_or_else(not_leader)?;
+        let log = self
+            .logs
+            .partition(topic, partition)
+            .ok_or_else(not_leader)?;
         Ok((log, term))
     }
 
@@ -273,7 +276,10 @@ mod tests {
     async fn the_followers_fetch_commits_and_wakes_the_waiter() {
         let s = setup();
         let e = epoch(&s.image);
-        let a = s.writer.append("t", 0, e, &[make_batch(3, -1, -1)]).unwrap();
+        let a = s
+            .writer
+            .append("t", 0, e, &[make_batch(3, -1, -1)])
+            .unwrap();
         assert_eq!((a.base_offset, a.log_end), (0, 3));
         let far = Instant::now() + Duration::from_secs(60);
         let started = Instant::now();
@@ -307,7 +313,10 @@ mod tests {
     async fn losing_leadership_answers_at_once_not_at_the_timeout() {
         let mut s = setup();
         let e = epoch(&s.image);
-        let a = s.writer.append("t", 0, e, &[make_batch(2, -1, -1)]).unwrap();
+        let a = s
+            .writer
+            .append("t", 0, e, &[make_batch(2, -1, -1)])
+            .unwrap();
         let far = Instant::now() + Duration::from_secs(60);
         let started = Instant::now();
         let waiter = s.writer.wait_committed(&a.commit, far);
@@ -321,10 +330,7 @@ mod tests {
                 .unwrap();
         };
         let (r, ()) = tokio::join!(waiter, move_leadership);
-        assert!(
-            matches!(r, Err(WriteError::LeadershipLost { .. })),
-            "{r:?}"
-        );
+        assert!(matches!(r, Err(WriteError::LeadershipLost { .. })), "{r:?}");
         assert!(started.elapsed() < Duration::from_secs(5));
         // The old epoch is refused from now on.
         assert!(matches!(
@@ -338,7 +344,10 @@ mod tests {
     async fn an_uncommitted_write_times_out_at_its_deadline() {
         let s = setup();
         let e = epoch(&s.image);
-        let a = s.writer.append("t", 0, e, &[make_batch(1, -1, -1)]).unwrap();
+        let a = s
+            .writer
+            .append("t", 0, e, &[make_batch(1, -1, -1)])
+            .unwrap();
         let r = s
             .writer
             .wait_committed(&a.commit, Instant::now() + Duration::from_millis(300))
