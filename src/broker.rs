@@ -31,6 +31,7 @@ use crate::offsets_topic::{
 use crate::quorum::{MetadataQuorum, QuorumError};
 use crate::replication::manager::{BoxFuture, ReplicaManager, ReplicaTransport, ReplicationConfig};
 use crate::replication::{ReplicaFetchRequest, ReplicaFetchResponse};
+use crate::writer::PartitionWriter;
 
 /// Failures while opening a broker.
 #[derive(Debug, thiserror::Error)]
@@ -107,6 +108,8 @@ pub struct Broker {
     pub logs: Arc<LogStore>,
     /// Leader/follower roles of this broker's partitions and the high watermarks.
     pub replication: Arc<ReplicaManager>,
+    /// The one leader append/commit path (Produce and the offsets store).
+    pub writer: Arc<PartitionWriter>,
     /// How followers reach partition leaders.
     transport: Arc<dyn ReplicaTransport>,
     /// Cancelled when the broker stops; background loops end with it.
@@ -167,8 +170,12 @@ impl Broker {
             dir: config.data_dir.display().to_string(),
             source,
         })?
-        .with_space_reserve(&config.data_dir, config.log_dir_min_free_bytes);
+        .with_space_reserve(&config.data_dir, config.log_dir_min_free_bytes)
+        .with_flush_before_ack(config.flush_before_ack);
         let logs = Arc::new(logs);
+        logs.spawn_checkpointer(std::time::Duration::from_millis(
+            config.hw_checkpoint_interval_ms,
+        ));
         let replication = ReplicaManager::new(
             config.node_id,
             ReplicationConfig {
@@ -195,6 +202,7 @@ impl Broker {
                 groups,
                 config,
                 metadata: MetadataSource::Local(metadata),
+                writer: Arc::new(PartitionWriter::new(logs.clone(), replication.clone())),
                 logs,
                 replication,
                 transport: Arc::new(NoPeers),
@@ -232,9 +240,10 @@ impl Broker {
             images: quorum.subscribe(),
         });
         let self_lease = Arc::new(SelfLease::new(config.session_timeout_ms));
+        let writer = Arc::new(PartitionWriter::new(logs.clone(), replication.clone()));
         let store = Arc::new(ReplicatedOffsetStore::new(
             logs.clone(),
-            replication.clone(),
+            writer.clone(),
             quorum.subscribe(),
             std::time::Duration::from_millis(config.offsets_commit_timeout_ms),
             self_lease.clone(),
@@ -254,6 +263,7 @@ impl Broker {
             cluster_id: cluster_id_from(&voters.join(",")),
             config,
             metadata: MetadataSource::Quorum(quorum),
+            writer,
             logs,
             replication,
             transport,

@@ -93,8 +93,9 @@ pub const SETTINGS: &[SettingDef] = &[
     SettingDef { name: "log.dir.min.free.bytes", default: "67108864", kind: ValueType::Long, doc: "Appends are refused with KAFKA_STORAGE_ERROR while the file system of log.dirs has less free space than this; deletions still work, and appends resume once space is freed. 0: no check." },
     SettingDef { name: "producer.id.expiration.ms", default: "86400000", kind: ValueType::Int, doc: "Idempotent-producer state of a producer id that has not written to a partition for this long is dropped from memory and disk." },
     SettingDef { name: "producer.id.expiration.check.interval.ms", default: "600000", kind: ValueType::Int, doc: "How often expired producer ids are looked for." },
-    SettingDef { name: "log.flush.interval.ms", default: "500", kind: ValueType::Long, doc: "Period of sled's background flush to disk." },
-    SettingDef { name: "log.flush.interval.messages", default: NEVER, kind: ValueType::Long, doc: "Flush (fsync) a partition's log before answering once this many messages accumulated in it since the last flush; 1 = before answering every produce request. Otherwise only the periodic flush." },
+    SettingDef { name: "log.flush.interval.ms", default: "500", kind: ValueType::Long, doc: "Period of sled's background flush to disk. Unless this or log.flush.interval.messages is set explicitly, every write is also flushed (group commit) before it is acknowledged, and followers flush before reporting their log end." },
+    SettingDef { name: "log.flush.interval.messages", default: NEVER, kind: ValueType::Long, doc: "Never by default. Kafka's rule, used only when this or log.flush.interval.ms is set explicitly: flush (fsync) a partition's log before answering once this many messages accumulated in it since the last flush (1 = before every produce answer). By default every write is flushed before it is acknowledged instead (group commit)." },
+    SettingDef { name: "replica.high.watermark.checkpoint.interval.ms", default: "5000", kind: ValueType::Long, doc: "How often the high watermarks are written to disk (they are kept in memory; a restarted broker may start from an older one and catches up from the leader)." },
     SettingDef { name: "log.retention.hours", default: "168", kind: ValueType::Int, doc: "Default retention time in hours (topic config retention.ms)." },
     SettingDef { name: "log.retention.ms", default: "", kind: ValueType::Long, doc: "Default retention time in ms; overrides log.retention.hours when set." },
     SettingDef { name: "log.retention.bytes", default: "-1", kind: ValueType::Long, doc: "Default retention size per partition (topic config retention.bytes)." },
@@ -204,8 +205,14 @@ pub struct BrokerConfig {
     pub producer_id_expiration_check_interval_ms: u64,
     pub flush_interval_ms: u64,
     /// `log.flush.interval.messages`: a partition's appends are fsynced before they are
-    /// answered once this many accumulated since the last flush (`i64::MAX`: never).
+    /// answered once this many accumulated since the last flush (`i64::MAX`: never). Only
+    /// when `flush_before_ack` is off.
     pub flush_interval_messages: u64,
+    /// Neither `log.flush.interval.ms` nor `log.flush.interval.messages` was set: every write
+    /// is flushed (group commit) before it is acknowledged or reported to a leader.
+    pub flush_before_ack: bool,
+    /// `replica.high.watermark.checkpoint.interval.ms`.
+    pub hw_checkpoint_interval_ms: u64,
     pub sled_cache_bytes: u64,
     pub retention_ms: i64,
     pub retention_bytes: i64,
@@ -427,6 +434,11 @@ impl BrokerConfig {
             )? as u64,
             flush_interval_ms: positive("log.flush.interval.ms")? as u64,
             flush_interval_messages: positive("log.flush.interval.messages")? as u64,
+            flush_before_ack: ["log.flush.interval.ms", "log.flush.interval.messages"]
+                .iter()
+                .all(|n| values[*n].1 == Source::Default),
+            hw_checkpoint_interval_ms: positive("replica.high.watermark.checkpoint.interval.ms")?
+                as u64,
             sled_cache_bytes: positive("sled.cache.capacity.bytes")? as u64,
             retention_ms,
             retention_bytes: int("log.retention.bytes")?,

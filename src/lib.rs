@@ -9,7 +9,9 @@
 //! - [`quorum`]: the metadata quorum node (openraft): bootstrap, submit, local reads.
 //! - [`raft`]: the quorum's Raft log and state machine in sled, and its openraft types.
 //! - [`rpc`]: gRPC between brokers (tonic): the Raft service and the per-peer clients.
-//! - [`log`]: partition logs in sled, idempotent-producer state, retention and compaction.
+//! - [`log`]: partition logs in sled, idempotent-producer state, retention and compaction,
+//!   group-commit flushes and per-partition long-poll readiness.
+//! - [`writer`]: the one leader append/commit path (Produce and the offsets store).
 //! - [`cleaner`]: the periodic task applying each topic's cleanup.policy.
 //! - [`producer_expiry`]: the periodic task forgetting idle idempotent producers.
 //! - [`group`]: the consumer-group coordinator and committed offsets.
@@ -57,6 +59,7 @@ pub mod replication;
 pub mod rpc;
 pub mod security;
 pub mod server;
+pub mod writer;
 
 use std::sync::Arc;
 

@@ -6,8 +6,9 @@
 //!   partition count); before the topic exists no broker coordinates (COORDINATOR_NOT_AVAILABLE)
 //!   and FindCoordinator creates it ([`Broker::ensure_offsets_topic`](crate::broker::Broker::ensure_offsets_topic)).
 //! - [`ReplicatedOffsetStore`]: OffsetCommit appends one record per offset (layout in
-//!   `group::offsets`) to the group's partition as its leader, through the normal replication
-//!   path, and `sync` waits until the high watermark passes them (acks=all) within
+//!   `group::offsets`) to the group's partition as its leader, through the same
+//!   [`PartitionWriter`] as Produce, and `sync` waits until they are flushed and the high
+//!   watermark passes them (acks=all) within
 //!   `offsets.commit.timeout.ms` (else REQUEST_TIMED_OUT). OffsetDelete, DeleteGroups and deleted
 //!   topics append tombstones. Reads are served from an in-memory copy of each partition this
 //!   broker leads.
@@ -22,7 +23,8 @@
 //! commit above the high watermark will be committed as followers catch up — and every
 //! acknowledged commit is below it anyway.
 //!
-//! May depend on: `group`, `log`, `replication`, `metadata`, `raft` (the applied image channel),
+//! May depend on: `group`, `log`, `writer`, `replication` (the role listener), `metadata`, `raft`
+//! (the applied image channel),
 //! the codec's record batches. Not on `api` or the network.
 
 use std::collections::{HashMap, VecDeque};
@@ -44,7 +46,8 @@ use crate::lease::SelfLease;
 use crate::log::{LogError, LogStore, PartitionLog};
 use crate::metadata::ClusterImage;
 use crate::raft::AppliedImage;
-use crate::replication::manager::{ReplicaManager, RoleListener};
+use crate::replication::manager::RoleListener;
+use crate::writer::{PartitionWriter, WriteError};
 
 /// The internal topic holding committed offsets.
 pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
@@ -149,12 +152,23 @@ impl Pending<'_> {
 /// Offsets in `__consumer_offsets` (see the module documentation).
 pub struct ReplicatedOffsetStore {
     logs: Arc<LogStore>,
-    replication: Arc<ReplicaManager>,
+    writer: Arc<PartitionWriter>,
     images: watch::Receiver<AppliedImage>,
     slots: Mutex<HashMap<i32, Slot>>,
     commit_timeout: Duration,
     /// This broker's self-lease: no group is served while it is expired.
     lease: Arc<SelfLease>,
+}
+
+/// A write error as the group coordinator reports it; `what` names the group or partition.
+fn write_error(e: WriteError, what: &str) -> GroupError {
+    match e {
+        WriteError::NotLeader { .. } | WriteError::LeadershipLost { .. } => {
+            GroupError::NotCoordinator(what.to_string())
+        }
+        WriteError::Timeout { .. } => GroupError::Timeout,
+        WriteError::Log(e) => storage(e),
+    }
 }
 
 fn storage(e: LogError) -> GroupError {
@@ -240,14 +254,14 @@ pub fn load_partition(log: &PartitionLog) -> Result<OffsetsPartition, LogError> 
 impl ReplicatedOffsetStore {
     pub fn new(
         logs: Arc<LogStore>,
-        replication: Arc<ReplicaManager>,
+        writer: Arc<PartitionWriter>,
         images: watch::Receiver<AppliedImage>,
         commit_timeout: Duration,
         lease: Arc<SelfLease>,
     ) -> Self {
         Self {
             logs,
-            replication,
+            writer,
             images,
             slots: Mutex::new(HashMap::new()),
             commit_timeout,
@@ -322,22 +336,11 @@ impl ReplicatedOffsetStore {
         epoch: i32,
         records: &[(Vec<u8>, Option<Vec<u8>>)],
     ) -> Result<i64, GroupError> {
-        let not_coordinator =
-            || GroupError::NotCoordinator(format!("{OFFSETS_TOPIC}-{p} is not led here"));
-        if !self.replication.is_leading(OFFSETS_TOPIC, p, epoch) {
-            return Err(not_coordinator());
-        }
-        let log = self
-            .logs
-            .partition(OFFSETS_TOPIC, p)
-            .ok_or_else(not_coordinator)?;
         let batch = build_batch(records, now_ms());
-        let out = log
-            .append_as_leader(&[batch], epoch, false)
-            .map_err(storage)?;
-        self.replication
-            .after_leader_append(OFFSETS_TOPIC, p)
-            .map_err(storage)?;
+        let out = self
+            .writer
+            .append(OFFSETS_TOPIC, p, epoch, &[batch])
+            .map_err(|e| write_error(e, &format!("{OFFSETS_TOPIC}-{p} is not led here")))?;
         Ok(out.log_end)
     }
 
@@ -449,33 +452,29 @@ impl OffsetStore for ReplicatedOffsetStore {
     }
 
     fn sync(&self, group: &str) -> SyncFuture {
-        let target = self.with_loaded(group, |p, epoch, _, pending| Ok((p, epoch, *pending.end)));
-        let log = target
-            .as_ref()
-            .ok()
-            .and_then(|(p, _, _)| self.logs.partition(OFFSETS_TOPIC, *p));
-        let logs = self.logs.clone();
-        let replication = self.replication.clone();
-        let timeout = self.commit_timeout;
+        let deadline = tokio::time::Instant::now() + self.commit_timeout;
+        let pending = self
+            .with_loaded(group, |p, epoch, _, pending| Ok((p, epoch, *pending.end)))
+            .and_then(|(p, epoch, end)| {
+                self.writer
+                    .pending(OFFSETS_TOPIC, p, epoch, end)
+                    .map_err(|e| write_error(e, group))
+            });
+        let writer = self.writer.clone();
         let group = group.to_string();
         Box::pin(async move {
-            let (p, epoch, end) = target?;
-            let log = log.ok_or_else(|| GroupError::NotCoordinator(group.clone()))?;
-            // Flush if configured, and wake the followers' long polls so they fetch the
-            // records now (their next fetch moves the high watermark).
-            logs.after_append().await.map_err(storage)?;
-            let mut hw = log.watch_high_watermark();
-            match tokio::time::timeout(timeout, hw.wait_for(|h| *h >= end)).await {
-                Ok(Ok(_)) => {}
-                Ok(Err(_)) => return Err(GroupError::NotCoordinator(group)),
-                Err(_) => return Err(GroupError::Timeout),
-            }
-            // A high watermark that passed `end` in another epoch (after losing leadership the
-            // log may have been truncated and refilled) says nothing about our records.
-            if !replication.is_leading(OFFSETS_TOPIC, p, epoch) {
-                return Err(GroupError::NotCoordinator(group));
-            }
-            Ok(())
+            let pending = pending?;
+            // Durable first (group commit by default), then committed by the ISR in this
+            // broker's leadership epoch (a high watermark reached in another epoch says
+            // nothing about our records).
+            writer
+                .make_durable()
+                .await
+                .map_err(|e| write_error(e, &group))?;
+            writer
+                .wait_committed(&pending, deadline)
+                .await
+                .map_err(|e| write_error(e, &group))
         })
     }
 

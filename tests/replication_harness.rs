@@ -44,10 +44,17 @@ impl ReplicaTransport for Transport {
                 return Err("unreachable".into());
             }
             let m = self.net.managers.lock().unwrap().get(&leader).cloned();
-            match m {
-                Some(m) => Ok(m.handle_fetch(req).await),
-                None => Err("no such broker".into()),
+            let resp = match m {
+                Some(m) => m.handle_fetch(req).await,
+                None => return Err("no such broker".into()),
+            };
+            // A long poll answered after the link went down never arrives (a leader's appends
+            // wake its followers' polls at once, so the answer can come while it is cut off).
+            let down = self.net.down.lock().unwrap().clone();
+            if down.contains(&leader) || down.contains(&self.me) {
+                return Err("unreachable".into());
             }
+            Ok(resp)
         })
     }
 }

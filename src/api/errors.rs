@@ -43,9 +43,10 @@ pub fn log_code(e: &LogError) -> i16 {
         LogError::OffsetOutOfRange { .. } => E::OffsetOutOfRange,
         LogError::OutOfOrderSequence { .. } => E::OutOfOrderSequenceNumber,
         LogError::InvalidProducerEpoch { .. } => E::InvalidProducerEpoch,
-        LogError::Storage(_) | LogError::Corrupt(_) | LogError::NoSpace { .. } => {
-            E::KafkaStorageError
-        }
+        LogError::Storage(_)
+        | LogError::Flush(_)
+        | LogError::Corrupt(_)
+        | LogError::NoSpace { .. } => E::KafkaStorageError,
     }
     .code()
 }

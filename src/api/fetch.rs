@@ -1,5 +1,6 @@
 //! Fetch (key 1): whole batches below the high watermark, with long polling — the request
-//! waits up to `max_wait_ms` until `min_bytes` are available, waking on every append.
+//! waits up to `max_wait_ms` until `min_bytes` are available, waking when the high watermark
+//! of a partition it reads moves (or roles change), not on appends elsewhere.
 //!
 //! A response holds at most `fetch.max.bytes` of records (and at most the request's
 //! `max_bytes` and each partition's `partition_max_bytes`), except that the first batch of the
@@ -18,23 +19,30 @@ use tokio::time::Instant;
 use super::errors::{code, leader_code, log_code};
 use super::{authz, RequestContext};
 use crate::broker::Broker;
+use crate::log::wake::Readiness;
 use crate::security::acl::Operation;
 
 pub async fn handle(broker: &Broker, ctx: &RequestContext, req: FetchRequest) -> FetchResponse {
     let wait = Duration::from_millis(req.max_wait_ms.max(0) as u64);
     let deadline = Instant::now() + wait;
     loop {
-        // Register for the wake-up before reading, so an append in between is not missed.
+        // Register for the wake-ups before reading, so a change in between is not missed.
         let notified = broker.logs.appended().notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
-        let (resp, bytes, had_error) = read(broker, ctx, &req);
+        let mut ready = Readiness::new();
+        let (resp, bytes, had_error) = read(broker, ctx, &req, Some(&mut ready));
         if bytes >= req.min_bytes.max(0) as usize || had_error || Instant::now() >= deadline {
             return counted(broker, resp);
         }
-        if tokio::time::timeout_at(deadline, notified).await.is_err() {
+        let woken = tokio::select! {
+            _ = &mut notified => true,
+            _ = ready.changed() => true,
+            _ = tokio::time::sleep_until(deadline) => false,
+        };
+        if !woken {
             // Timed out: answer with whatever is there now.
-            return counted(broker, read(broker, ctx, &req).0);
+            return counted(broker, read(broker, ctx, &req, None).0);
         }
     }
 }
@@ -54,7 +62,12 @@ fn counted(broker: &Broker, resp: FetchResponse) -> FetchResponse {
 
 /// One pass over the requested partitions: the response, its record bytes, and whether
 /// any partition had an error (errors are answered at once, without waiting).
-fn read(broker: &Broker, ctx: &RequestContext, req: &FetchRequest) -> (FetchResponse, usize, bool) {
+fn read(
+    broker: &Broker,
+    ctx: &RequestContext,
+    req: &FetchRequest,
+    mut ready: Option<&mut Readiness>,
+) -> (FetchResponse, usize, bool) {
     let image = broker.metadata.image();
     // `fetch.max.bytes` caps every response, whatever the request asks for (v0-v2 have no
     // response limit of their own); the first batch found is still returned whole.
@@ -106,6 +119,9 @@ fn read(broker: &Broker, ctx: &RequestContext, req: &FetchRequest) -> (FetchResp
                     partitions.push(pd.with_error_code(code(e)));
                     continue;
                 }
+            }
+            if let Some(r) = ready.as_deref_mut() {
+                r.add(log.watch_high_watermark());
             }
             let budget =
                 (fp.partition_max_bytes.max(0) as usize).min(response_max.saturating_sub(total));

@@ -1,14 +1,16 @@
-//! Produce (key 0): validate each partition's batches, append them to the leader's log,
+//! Produce (key 0): validate each partition's batches against the topic's policy, append them
+//! through the [`PartitionWriter`] (the append/commit path shared with the offsets store),
 //! answer with the base offset. acks=0 requests are processed the same way but the caller
-//! sends no response; acks=1 is answered after the leader's append; acks=all after the high
-//! watermark passes the appended records (all in-sync replicas have them), honouring
-//! `min.insync.replicas` (NOT_ENOUGH_REPLICAS before appending, NOT_ENOUGH_REPLICAS_AFTER_APPEND
-//! when the ISR shrank below it while waiting) and the request's timeout (REQUEST_TIMED_OUT).
+//! sends no response; acks=1 is answered once the leader's append is durable (a group-commit
+//! flush by default); acks=all also waits until the high watermark passes the appended records
+//! (all in-sync replicas have them), honouring `min.insync.replicas` (NOT_ENOUGH_REPLICAS before
+//! appending, NOT_ENOUGH_REPLICAS_AFTER_APPEND when the ISR shrank below it while waiting), the
+//! leadership of the append's epoch (NOT_LEADER_OR_FOLLOWER the moment it ends) and the
+//! request's timeout (REQUEST_TIMED_OUT).
 
 use kafka_protocol::messages::produce_response::{
     BatchIndexAndErrorMessage, PartitionProduceResponse, TopicProduceResponse,
 };
-use std::sync::Arc;
 use std::time::Duration;
 
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
@@ -21,63 +23,61 @@ use crate::broker::Broker;
 use crate::log::batch::with_log_append_time;
 use crate::log::validate::{produced_batches, ProduceRules, RecordError};
 use crate::log::LogError;
-use crate::log::PartitionLog;
 use crate::metadata::{validate_topic_name, TopicMeta};
+use crate::writer::{PendingCommit, TopicPolicy, WriteError};
 
 pub async fn handle(broker: &Broker, ctx: &RequestContext, req: ProduceRequest) -> ProduceResponse {
     let acks_ok = matches!(req.acks, -1..=1);
     let mut responses = Vec::with_capacity(req.topic_data.len());
     let mut appended = false;
-    // (topic index, partition index, log, log end after the append) for acks=all waits.
+    // acks=all partitions waiting for their commit.
     let mut waits: Vec<Wait> = Vec::new();
+    // Validated partitions to append (topic index, partition index, bytes, job), and refused
+    // ones.
+    let mut jobs: Vec<(usize, usize, u64, Job)> = Vec::new();
+    let mut refusals: Vec<(usize, usize, Refused)> = Vec::new();
     let txn_denied = authz::produce_transactional_id_denied(broker, ctx, &req);
     for topic_data in req.topic_data {
         let name = topic_data.name.0.to_string();
         let topic = if let Some(denied) = txn_denied {
             Err(denied)
         } else if acks_ok {
-            resolve_topic(broker, ctx, &name).await
+            resolve_topic(broker, ctx, &name).await.map(|t| {
+                // The topic's configs, resolved once for all its partitions.
+                let policy = TopicPolicy::resolve(
+                    |k| broker.topic_config_value(&t, k),
+                    broker.config.message_max_bytes as usize,
+                );
+                (t, policy)
+            })
         } else {
             Err(0)
         };
         let mut partitions = Vec::with_capacity(topic_data.partition_data.len());
         for pd in topic_data.partition_data {
-            let base = PartitionProduceResponse::default()
-                .with_index(pd.index)
-                .with_base_offset(-1);
             let bytes = pd.records.as_ref().map_or(0, |r| r.len() as u64);
             let result = match (&topic, acks_ok) {
                 (_, false) => Err(Refused::code(ResponseError::InvalidRequiredAcks)),
                 (Err(e), _) => Err(Refused::new(*e, None)),
-                (Ok(t), true) => append(broker, t, pd.index, req.acks, ctx.api_version, pd.records),
+                (Ok((t, policy)), true) => prepare(
+                    broker,
+                    t,
+                    policy,
+                    pd.index,
+                    req.acks,
+                    ctx.api_version,
+                    pd.records,
+                ),
             };
-            partitions.push(match result {
-                Ok(a) => {
-                    appended |= a.wrote;
-                    if a.wrote {
-                        let records = (a.end - a.base_offset).max(0) as u64;
-                        broker.metrics.produced(&name, bytes, records);
-                    }
-                    if req.acks == -1 {
-                        waits.push(Wait {
-                            topic_idx: responses.len(),
-                            partition_idx: partitions.len(),
-                            partition: pd.index,
-                            log: a.log,
-                            end: a.end,
-                            min_isr: a.min_isr,
-                            leader_epoch: a.leader_epoch,
-                        });
-                    }
-                    base.with_base_offset(a.base_offset)
-                        .with_log_start_offset(a.log_start)
-                        .with_log_append_time_ms(a.log_append_time)
-                }
-                Err(r) => base
-                    .with_error_code(r.code)
-                    .with_error_message(r.message.map(StrBytes::from_string))
-                    .with_record_errors(r.record_errors),
-            });
+            match result {
+                Ok(job) => jobs.push((responses.len(), partitions.len(), bytes, job)),
+                Err(r) => refusals.push((responses.len(), partitions.len(), r)),
+            }
+            partitions.push(
+                PartitionProduceResponse::default()
+                    .with_index(pd.index)
+                    .with_base_offset(-1),
+            );
         }
         responses.push(
             TopicProduceResponse::default()
@@ -85,8 +85,55 @@ pub async fn handle(broker: &Broker, ctx: &RequestContext, req: ProduceRequest) 
                 .with_partition_responses(partitions),
         );
     }
-    if appended {
-        if let Err(e) = broker.logs.after_append().await {
+    for (t, p, r) in refusals {
+        responses[t].partition_responses[p] =
+            std::mem::take(&mut responses[t].partition_responses[p])
+                .with_error_code(r.code)
+                .with_error_message(r.message.map(StrBytes::from_string))
+                .with_record_errors(r.record_errors);
+    }
+    for (t, p, bytes, result) in append_all(broker, jobs).await {
+        match result {
+            Ok(a) => {
+                appended |= a.wrote;
+                if a.wrote {
+                    let records = (a.end - a.base_offset).max(0) as u64;
+                    broker
+                        .metrics
+                        .produced(&responses[t].name.0, bytes, records);
+                }
+                let resp = &mut responses[t].partition_responses[p];
+                resp.base_offset = a.base_offset;
+                resp.log_start_offset = a.log_start;
+                resp.log_append_time_ms = a.log_append_time;
+                if req.acks == -1 {
+                    waits.push(Wait {
+                        topic_idx: t,
+                        partition_idx: p,
+                        partition: resp.index,
+                        commit: a.commit,
+                        min_isr: a.min_isr,
+                    });
+                }
+            }
+            Err(r) => {
+                let resp = &mut responses[t].partition_responses[p];
+                resp.error_code = r.code;
+                resp.error_message = r.message.map(StrBytes::from_string);
+                resp.record_errors = r.record_errors;
+            }
+        }
+    }
+    if appended && req.acks == 0 {
+        // Nobody waits for the answer; the flush rule still applies to the data.
+        let writer = broker.writer.clone();
+        tokio::spawn(async move {
+            if let Err(e) = writer.make_durable().await {
+                tracing::error!(error = %e, "flush after acks=0 produce failed");
+            }
+        });
+    } else if appended {
+        if let Err(e) = broker.writer.make_durable().await {
             // The data is in sled but could not be made durable as configured: fail the
             // partitions that were appended so clients retry (idempotence dedupes them).
             tracing::error!(error = %e, "flush after produce failed");
@@ -120,17 +167,10 @@ struct Wait {
     topic_idx: usize,
     partition_idx: usize,
     partition: i32,
-    log: Arc<PartitionLog>,
-    /// The high watermark that commits the appended records.
-    end: i64,
+    /// The high watermark that commits the appended records, in the epoch of the append.
+    commit: PendingCommit,
     min_isr: usize,
-    /// The epoch the records were appended in: only a high watermark reached while this
-    /// broker still leads in that epoch commits them.
-    leader_epoch: i32,
 }
-
-/// How often a waiting acks=all request checks that this broker still leads the partition.
-const LEADERSHIP_CHECK: Duration = Duration::from_millis(50);
 
 /// Waits until the high watermark of every acks=all partition passes its appended records
 /// while this broker still leads the partition in the epoch of the append. Losing leadership
@@ -146,34 +186,13 @@ async fn wait_for_replication(
     let deadline = tokio::time::Instant::now() + Duration::from_millis(timeout_ms.max(0) as u64);
     for w in waits {
         let topic = responses[w.topic_idx].name.0.to_string();
-        let leading = || {
-            broker
-                .replication
-                .is_leading(&topic, w.partition, w.leader_epoch)
-        };
-        let mut hw = w.log.watch_high_watermark();
-        let outcome = loop {
-            if !leading() {
-                break Err(ResponseError::NotLeaderOrFollower);
-            }
-            let reached = tokio::select! {
-                r = hw.wait_for(|h| *h >= w.end) => r.is_ok(),
-                _ = tokio::time::sleep(LEADERSHIP_CHECK) => false,
-            };
-            if reached {
-                break if leading() {
-                    Ok(())
-                } else {
-                    Err(ResponseError::NotLeaderOrFollower)
-                };
-            }
-            if tokio::time::Instant::now() >= deadline {
-                break Err(ResponseError::RequestTimedOut);
-            }
-        };
+        let outcome = broker.writer.wait_committed(&w.commit, deadline).await;
         let resp = &mut responses[w.topic_idx].partition_responses[w.partition_idx];
+        if resp.error_code != 0 {
+            continue; // the flush failed
+        }
         match outcome {
-            Err(ResponseError::RequestTimedOut) => {
+            Err(WriteError::Timeout { .. }) => {
                 resp.error_code = code(ResponseError::RequestTimedOut);
                 resp.error_message = Some(StrBytes::from_static_str(
                     "the in-sync replicas did not confirm the write within the request timeout",
@@ -181,10 +200,8 @@ async fn wait_for_replication(
                 continue;
             }
             Err(e) => {
-                resp.error_code = code(e);
-                resp.error_message = Some(StrBytes::from_static_str(
-                    "leadership moved before the write was committed; retry on the new leader",
-                ));
+                resp.error_code = write_code(&e);
+                resp.error_message = Some(StrBytes::from_string(e.to_string()));
                 continue;
             }
             Ok(()) => {}
@@ -237,11 +254,11 @@ struct Appended {
     log_start: i64,
     /// False when every batch was a retry already in the log.
     wrote: bool,
-    log: Arc<PartitionLog>,
-    /// The log end after the append: acks=all waits for the high watermark to reach it.
+    /// The log end after the append.
     end: i64,
+    /// acks=all waits on it (a retried batch: for everything up to the current end).
+    commit: PendingCommit,
     min_isr: usize,
-    leader_epoch: i32,
     /// The broker's append time on a LogAppendTime topic, else -1 (Kafka's answer).
     log_append_time: i64,
 }
@@ -274,31 +291,106 @@ impl Refused {
 
 type PartitionResult = Result<Appended, Refused>;
 
-fn append(
+/// The Kafka error code of a failed write.
+fn write_code(e: &WriteError) -> i16 {
+    match e {
+        WriteError::NotLeader { .. } | WriteError::LeadershipLost { .. } => {
+            code(ResponseError::NotLeaderOrFollower)
+        }
+        WriteError::Timeout { .. } => code(ResponseError::RequestTimedOut),
+        WriteError::Log(e) => log_code(e),
+    }
+}
+
+/// A partition's validated batches, ready to append.
+struct Job {
+    topic: String,
+    partition: i32,
+    leader_epoch: i32,
+    batches: Vec<bytes::Bytes>,
+    min_isr: usize,
+    log_append_time: i64,
+}
+
+/// Appends every job through the writer on a blocking thread (sled writes can stall for a
+/// long time; the async workers keep serving other requests and Raft meanwhile).
+async fn append_all(
+    broker: &Broker,
+    jobs: Vec<(usize, usize, u64, Job)>,
+) -> Vec<(usize, usize, u64, PartitionResult)> {
+    if jobs.is_empty() {
+        return Vec::new();
+    }
+    let places: Vec<(usize, usize, u64)> = jobs.iter().map(|(t, p, b, _)| (*t, *p, *b)).collect();
+    let writer = broker.writer.clone();
+    let appended = tokio::task::spawn_blocking(move || {
+        jobs.into_iter()
+            .map(|(t, p, bytes, job)| {
+                let r = writer
+                    .append(&job.topic, job.partition, job.leader_epoch, &job.batches)
+                    .map_err(|e| match e {
+                        WriteError::Log(e) => Refused::log(&e),
+                        e => Refused::new(write_code(&e), Some(e.to_string())),
+                    })
+                    .map(|out| {
+                        if out.duplicate {
+                            tracing::debug!(topic = %job.topic, partition = job.partition, base = out.base_offset, "duplicate batch answered from producer state");
+                        }
+                        Appended {
+                            base_offset: out.base_offset,
+                            log_start: out.log_start,
+                            wrote: !out.duplicate,
+                            end: out.log_end,
+                            commit: out.commit,
+                            min_isr: job.min_isr,
+                            log_append_time: job.log_append_time,
+                        }
+                    });
+                (t, p, bytes, r)
+            })
+            .collect::<Vec<_>>()
+    })
+    .await;
+    match appended {
+        Ok(v) => v,
+        Err(e) => {
+            tracing::error!(error = %e, "append task failed");
+            places
+                .into_iter()
+                .map(|(t, p, b)| {
+                    (
+                        t,
+                        p,
+                        b,
+                        Err(Refused::code(ResponseError::KafkaStorageError)),
+                    )
+                })
+                .collect()
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn prepare(
     broker: &Broker,
     topic: &TopicMeta,
+    policy: &TopicPolicy,
     partition: i32,
     acks: i16,
     version: i16,
     records: Option<bytes::Bytes>,
-) -> PartitionResult {
-    let (meta, log) = broker
+) -> Result<Job, Refused> {
+    let (meta, _) = broker
         .leader_log(topic, partition)
         .map_err(|e| Refused::new(leader_code(e), None))?;
-    if !broker
+    if broker
         .replication
-        .is_leading(&topic.name, partition, meta.leader_epoch)
+        .leader_term(&topic.name, partition, meta.leader_epoch)
+        .is_none()
     {
         return Err(Refused::code(ResponseError::NotLeaderOrFollower));
     }
-    let max = broker
-        .topic_config_value(topic, "max.message.bytes")
-        .and_then(|v| v.parse::<usize>().ok())
-        .unwrap_or(broker.config.message_max_bytes as usize);
-    let min_isr = broker
-        .topic_config_value(topic, "min.insync.replicas")
-        .and_then(|v| v.parse::<usize>().ok())
-        .unwrap_or(1);
+    let min_isr = policy.min_insync_replicas;
     if acks == -1 && meta.isr.len() < min_isr {
         return Err(Refused::new(
             code(ResponseError::NotEnoughReplicas),
@@ -309,21 +401,15 @@ fn append(
         ));
     }
     let records = records.unwrap_or_default();
-    let compacted = broker
-        .topic_config_value(topic, "cleanup.policy")
-        .is_some_and(|p| p.split(',').any(|x| x.trim() == "compact"));
     let rules = ProduceRules {
-        max_batch_bytes: max,
+        max_batch_bytes: policy.max_batch_bytes,
         // Kafka refuses records without a key on compacted topics: compaction is by key.
-        require_keys: compacted,
+        require_keys: policy.compacted,
         produce_version: version,
     };
     let mut batches =
         produced_batches(&records, &rules).map_err(|e| refused(&topic.name, partition, &e))?;
-    let log_append_time = broker
-        .topic_config_value(topic, "message.timestamp.type")
-        .is_some_and(|t| t == "LogAppendTime");
-    let log_append_time = if log_append_time {
+    let log_append_time = if policy.log_append_time {
         // Kafka stamps the append time into each batch header; the records stay as sent.
         let now = crate::cleaner::now_ms();
         for b in &mut batches {
@@ -333,25 +419,12 @@ fn append(
     } else {
         -1
     };
-    let out = log
-        .append_as_leader(&batches, meta.leader_epoch, false)
-        .map_err(|e| Refused::log(&e))?;
-    broker
-        .replication
-        .after_leader_append(&topic.name, partition)
-        .map_err(|e| Refused::log(&e))?;
-    if out.duplicate {
-        tracing::debug!(topic = %topic.name, partition, base = out.base_offset, "duplicate batch answered from producer state");
-    }
-    Ok(Appended {
-        base_offset: out.base_offset,
-        log_start: out.log_start,
-        wrote: !out.duplicate,
-        // A retried batch is acknowledged once everything up to the current end is committed.
-        end: out.log_end,
-        log,
-        min_isr,
+    Ok(Job {
+        topic: topic.name.clone(),
+        partition,
         leader_epoch: meta.leader_epoch,
+        batches,
+        min_isr,
         log_append_time,
     })
 }

@@ -6,6 +6,7 @@
 //! Knows nothing about the network, the request codec or cluster metadata.
 
 pub mod batch;
+pub mod commit;
 pub mod compaction;
 pub mod decompress;
 pub mod flush;
@@ -16,6 +17,7 @@ pub mod retention;
 pub mod space;
 pub mod store;
 pub mod validate;
+pub mod wake;
 
 pub use partition::{AppendOutcome, PartitionLog, ReadResult};
 pub use store::LogStore;
@@ -52,6 +54,8 @@ pub enum LogError {
     NoSpace { free: u64, min: u64 },
     #[error("storage error: {0}")]
     Storage(#[from] sled::Error),
+    #[error(transparent)]
+    Flush(#[from] commit::FlushError),
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
 }

@@ -1,10 +1,18 @@
 //! One partition's log in its own sled tree.
 //!
 //! Keys: `b` + base offset (big-endian) → the stamped batch; `s` → log start, log end and
-//! high watermark; `p` + producer id → that producer's [`ProducerEntry`]; `e` + leader epoch →
+//! high watermark; `h` → the high-watermark checkpoint; `p` + producer id → that producer's [`ProducerEntry`]; `e` + leader epoch →
 //! the first offset written in that epoch (the leader-epoch cache used for truncation). An
 //! append writes the batches, the new offsets, producer entries and epoch entries in one
 //! atomic sled batch, so after a crash either all of them are there or none.
+//!
+//! The high watermark lives in memory and is checkpointed to `h` periodically
+//! ([`PartitionLog::checkpoint_high_watermark`], Kafka's
+//! `replica.high.watermark.checkpoint.interval.ms`), not written on every advance. On open the
+//! high watermark is the larger of the checkpoint and the value in `s`, capped at the log end:
+//! both only ever held committed high watermarks, and truncation lowers both in its own batch,
+//! so a restarted replica may start lower than before (as in Kafka) but never above what was
+//! committed.
 //!
 //! Follower-side operations (appending replicated batches, truncation, epoch lookups) live
 //! in `replica.rs`.
@@ -20,6 +28,8 @@ use super::producer::{self, ProducerEntry, SeqCheck};
 use super::LogError;
 
 pub(super) const STATE_KEY: &[u8] = b"s";
+/// The high-watermark checkpoint.
+pub(super) const HW_KEY: &[u8] = b"h";
 
 pub(super) fn epoch_key(epoch: i32) -> [u8; 5] {
     let mut k = [0u8; 5];
@@ -117,8 +127,15 @@ pub(super) struct State {
 pub struct PartitionLog {
     pub(super) tree: sled::Tree,
     pub(super) state: Mutex<State>,
-    /// The high watermark, published for acks=all waiters and followers' fetch sessions.
+    /// The high watermark, published for acks=all waiters and consumers' long polls.
     pub(super) hw: tokio::sync::watch::Sender<i64>,
+    /// The log end offset, published for followers' long polls.
+    pub(super) end: tokio::sync::watch::Sender<i64>,
+    /// Serialises writes of the high-watermark checkpoint with truncations (which lower it),
+    /// so a checkpoint read before a truncation cannot land after it.
+    pub(super) hw_persist: Mutex<()>,
+    /// The high watermark last written to the checkpoint.
+    pub(super) hw_checkpointed: std::sync::atomic::AtomicI64,
     /// Set when batches were deleted (retention, DeleteRecords, following the leader's log
     /// start, compaction), so the cleaner asks sled to give the space back.
     pub(super) removed: std::sync::atomic::AtomicBool,
@@ -160,6 +177,12 @@ impl PartitionLog {
             let h = BatchHeader::read(&v).map_err(|e| LogError::Corrupt(e.to_string()))?;
             offsets.log_end = offsets.log_end.max(h.last_offset() + 1);
         }
+        if let Some(v) = tree.get(HW_KEY)? {
+            let b: [u8; 8] = v.as_ref().try_into().map_err(|_| {
+                LogError::Corrupt("high-watermark checkpoint has the wrong size".into())
+            })?;
+            offsets.high_watermark = offsets.high_watermark.max(i64::from_be_bytes(b));
+        }
         offsets.high_watermark = offsets.high_watermark.min(offsets.log_end);
         let mut producers = HashMap::new();
         let loaded_at = producer::now_ms();
@@ -192,6 +215,7 @@ impl PartitionLog {
             epochs.insert(i32::from_be_bytes(e), i64::from_be_bytes(o));
         }
         let (hw, _) = tokio::sync::watch::channel(offsets.high_watermark);
+        let (end, _) = tokio::sync::watch::channel(offsets.log_end);
         Ok(Self {
             tree,
             state: Mutex::new(State {
@@ -201,6 +225,9 @@ impl PartitionLog {
                 unflushed: Unflushed::default(),
             }),
             hw,
+            end,
+            hw_persist: Mutex::new(()),
+            hw_checkpointed: std::sync::atomic::AtomicI64::new(offsets.high_watermark),
             removed: std::sync::atomic::AtomicBool::new(false),
             flush,
             space,
@@ -318,6 +345,7 @@ impl PartitionLog {
         st.offsets = offsets;
         st.producers.extend(touched);
         self.hw.send_replace(offsets.high_watermark);
+        self.end.send_replace(offsets.log_end);
         Ok(AppendOutcome {
             base_offset: first_base.unwrap_or(offsets.log_end),
             log_end: offsets.log_end,

@@ -7,7 +7,9 @@ use std::collections::HashMap;
 use bytes::Bytes;
 
 use super::batch::BatchHeader;
-use super::partition::{batch_key, epoch_key, key_offset, producer_key, PartitionLog, STATE_KEY};
+use super::partition::{
+    batch_key, epoch_key, key_offset, producer_key, PartitionLog, HW_KEY, STATE_KEY,
+};
 use super::producer::{self, ProducerEntry};
 use super::LogError;
 
@@ -104,13 +106,20 @@ impl PartitionLog {
         offsets.log_end = cut;
         offsets.high_watermark = offsets.high_watermark.min(cut);
         write.insert(STATE_KEY, &offsets.encode());
+        // The checkpoint goes down with the log in the same batch; no checkpoint of the old
+        // value may be written after it (see `checkpoint_high_watermark`).
+        let _persist = self.hw_persist.lock().unwrap_or_else(|p| p.into_inner());
+        write.insert(HW_KEY, &offsets.high_watermark.to_be_bytes());
         self.tree.apply_batch(write)?;
         for e in stale {
             st.epochs.remove(&e);
         }
         st.producers = producers;
         st.offsets = offsets;
+        self.hw_checkpointed
+            .store(offsets.high_watermark, std::sync::atomic::Ordering::Relaxed);
         self.hw.send_replace(offsets.high_watermark);
+        self.end.send_replace(offsets.log_end);
         Ok(cut)
     }
 
@@ -175,28 +184,49 @@ impl PartitionLog {
         st.epochs.extend(new_epochs);
         st.producers.extend(touched);
         st.offsets = offsets;
+        self.end.send_replace(next);
         Ok(next)
     }
 
     /// Moves the high watermark (clamped to the log end; it never moves backwards here —
-    /// only truncation lowers it).
+    /// only truncation lowers it). In memory only: [`PartitionLog::checkpoint_high_watermark`]
+    /// persists it periodically.
     pub fn set_high_watermark(&self, hw: i64) -> Result<(), LogError> {
         let mut st = self.lock();
         let hw = hw.min(st.offsets.log_end);
         if hw <= st.offsets.high_watermark {
             return Ok(());
         }
-        let mut offsets = st.offsets;
-        offsets.high_watermark = hw;
-        self.tree.insert(STATE_KEY, &offsets.encode())?;
-        st.offsets = offsets;
+        st.offsets.high_watermark = hw;
         self.hw.send_replace(hw);
         Ok(())
     }
 
-    /// A receiver that sees every high-watermark change (acks=all waits on it).
+    /// Writes the high watermark to its checkpoint if it moved since the last one. Takes no
+    /// partition lock across the write (appends and fetches go on meanwhile). Returns whether
+    /// it wrote.
+    pub fn checkpoint_high_watermark(&self) -> Result<bool, LogError> {
+        use std::sync::atomic::Ordering;
+        let _persist = self.hw_persist.lock().unwrap_or_else(|p| p.into_inner());
+        // Read under `hw_persist`: a truncation holds it while it lowers the value.
+        let hw = *self.hw.borrow();
+        if hw == self.hw_checkpointed.load(Ordering::Relaxed) {
+            return Ok(false);
+        }
+        self.tree.insert(HW_KEY, &hw.to_be_bytes())?;
+        self.hw_checkpointed.store(hw, Ordering::Relaxed);
+        Ok(true)
+    }
+
+    /// A receiver that sees every high-watermark change (acks=all waits and consumers' long
+    /// polls wait on it).
     pub fn watch_high_watermark(&self) -> tokio::sync::watch::Receiver<i64> {
         self.hw.subscribe()
+    }
+
+    /// A receiver that sees every change of the log end (followers' long polls wait on it).
+    pub fn watch_log_end(&self) -> tokio::sync::watch::Receiver<i64> {
+        self.end.subscribe()
     }
 }
 
@@ -285,6 +315,36 @@ mod tests {
         assert!(retry.duplicate);
         assert_eq!(retry.base_offset, 0);
         assert_eq!(new_leader.offsets().log_end, 2);
+    }
+
+    #[test]
+    fn the_high_watermark_is_checkpointed_not_written_on_every_advance() {
+        let (l, db) = log();
+        l.append_as_leader(&[make_batch(5, -1, -1)], 0, false)
+            .unwrap();
+        let reopen = || PartitionLog::open(db.open_tree("t").unwrap()).unwrap();
+        l.set_high_watermark(3).unwrap();
+        // Advances stay in memory: what is stored (a restart's view) still has 0.
+        assert_eq!(reopen().offsets().high_watermark, 0);
+        assert!(l.checkpoint_high_watermark().unwrap());
+        assert!(!l.checkpoint_high_watermark().unwrap(), "nothing new");
+        l.set_high_watermark(5).unwrap();
+        // A restart before the next checkpoint starts lower (as in Kafka), never higher.
+        assert_eq!(reopen().offsets().high_watermark, 3);
+        assert!(l.checkpoint_high_watermark().unwrap());
+        assert_eq!(reopen().offsets().high_watermark, 5);
+        // Truncation lowers the checkpoint with the log: a restart does not come back above
+        // the new log end once the log grows again.
+        assert_eq!(
+            l.truncate_to(2).unwrap(),
+            0,
+            "the 5-record batch straddles 2"
+        );
+        let stamped = crate::log::batch::stamp(&make_batch(4, -1, -1), 0, 1);
+        l.append_replicated(&[Bytes::copy_from_slice(stamped.as_ref())])
+            .unwrap();
+        assert_eq!(l.offsets().high_watermark, 0);
+        assert_eq!(reopen().offsets().high_watermark, 0);
     }
 
     #[test]

@@ -10,7 +10,7 @@
 
 use super::batch::BatchHeader;
 use super::partition::{
-    batch_key, epoch_key, key_offset, producer_key, Offsets, PartitionLog, STATE_KEY,
+    batch_key, epoch_key, key_offset, producer_key, Offsets, PartitionLog, HW_KEY, STATE_KEY,
 };
 use super::LogError;
 
@@ -198,12 +198,17 @@ impl PartitionLog {
             high_watermark: offset,
         };
         write.insert(STATE_KEY, &offsets.encode());
+        let _persist = self.hw_persist.lock().unwrap_or_else(|p| p.into_inner());
+        write.insert(HW_KEY, &offset.to_be_bytes());
         self.tree.apply_batch(write)?;
         st.epochs.clear();
         st.producers.clear();
         st.offsets = offsets;
         self.mark_removed();
+        self.hw_checkpointed
+            .store(offset, std::sync::atomic::Ordering::Relaxed);
         self.hw.send_replace(offset);
+        self.end.send_replace(offset);
         Ok(())
     }
 }

@@ -1,7 +1,14 @@
 //! The broker's sled database and the partition logs open in it.
 //!
 //! One sled `Db` per broker; each partition is its own tree named `log:<topic>:<partition>`
-//! (topic names cannot contain `:`). Appends wake long-polling fetches through [`LogStore::appended`].
+//! (topic names cannot contain `:`). Appends wake long-polling fetches through the partition's
+//! own watches (see [`super::wake`]); [`LogStore::appended`] is only a broker-wide nudge for
+//! changes of roles or metadata.
+//!
+//! Durability: [`LogStore::after_append`] is awaited before an append is answered (or, on a
+//! follower, before its new log end is reported to the leader). By default it waits for a
+//! group-commit flush ([`super::commit`]); with Kafka's `log.flush.interval.messages` set
+//! explicitly it flushes only when that many messages accumulated.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -9,6 +16,7 @@ use std::sync::{Arc, RwLock};
 
 use tokio::sync::Notify;
 
+use super::commit::GroupCommit;
 use super::flush::FlushPolicy;
 use super::space::DiskSpace;
 use super::{LogError, PartitionLog};
@@ -20,11 +28,17 @@ pub type PartitionKey = (String, i32);
 pub struct LogStore {
     db: sled::Db,
     partitions: RwLock<HashMap<PartitionKey, Arc<PartitionLog>>>,
-    /// Notified after every append; fetches waiting for `min_bytes` re-check on it.
+    /// Notified when roles or metadata change, so every long poll re-checks (appends wake
+    /// only the partition's own watches).
     appended: Notify,
     /// `log.flush.interval.messages`: appends count against it, and the append path flushes
-    /// (fsync) before answering once it is due.
+    /// (fsync) before answering once it is due. Used only when `flush_before_ack` is off.
     flush: Arc<FlushPolicy>,
+    /// Every append is flushed before it is answered (the default; off when Kafka's
+    /// `log.flush.interval.*` settings are given explicitly).
+    flush_before_ack: bool,
+    /// The flusher thread shared by all partitions of the database.
+    commit: GroupCommit,
     /// Flushes `log.flush.interval.messages` caused (diagnostics and tests).
     interval_flushes: std::sync::atomic::AtomicU64,
     /// The free-space reserve every partition's appends check (`log.dir.min.free.bytes`).
@@ -60,14 +74,23 @@ impl LogStore {
     /// is Kafka's `log.flush.interval.messages` (`u64::MAX`: never).
     pub fn with_db(db: sled::Db, flush_interval_messages: u64) -> Self {
         Self {
+            commit: GroupCommit::start(db.clone()),
             db,
             partitions: RwLock::new(HashMap::new()),
             appended: Notify::new(),
             flush: Arc::new(FlushPolicy::every(flush_interval_messages)),
+            flush_before_ack: false,
             interval_flushes: Default::default(),
             space: Arc::new(DiskSpace::unlimited()),
             releasing: std::sync::Mutex::new(()),
         }
+    }
+
+    /// Flush every append before it is answered (group commit), instead of only when
+    /// `log.flush.interval.messages` says so.
+    pub fn with_flush_before_ack(mut self, on: bool) -> Self {
+        self.flush_before_ack = on;
+        self
     }
 
     /// Keeps `min_free` bytes free on the file system of `dir`: appends to partitions opened
@@ -127,24 +150,74 @@ impl LogStore {
         self.partitions.read().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Waits until the next append (callers re-check their condition afterwards).
+    /// Notified when roles or metadata change (long polls re-check their partitions).
     pub fn appended(&self) -> &Notify {
         &self.appended
     }
 
-    /// Called after appends: flushes them to disk when `log.flush.interval.messages` says so
-    /// (see [`super::flush`]), then wakes fetches.
+    /// Called after appends, before they are answered or reported: with `flush_before_ack`
+    /// waits for a group-commit flush that covers them; otherwise flushes only when
+    /// `log.flush.interval.messages` says so (see [`super::flush`]).
     pub async fn after_append(&self) -> Result<(), LogError> {
-        if self.flush.take_due() {
-            let db = self.db.clone();
-            tokio::task::spawn_blocking(move || db.flush())
-                .await
-                .map_err(|e| LogError::Corrupt(format!("flush task failed: {e}")))??;
+        if self.flush_before_ack {
+            self.commit.flush().await?;
+        } else if self.flush.take_due() {
+            self.commit.flush().await?;
             self.interval_flushes
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
-        self.appended.notify_waiters();
         Ok(())
+    }
+
+    /// Flushes the group commit has performed (tests and diagnostics).
+    pub fn group_flushes(&self) -> u64 {
+        self.commit.flushes()
+    }
+
+    /// Writes the high-watermark checkpoint of every partition whose high watermark moved
+    /// since its last one. Blocking (sled writes): run it off the async workers.
+    pub fn checkpoint_high_watermarks(&self) -> usize {
+        let logs: Vec<(PartitionKey, Arc<PartitionLog>)> = self
+            .read_map()
+            .iter()
+            .map(|(k, l)| (k.clone(), l.clone()))
+            .collect();
+        let mut written = 0;
+        for ((topic, partition), log) in logs {
+            match log.checkpoint_high_watermark() {
+                Ok(true) => written += 1,
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::warn!(%topic, partition, error = %e, "cannot checkpoint the high watermark")
+                }
+            }
+        }
+        written
+    }
+
+    /// Checkpoints high watermarks every `interval` on a thread of its own (Kafka's `replica.high.watermark.checkpoint.interval.ms`).
+    /// The thread ends when the store is dropped.
+    pub fn spawn_checkpointer(self: &Arc<Self>, interval: std::time::Duration) {
+        let store = Arc::downgrade(self);
+        let spawned = std::thread::Builder::new()
+            .name("raftka-hw-checkpoint".into())
+            .spawn(move || {
+                // Sleeps in short steps so shutdown is noticed promptly.
+                let step = interval.min(std::time::Duration::from_millis(100));
+                let mut next = std::time::Instant::now() + interval;
+                loop {
+                    std::thread::sleep(step);
+                    if std::time::Instant::now() < next {
+                        continue;
+                    }
+                    let Some(store) = store.upgrade() else { return };
+                    store.checkpoint_high_watermarks();
+                    next = std::time::Instant::now() + interval;
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::error!(error = %e, "cannot start the high-watermark checkpoint thread");
+        }
     }
 
     /// Makes sled give back the disk space of data deleted since the last call.
@@ -192,8 +265,9 @@ impl LogStore {
         });
     }
 
-    /// Flushes everything to disk (used on shutdown).
+    /// Checkpoints the high watermarks and flushes everything to disk (used on shutdown).
     pub fn flush(&self) -> Result<(), LogError> {
+        self.checkpoint_high_watermarks();
         self.db.flush()?;
         Ok(())
     }
@@ -227,5 +301,24 @@ mod tests {
         c.append(&[make_batch(100, -1, -1)], 0).unwrap();
         never.after_append().await.unwrap();
         assert_eq!(never.interval_flushes(), 0);
+    }
+
+    #[tokio::test]
+    async fn by_default_every_append_is_flushed_before_it_is_answered() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::open(dir.path()).unwrap();
+        let store = LogStore::with_db(db, i64::MAX as u64).with_flush_before_ack(true);
+        let a = store.open_partition("a", 0).unwrap();
+        for i in 1..=3 {
+            a.append(&[make_batch(1, -1, -1)], 0).unwrap();
+            store.after_append().await.unwrap();
+            assert_eq!(store.group_flushes(), i);
+        }
+        // Concurrent answers share flushes.
+        let waits = (0..50).map(|_| store.after_append());
+        for r in futures_util::future::join_all(waits).await {
+            r.unwrap();
+        }
+        assert!(store.group_flushes() <= 3 + 10, "{}", store.group_flushes());
     }
 }

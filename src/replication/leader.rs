@@ -37,6 +37,9 @@ pub struct LeaderState {
     followers: HashMap<i32, Progress>,
     /// First offset of this leader's epoch: a follower below it cannot join the ISR.
     epoch_start: i64,
+    /// Cancelled when this broker stops leading the partition in this epoch: writes waiting
+    /// for their commit answer NOT_LEADER_OR_FOLLOWER at once.
+    pub term: tokio_util::sync::CancellationToken,
 }
 
 impl LeaderState {
@@ -66,6 +69,7 @@ impl LeaderState {
             isr: meta.isr.clone(),
             followers,
             epoch_start,
+            term: tokio_util::sync::CancellationToken::new(),
         }
     }
 

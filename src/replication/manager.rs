@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use crate::log::wake::Readiness;
 use crate::log::{LogError, LogStore};
 use crate::metadata::{ClusterImage, MetadataCommand};
 
@@ -164,7 +165,7 @@ impl ReplicaManager {
                                     // A new epoch of a partition still led: report the old
                                     // term's end too, so listeners reload.
                                     lost.push(key.clone());
-                                    drop(old);
+                                    old.term.cancel();
                                 }
                                 gained.push((key.0, key.1, p.leader_epoch));
                             }
@@ -180,9 +181,10 @@ impl ReplicaManager {
                     }
                 }
             }
-            leaders.retain(|k, _| {
+            leaders.retain(|k, st| {
                 let keep = still_led.contains(k);
                 if !keep {
+                    st.term.cancel();
                     let now = image
                         .topics
                         .get(&k.0)
@@ -234,6 +236,20 @@ impl ReplicaManager {
             .is_some_and(|st| st.leader_epoch == leader_epoch)
     }
 
+    /// The term of this broker's leadership of the partition in `leader_epoch`, if it leads
+    /// it in that epoch: a token cancelled the moment that leadership ends.
+    pub fn leader_term(
+        &self,
+        topic: &str,
+        partition: i32,
+        leader_epoch: i32,
+    ) -> Option<CancellationToken> {
+        lock(&self.leaders)
+            .get(&(topic.to_string(), partition))
+            .filter(|st| st.leader_epoch == leader_epoch)
+            .map(|st| st.term.clone())
+    }
+
     /// After a leader append: move the high watermark as far as the ISR allows (all the way
     /// when the leader is alone in the ISR).
     pub fn after_leader_append(&self, topic: &str, partition: i32) -> Result<(), LogError> {
@@ -251,10 +267,13 @@ impl ReplicaManager {
     pub async fn handle_fetch(&self, req: ReplicaFetchRequest) -> ReplicaFetchResponse {
         let deadline = tokio::time::Instant::now() + Duration::from_millis(req.max_wait_ms);
         loop {
+            // Register before reading, so an append in between is not missed: role changes
+            // through the store-wide notifier, appends through each partition's log end.
             let notified = self.logs.appended().notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            let resp = self.fetch_once(&req);
+            let mut ready = Readiness::new();
+            let resp = self.fetch_once(&req, Some(&mut ready));
             let has_news = resp
                 .partitions
                 .iter()
@@ -262,18 +281,26 @@ impl ReplicaManager {
             if has_news || tokio::time::Instant::now() >= deadline {
                 return resp;
             }
-            if tokio::time::timeout_at(deadline, notified).await.is_err() {
-                return self.fetch_once(&req);
+            let woken = tokio::select! {
+                _ = &mut notified => true,
+                _ = ready.changed() => true,
+                _ = tokio::time::sleep_until(deadline) => false,
+            };
+            if !woken {
+                return self.fetch_once(&req, None);
             }
         }
     }
 
-    fn fetch_once(&self, req: &ReplicaFetchRequest) -> ReplicaFetchResponse {
+    fn fetch_once(
+        &self,
+        req: &ReplicaFetchRequest,
+        mut ready: Option<&mut Readiness>,
+    ) -> ReplicaFetchResponse {
         let now = self.now_ms();
         let mut leaders = lock(&self.leaders);
         let mut budget = req.max_bytes.min(self.config.leader_response_max_bytes);
         let partition_max = req.partition_max_bytes.min(budget);
-        let mut hw_moved = false;
         let mut returned_any = false;
         let partitions = req
             .partitions
@@ -291,6 +318,9 @@ impl ReplicaManager {
                         records: Default::default(),
                     };
                 };
+                if let Some(r) = ready.as_deref_mut() {
+                    r.add(log.watch_log_end());
+                }
                 // Only the first partition with data may exceed the budget (by its first
                 // batch, so replication progresses); after that an exhausted budget reads
                 // nothing, as in Kafka.
@@ -298,20 +328,15 @@ impl ReplicaManager {
                 let r = st.on_fetch_limited(&log, req.replica_id, f, limit, !returned_any, now);
                 returned_any |= !r.records.is_empty();
                 budget = budget.saturating_sub(r.records.len());
-                let before = log.offsets().high_watermark;
-                match st.advance_high_watermark(&log) {
-                    Ok(hw) => hw_moved |= hw > before,
-                    Err(e) => tracing::error!(topic = %f.topic, partition = f.partition, error = %e, "cannot advance high watermark"),
+                // A move wakes this partition's acks=all waits and consumers' long polls
+                // through its high-watermark watch.
+                if let Err(e) = st.advance_high_watermark(&log) {
+                    tracing::error!(topic = %f.topic, partition = f.partition, error = %e, "cannot advance high watermark");
                 }
                 r
             })
             .collect();
         drop(leaders);
-        if hw_moved {
-            // Newly committed records: wake consumers' long polls. (Only on a real move: the
-            // caller's own long poll listens to the same notifier.)
-            self.logs.appended().notify_waiters();
-        }
         ReplicaFetchResponse { partitions }
     }
 
@@ -417,11 +442,33 @@ impl ReplicaManager {
             let mut refused = false;
             match resp {
                 Ok(resp) => {
-                    for r in &resp.partitions {
-                        let Some(log) = self.logs.partition(&r.topic, r.partition) else {
-                            continue;
+                    // Whether this response changed the local log (records or truncation).
+                    let wrote = resp.partitions.iter().any(|r| !r.records.is_empty())
+                        || resp.partitions.iter().any(|r| r.diverging.is_some());
+                    // sled writes (appends, truncations) on a blocking thread: a sled stall
+                    // must not hold up the async workers (Raft, other requests).
+                    let logs = self.logs.clone();
+                    let applied = tokio::task::spawn_blocking(move || {
+                        resp.partitions
+                            .iter()
+                            .filter_map(|r| {
+                                let log = logs.partition(&r.topic, r.partition)?;
+                                Some((r.topic.clone(), r.partition, follower::apply(&log, r)))
+                            })
+                            .collect::<Vec<_>>()
+                    })
+                    .await
+                    .unwrap_or_else(|e| {
+                        tracing::error!(leader, error = %e, "applying fetched data failed");
+                        refused = true;
+                        Vec::new()
+                    });
+                    for (topic, partition, result) in applied {
+                        let r = Part {
+                            topic: &topic,
+                            partition,
                         };
-                        match follower::apply(&log, r) {
+                        match result {
                             Ok(Applied::Refused(why)) => {
                                 tracing::debug!(topic = %r.topic, partition = r.partition, ?why, leader, "fetch refused");
                                 refused = true;
@@ -441,12 +488,15 @@ impl ReplicaManager {
                             }
                         }
                     }
-                    // Flush if `log.flush.interval.messages` says so before the next fetch
-                    // reports this log end to the leader; then wake this broker's fetches (a
-                    // follower's high watermark moved: its consumers may read more).
-                    if let Err(e) = self.logs.after_append().await {
-                        tracing::error!(error = %e, "flush after replicating failed");
-                        refused = true;
+                    // Make the appended records durable (group commit by default; with
+                    // `log.flush.interval.messages` only when due) before the next fetch
+                    // reports this log end to the leader: the leader's high watermark, and so
+                    // every acks=all answer, counts only data on the followers' disks.
+                    if wrote {
+                        if let Err(e) = self.logs.after_append().await {
+                            tracing::error!(error = %e, "flush after replicating failed");
+                            refused = true;
+                        }
                     }
                 }
                 Err(e) => {
@@ -462,6 +512,12 @@ impl ReplicaManager {
             }
         }
     }
+}
+
+/// Names a partition in the fetch loop's log lines.
+struct Part<'a> {
+    topic: &'a str,
+    partition: i32,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
