@@ -110,6 +110,9 @@ pub struct Broker {
     pub shutdown: CancellationToken,
     /// The controller's broker leases, while this broker is the controller.
     pub(crate) leases: std::sync::Mutex<Option<crate::metadata::controller::Leases>>,
+    /// The controller's liveness table as last received with a heartbeat answer (suspect
+    /// brokers for Metadata answers; carried over should this broker become controller).
+    pub liveness: crate::lease::ClusterLiveness,
     /// The cluster id reported to clients.
     cluster_id: String,
     /// Identity of this process among the broker's restarts (random, never 0; 0 for a broker
@@ -197,6 +200,7 @@ impl Broker {
                 transport: Arc::new(NoPeers),
                 shutdown: CancellationToken::new(),
                 leases: std::sync::Mutex::new(None),
+                liveness: Default::default(),
                 cluster_id,
                 incarnation: 0,
                 self_lease,
@@ -256,6 +260,7 @@ impl Broker {
             transport,
             shutdown: CancellationToken::new(),
             leases: std::sync::Mutex::new(None),
+            liveness: Default::default(),
             incarnation: rand::random::<u64>() | 1,
             self_lease,
             metrics: Arc::new(Metrics::new()),

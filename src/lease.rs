@@ -9,10 +9,15 @@
 //! must not be done by a deposed broker (serving a group's committed offsets, whose new
 //! coordinator may already have taken newer commits) checks [`SelfLease::is_valid`] first.
 //!
+//! Also [`ClusterLiveness`]: the controller's liveness table as this broker last received it
+//! with a heartbeat answer — which brokers are suspect (their partitions are answered without
+//! a leader) and, should this broker become controller, when each broker was last heard.
+//!
 //! Depends on nothing but std.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Instant;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 /// See the module documentation.
 #[derive(Debug)]
@@ -50,9 +55,86 @@ impl SelfLease {
     }
 }
 
+/// One broker's row of the controller's liveness table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Liveness {
+    pub broker: i32,
+    /// Milliseconds since the controller's last sign of life of the broker, when it answered.
+    pub heard_ms_ago: u64,
+    /// The controller finds the broker's heartbeat overdue.
+    pub suspect: bool,
+}
+
+/// The newest liveness table this broker received from the controller, and when.
+#[derive(Debug, Default)]
+pub struct ClusterLiveness {
+    last: Mutex<Option<(Instant, Vec<Liveness>)>>,
+}
+
+impl ClusterLiveness {
+    /// A table received now.
+    pub fn record(&self, table: Vec<Liveness>) {
+        *self.last.lock().unwrap_or_else(|p| p.into_inner()) = Some((Instant::now(), table));
+    }
+
+    /// The brokers the controller found suspect, from a table received within `max_age`
+    /// (none from an older one: a broker cut off from the controller knows nothing current).
+    pub fn suspects(&self, max_age: Duration) -> Vec<i32> {
+        match &*self.last.lock().unwrap_or_else(|p| p.into_inner()) {
+            Some((at, table)) if at.elapsed() <= max_age => table
+                .iter()
+                .filter(|l| l.suspect)
+                .map(|l| l.broker)
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// How long ago (milliseconds, now) the controller last heard each broker, from the
+    /// newest table received: lower bounds of the brokers' last heartbeats, which a broker
+    /// that becomes controller carries over.
+    pub fn heard_ms_ago(&self) -> Vec<(i32, u64)> {
+        match &*self.last.lock().unwrap_or_else(|p| p.into_inner()) {
+            Some((at, table)) => {
+                let since = at.elapsed().as_millis() as u64;
+                table
+                    .iter()
+                    .map(|l| (l.broker, l.heard_ms_ago.saturating_add(since)))
+                    .collect()
+            }
+            None => Vec::new(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn liveness_tables_age() {
+        let l = ClusterLiveness::default();
+        assert!(l.suspects(Duration::from_secs(1)).is_empty());
+        assert!(l.heard_ms_ago().is_empty());
+        l.record(vec![
+            Liveness {
+                broker: 1,
+                heard_ms_ago: 0,
+                suspect: false,
+            },
+            Liveness {
+                broker: 2,
+                heard_ms_ago: 700,
+                suspect: true,
+            },
+        ]);
+        assert_eq!(l.suspects(Duration::from_secs(60)), vec![2]);
+        // A table older than the caller accepts reports no suspects.
+        assert!(l.suspects(Duration::ZERO).is_empty());
+        let ages = l.heard_ms_ago();
+        assert_eq!(ages.len(), 2);
+        assert!(ages[0].1 < 60_000 && ages[1].1 >= 700);
+    }
 
     #[test]
     fn expires_a_session_after_the_renewing_heartbeat_was_sent() {

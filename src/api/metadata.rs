@@ -1,5 +1,13 @@
 //! Metadata (key 3): brokers, controller, and topics with partition leadership.
 //! Creates unknown topics when the broker and the request allow it.
+//!
+//! Leadership answers (differences from Kafka, for fast client failover): fenced brokers stay
+//! in the broker list (librdkafka drops its connection handle for a broker that disappears
+//! and forgets the partition's leader, which costs it another refresh), but they never lead;
+//! and a partition whose leader the controller finds *suspect* (heartbeat overdue, see
+//! `metadata::controller`) is answered with no leader and LEADER_NOT_AVAILABLE, as during an
+//! election, so clients keep refreshing quickly instead of waiting on a dead leader until
+//! their next periodic refresh.
 
 use kafka_protocol::messages::metadata_response::{
     MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
@@ -7,6 +15,8 @@ use kafka_protocol::messages::metadata_response::{
 use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
+use std::collections::BTreeSet;
+use std::time::Duration;
 
 use super::errors::{code, metadata_code};
 use super::{authorized_ops, RequestContext};
@@ -42,22 +52,24 @@ pub async fn handle(
     } else {
         authorized_ops::NOT_REQUESTED
     };
+    let leaders = Leaders::new(broker);
     let mut topics = Vec::new();
     match requested {
         None => {
             for t in broker.metadata.image().topics.values() {
-                topics.push(topic_entry(t).with_topic_authorized_operations(topic_ops));
+                topics.push(topic_entry(t, &leaders).with_topic_authorized_operations(topic_ops));
             }
         }
         Some(names) => {
             for name in names {
                 let image = broker.metadata.image();
                 let entry = match image.topics.get(&name) {
-                    Some(t) => topic_entry(t).with_topic_authorized_operations(topic_ops),
+                    Some(t) => topic_entry(t, &leaders).with_topic_authorized_operations(topic_ops),
                     None => match validate_topic_name(&name) {
                         Err(e) => error_entry(&name, metadata_code(&e)),
                         Ok(()) if allow_auto => match broker.auto_create(&name).await {
-                            Ok(t) => topic_entry(&t).with_topic_authorized_operations(topic_ops),
+                            Ok(t) => topic_entry(&t, &leaders)
+                                .with_topic_authorized_operations(topic_ops),
                             Err(e) => error_entry(&name, metadata_code(&e)),
                         },
                         Ok(()) => error_entry(&name, code(ResponseError::UnknownTopicOrPartition)),
@@ -68,12 +80,11 @@ pub async fn handle(
         }
     }
     let image = broker.metadata.image();
-    // Fenced brokers are left out, as Kafka does: clients should not try them. So are brokers
-    // without the listener this client came through: it could not reach them.
+    // Fenced brokers stay listed (unlike Kafka; see the module docs) but lead nothing. Brokers
+    // without the listener this client came through are left out: it could not reach them.
     let brokers = image
         .brokers
         .values()
-        .filter(|b| !b.fenced)
         .filter_map(|b| {
             let (host, port) = b.endpoint(ctx.listener.as_deref())?;
             Some(
@@ -93,18 +104,44 @@ pub async fn handle(
         .with_cluster_authorized_operations(cluster_ops)
 }
 
-fn topic_entry(t: &TopicMeta) -> MetadataResponseTopic {
+/// Which brokers may be named as partition leaders in this answer.
+struct Leaders {
+    /// Fenced, or suspect in the controller's newest liveness table.
+    not: BTreeSet<i32>,
+}
+
+impl Leaders {
+    fn new(broker: &Broker) -> Self {
+        // A table older than a few heartbeat intervals is not current: no suspects from it.
+        let fresh = Duration::from_millis(broker.config.heartbeat_interval_ms.saturating_mul(4));
+        let mut not: BTreeSet<i32> = broker.liveness.suspects(fresh).into_iter().collect();
+        let image = broker.metadata.image();
+        not.extend(image.brokers.values().filter(|b| b.fenced).map(|b| b.id));
+        Self { not }
+    }
+
+    fn answer(&self, leader: i32) -> i32 {
+        if self.not.contains(&leader) {
+            -1
+        } else {
+            leader
+        }
+    }
+}
+
+fn topic_entry(t: &TopicMeta, leaders: &Leaders) -> MetadataResponseTopic {
     let partitions = t
         .partitions
         .iter()
         .map(|p| {
+            let leader = leaders.answer(p.leader);
             MetadataResponsePartition::default()
                 .with_partition_index(p.index)
-                .with_leader_id(BrokerId(p.leader))
+                .with_leader_id(BrokerId(leader))
                 .with_leader_epoch(p.leader_epoch)
                 .with_replica_nodes(p.replicas.iter().map(|b| BrokerId(*b)).collect())
                 .with_isr_nodes(p.isr.iter().map(|b| BrokerId(*b)).collect())
-                .with_error_code(if p.leader < 0 {
+                .with_error_code(if leader < 0 {
                     code(ResponseError::LeaderNotAvailable)
                 } else {
                     0
