@@ -112,7 +112,7 @@ pub struct Broker {
     pub(crate) leases: std::sync::Mutex<Option<crate::metadata::controller::Leases>>,
     /// The controller's liveness table as last received with a heartbeat answer (suspect
     /// brokers for Metadata answers; carried over should this broker become controller).
-    pub liveness: crate::lease::ClusterLiveness,
+    pub liveness: Arc<crate::lease::ClusterLiveness>,
     /// The cluster id reported to clients.
     cluster_id: String,
     /// Identity of this process among the broker's restarts (random, never 0; 0 for a broker
@@ -223,6 +223,7 @@ impl Broker {
         logs: Arc<LogStore>,
         replication: Arc<ReplicaManager>,
         transport: Arc<dyn ReplicaTransport>,
+        liveness: Arc<crate::lease::ClusterLiveness>,
     ) -> Result<Self, BrokerError> {
         let voters: Vec<String> = config
             .quorum_voters
@@ -260,7 +261,7 @@ impl Broker {
             transport,
             shutdown: CancellationToken::new(),
             leases: std::sync::Mutex::new(None),
-            liveness: Default::default(),
+            liveness,
             incarnation: rand::random::<u64>() | 1,
             self_lease,
             metrics: Arc::new(Metrics::new()),

@@ -16,12 +16,12 @@ use tokio::net::{TcpListener, TcpStream};
 use crate::broker::{Broker, BrokerError};
 use crate::config::BrokerConfig;
 use crate::events::{self, Change};
-use crate::lease::Liveness;
+use crate::lease::{ClusterLiveness, Liveness};
 use crate::log::LogStore;
 use crate::metadata::controller::{plan, to_probe, Leases, PlanInput, Timing};
 use crate::metadata::{ClusterImage, MetadataCommand, MetadataError};
 use crate::quorum::{MetadataQuorum, QuorumConfig, QuorumError};
-use crate::replication::manager::{BoxFuture, IsrProposer, ReplicaManager};
+use crate::replication::manager::{BoxFuture, IsrProposer, ReplicaManager, ReplicaTransport};
 use crate::replication::{ReplicaFetchRequest, ReplicaFetchResponse};
 use crate::rpc::cluster::{
     BrokerHeartbeat, ClusterHandler, ClusterPeers, ClusterService, HandlerSlot, HeartbeatAnswer,
@@ -51,12 +51,18 @@ pub async fn open(
         .map(|v| (v.id, v.addr()))
         .collect();
     let peers = ClusterPeers::new(addrs);
+    let liveness = Arc::new(ClusterLiveness::default());
+    let transport = Arc::new(WatchedTransport {
+        peers: peers.clone(),
+        liveness: liveness.clone(),
+    });
     let broker = Arc::new(Broker::assemble(
         config,
         quorum,
         logs,
         replication,
-        peers.clone(),
+        transport,
+        liveness,
     )?);
     let handler: Arc<dyn ClusterHandler> = broker.clone();
     let _ = slot.set(handler);
@@ -119,6 +125,48 @@ impl ClusterHandler for Broker {
     fn replica_fetch(&self, req: ReplicaFetchRequest) -> BoxFuture<'_, ReplicaFetchResponse> {
         Box::pin(self.replication.handle_fetch(req))
     }
+}
+
+/// The follower fetch transport, watched: when a fetch from a partition leader fails, the
+/// leader's inter-broker port is probed, and a refusal marks it suspect on this broker (its
+/// partitions are answered without a leader until the controller fences it or it answers a
+/// fetch again). A leader killed under its followers is so known within milliseconds, before
+/// the controller notices its missing heartbeats.
+struct WatchedTransport {
+    peers: Arc<ClusterPeers>,
+    liveness: Arc<ClusterLiveness>,
+}
+
+impl ReplicaTransport for WatchedTransport {
+    fn fetch(
+        &self,
+        leader: i32,
+        req: ReplicaFetchRequest,
+    ) -> BoxFuture<'_, Result<ReplicaFetchResponse, String>> {
+        Box::pin(async move {
+            let result = self.peers.fetch(leader, req).await;
+            match &result {
+                Ok(_) => self.liveness.reachable(leader),
+                Err(_) => {
+                    if let Some(addr) = self.peers.addr(leader) {
+                        if refuses(&addr, Duration::from_millis(200)).await {
+                            self.liveness.refused(leader);
+                        }
+                    }
+                }
+            }
+            result
+        })
+    }
+}
+
+/// Whether a TCP connection to `addr` is refused (no process listens there). An accepted
+/// connection, a timeout or any other error is not a refusal.
+async fn refuses(addr: &str, wait: Duration) -> bool {
+    matches!(
+        tokio::time::timeout(wait, TcpStream::connect(addr)).await,
+        Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused
+    )
 }
 
 struct Proposer(Arc<Broker>);
@@ -319,11 +367,19 @@ async fn heartbeats(broker: Arc<Broker>, peers: Arc<ClusterPeers>) {
                 Err(e) => Err(e.to_string()),
             }
         } else {
-            peers.heartbeat(controller, &hb, period * 2).await
+            // Not shorter than half a second: a busy controller's answer still renews the
+            // self-lease (a short interval must not make answers time out under load).
+            let timeout = (period * 2).max(Duration::from_millis(500));
+            peers.heartbeat(controller, &hb, timeout).await
         };
         match result {
             Ok(answer) => {
-                broker.liveness.record(answer.liveness);
+                // An active controller's table holds at least the controller itself; an
+                // empty one (a controller not active yet) must not replace the table this
+                // broker would carry over on becoming controller.
+                if !answer.liveness.is_empty() {
+                    broker.liveness.record(answer.liveness);
+                }
                 // Renew only once this broker has applied what the controller had applied:
                 // then it knows of every fencing and leader change made while it was away.
                 // Waited for aside, so a broker catching up keeps heartbeating on time.
@@ -331,7 +387,7 @@ async fn heartbeats(broker: Arc<Broker>, peers: Arc<ClusterPeers>) {
                 let lease = broker.self_lease.clone();
                 tokio::spawn(async move {
                     let caught_up = tokio::time::timeout(
-                        period * 4,
+                        (period * 4).max(Duration::from_secs(1)),
                         images.wait_for(|a| a.applied_index() >= answer.metadata_index),
                     )
                     .await;
@@ -489,12 +545,7 @@ async fn probe(q: &crate::quorum::MetadataQuorum, ids: Vec<i32>, t: Timing) -> H
         };
         probes.spawn(async move {
             let started = now_ms();
-            match tokio::time::timeout(wait, TcpStream::connect(&addr)).await {
-                Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
-                    Some((id, started))
-                }
-                _ => None,
-            }
+            refuses(&addr, wait).await.then_some((id, started))
         });
     }
     let mut refused = HashMap::new();

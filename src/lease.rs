@@ -11,10 +11,13 @@
 //!
 //! Also [`ClusterLiveness`]: the controller's liveness table as this broker last received it
 //! with a heartbeat answer — which brokers are suspect (their partitions are answered without
-//! a leader) and, should this broker become controller, when each broker was last heard.
+//! a leader) and, should this broker become controller, when each broker was last heard — and
+//! the brokers whose inter-broker port this broker itself found refusing connections (a
+//! partition leader that died under its followers, known before the controller fences it).
 //!
 //! Depends on nothing but std.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -69,6 +72,8 @@ pub struct Liveness {
 #[derive(Debug, Default)]
 pub struct ClusterLiveness {
     last: Mutex<Option<(Instant, Vec<Liveness>)>>,
+    /// Broker → when this broker found its inter-broker port refusing connections.
+    refused: Mutex<HashMap<i32, Instant>>,
 }
 
 impl ClusterLiveness {
@@ -77,17 +82,39 @@ impl ClusterLiveness {
         *self.last.lock().unwrap_or_else(|p| p.into_inner()) = Some((Instant::now(), table));
     }
 
+    /// `broker`'s inter-broker port refused a connection from this broker just now.
+    pub fn refused(&self, broker: i32) {
+        let mut r = self.refused.lock().unwrap_or_else(|p| p.into_inner());
+        r.insert(broker, Instant::now());
+    }
+
+    /// `broker` answered this broker: whatever was refused before no longer holds.
+    pub fn reachable(&self, broker: i32) {
+        let mut r = self.refused.lock().unwrap_or_else(|p| p.into_inner());
+        if !r.is_empty() {
+            r.remove(&broker);
+        }
+    }
+
     /// The brokers the controller found suspect, from a table received within `max_age`
-    /// (none from an older one: a broker cut off from the controller knows nothing current).
-    pub fn suspects(&self, max_age: Duration) -> Vec<i32> {
-        match &*self.last.lock().unwrap_or_else(|p| p.into_inner()) {
+    /// (none from an older one: a broker cut off from the controller knows nothing current),
+    /// and those whose port refused this broker within `refused_for` and that have not
+    /// answered since.
+    pub fn suspects(&self, max_age: Duration, refused_for: Duration) -> Vec<i32> {
+        let mut out: Vec<i32> = match &*self.last.lock().unwrap_or_else(|p| p.into_inner()) {
             Some((at, table)) if at.elapsed() <= max_age => table
                 .iter()
                 .filter(|l| l.suspect)
                 .map(|l| l.broker)
                 .collect(),
             _ => Vec::new(),
-        }
+        };
+        let mut r = self.refused.lock().unwrap_or_else(|p| p.into_inner());
+        r.retain(|_, at| at.elapsed() <= refused_for);
+        out.extend(r.keys().copied());
+        out.sort_unstable();
+        out.dedup();
+        out
     }
 
     /// How long ago (milliseconds, now) the controller last heard each broker, from the
@@ -128,9 +155,17 @@ mod tests {
                 suspect: true,
             },
         ]);
-        assert_eq!(l.suspects(Duration::from_secs(60)), vec![2]);
+        let long = Duration::from_secs(60);
+        assert_eq!(l.suspects(long, long), vec![2]);
         // A table older than the caller accepts reports no suspects.
-        assert!(l.suspects(Duration::ZERO).is_empty());
+        assert!(l.suspects(Duration::ZERO, long).is_empty());
+        // A refusal makes a broker suspect until it answers again or the refusal is old.
+        l.refused(3);
+        assert_eq!(l.suspects(long, long), vec![2, 3]);
+        assert_eq!(l.suspects(long, Duration::ZERO), vec![2]);
+        l.refused(3);
+        l.reachable(3);
+        assert_eq!(l.suspects(long, long), vec![2]);
         let ages = l.heard_ms_ago();
         assert_eq!(ages.len(), 2);
         assert!(ages[0].1 < 60_000 && ages[1].1 >= 700);

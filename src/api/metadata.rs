@@ -4,10 +4,11 @@
 //! Leadership answers (differences from Kafka, for fast client failover): fenced brokers stay
 //! in the broker list (librdkafka drops its connection handle for a broker that disappears
 //! and forgets the partition's leader, which costs it another refresh), but they never lead;
-//! and a partition whose leader the controller finds *suspect* (heartbeat overdue, see
-//! `metadata::controller`) is answered with no leader and LEADER_NOT_AVAILABLE, as during an
-//! election, so clients keep refreshing quickly instead of waiting on a dead leader until
-//! their next periodic refresh.
+//! and a partition whose leader is *suspect* — the controller finds its heartbeat overdue (see
+//! `metadata::controller`), or its inter-broker port refused this broker's follower fetch (see
+//! `cluster`) — is answered with no leader and LEADER_NOT_AVAILABLE, as during an election, so
+//! clients keep refreshing quickly (librdkafka's fast leader query) instead of waiting on a
+//! dead leader until their next periodic refresh.
 
 use kafka_protocol::messages::metadata_response::{
     MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
@@ -112,9 +113,15 @@ struct Leaders {
 
 impl Leaders {
     fn new(broker: &Broker) -> Self {
-        // A table older than a few heartbeat intervals is not current: no suspects from it.
+        // A table older than a few heartbeat intervals is not current: no suspects from it. A
+        // refusal this broker saw counts until the controller had a session to act on it.
         let fresh = Duration::from_millis(broker.config.heartbeat_interval_ms.saturating_mul(4));
-        let mut not: BTreeSet<i32> = broker.liveness.suspects(fresh).into_iter().collect();
+        let refused_for = Duration::from_millis(broker.config.session_timeout_ms);
+        let mut not: BTreeSet<i32> = broker
+            .liveness
+            .suspects(fresh, refused_for)
+            .into_iter()
+            .collect();
         let image = broker.metadata.image();
         not.extend(image.brokers.values().filter(|b| b.fenced).map(|b| b.id));
         Self { not }

@@ -248,6 +248,12 @@ impl ClusterPeers {
         }
     }
 
+    /// The gRPC address known for `broker`.
+    pub fn addr(&self, broker: i32) -> Option<String> {
+        let addrs = self.addrs.lock().unwrap_or_else(|p| p.into_inner());
+        addrs.get(&broker).cloned()
+    }
+
     fn client(&self, broker: i32) -> Result<ClusterClient<Channel>, String> {
         let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(c) = clients.get(&broker) {
