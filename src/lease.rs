@@ -77,9 +77,20 @@ pub struct ClusterLiveness {
 }
 
 impl ClusterLiveness {
-    /// A table received now.
+    /// A table received now. A broker the controller heard after this broker found its port
+    /// refusing is alive again (a restarted process): the refusal no longer counts.
     pub fn record(&self, table: Vec<Liveness>) {
-        *self.last.lock().unwrap_or_else(|p| p.into_inner()) = Some((Instant::now(), table));
+        let now = Instant::now();
+        {
+            let mut r = self.refused.lock().unwrap_or_else(|p| p.into_inner());
+            for l in &table {
+                let heard = now.checked_sub(Duration::from_millis(l.heard_ms_ago));
+                if r.get(&l.broker).is_some_and(|at| heard.is_some_and(|h| h > *at)) {
+                    r.remove(&l.broker);
+                }
+            }
+        }
+        *self.last.lock().unwrap_or_else(|p| p.into_inner()) = Some((now, table));
     }
 
     /// `broker`'s inter-broker port refused a connection from this broker just now.
@@ -166,6 +177,13 @@ mod tests {
         l.refused(3);
         l.reachable(3);
         assert_eq!(l.suspects(long, long), vec![2]);
+        // ... or until the controller reports having heard it after the refusal.
+        l.refused(3);
+        std::thread::sleep(Duration::from_millis(2));
+        l.record(vec![Liveness { broker: 3, heard_ms_ago: 60_000, suspect: false }]);
+        assert_eq!(l.suspects(long, long), vec![3], "heard before the refusal");
+        l.record(vec![Liveness { broker: 3, heard_ms_ago: 0, suspect: false }]);
+        assert!(l.suspects(long, long).is_empty(), "heard after the refusal");
         let ages = l.heard_ms_ago();
         assert_eq!(ages.len(), 2);
         assert!(ages[0].1 < 60_000 && ages[1].1 >= 700);
