@@ -71,6 +71,13 @@ pub async fn open(
     tokio::spawn(register(broker.clone()));
     tokio::spawn(heartbeats(broker.clone(), peers));
     tokio::spawn(controller(broker.clone()));
+    // A stopping broker's inter-broker port may close before it exits, and a refusing port
+    // gets a broker fenced at once: it must not count itself live meanwhile.
+    let stopping = broker.clone();
+    tokio::spawn(async move {
+        stopping.shutdown.cancelled().await;
+        stopping.self_lease.revoke();
+    });
     let proposer: Arc<dyn IsrProposer> = Arc::new(Proposer(broker.clone()));
     tokio::spawn(broker.replication.clone().isr_loop(
         proposer,
@@ -533,7 +540,9 @@ async fn probe(q: &crate::quorum::MetadataQuorum, ids: Vec<i32>, t: Timing) -> H
         return HashMap::new();
     }
     let members = q.members();
-    let wait = Duration::from_millis(t.overdue_ms.clamp(50, 500));
+    // A refusal comes back within a round trip; a partitioned broker's port times out, so keep
+    // the wait short (the controller's tick waits for it).
+    let wait = Duration::from_millis(t.overdue_ms.clamp(50, 200));
     let mut probes = tokio::task::JoinSet::new();
     for id in ids {
         let Some(addr) = u64::try_from(id)

@@ -18,7 +18,7 @@
 //! Depends on nothing but std.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -29,6 +29,10 @@ pub struct SelfLease {
     /// Milliseconds after `epoch` until which the lease holds; 0: never renewed.
     valid_until_ms: AtomicU64,
     session_ms: u64,
+    /// The broker is stopping: the lease never holds again. (Its inter-broker port may close
+    /// before the process exits, and the controller fences a broker whose port refuses at
+    /// once, before the session would end.)
+    revoked: AtomicBool,
 }
 
 impl SelfLease {
@@ -38,6 +42,7 @@ impl SelfLease {
             epoch: Instant::now(),
             valid_until_ms: AtomicU64::new(0),
             session_ms,
+            revoked: AtomicBool::new(false),
         }
     }
 
@@ -54,7 +59,13 @@ impl SelfLease {
 
     /// Whether the cluster may still count this broker as live.
     pub fn is_valid(&self) -> bool {
-        self.now_ms() < self.valid_until_ms.load(Ordering::Acquire)
+        !self.revoked.load(Ordering::Acquire)
+            && self.now_ms() < self.valid_until_ms.load(Ordering::Acquire)
+    }
+
+    /// The broker is stopping: the lease ends now and is never renewed again.
+    pub fn revoke(&self) {
+        self.revoked.store(true, Ordering::Release);
     }
 }
 
@@ -85,7 +96,9 @@ impl ClusterLiveness {
             let mut r = self.refused.lock().unwrap_or_else(|p| p.into_inner());
             for l in &table {
                 let heard = now.checked_sub(Duration::from_millis(l.heard_ms_ago));
-                if r.get(&l.broker).is_some_and(|at| heard.is_some_and(|h| h > *at)) {
+                if r.get(&l.broker)
+                    .is_some_and(|at| heard.is_some_and(|h| h > *at))
+                {
                     r.remove(&l.broker);
                 }
             }
@@ -152,7 +165,9 @@ mod tests {
     #[test]
     fn liveness_tables_age() {
         let l = ClusterLiveness::default();
-        assert!(l.suspects(Duration::from_secs(1)).is_empty());
+        assert!(l
+            .suspects(Duration::from_secs(1), Duration::from_secs(1))
+            .is_empty());
         assert!(l.heard_ms_ago().is_empty());
         l.record(vec![
             Liveness {
@@ -168,6 +183,8 @@ mod tests {
         ]);
         let long = Duration::from_secs(60);
         assert_eq!(l.suspects(long, long), vec![2]);
+        let ages = l.heard_ms_ago();
+        assert!(ages[0].0 == 1 && ages[1].0 == 2 && ages[1].1 >= 700);
         // A table older than the caller accepts reports no suspects.
         assert!(l.suspects(Duration::ZERO, long).is_empty());
         // A refusal makes a broker suspect until it answers again or the refusal is old.
@@ -180,13 +197,22 @@ mod tests {
         // ... or until the controller reports having heard it after the refusal.
         l.refused(3);
         std::thread::sleep(Duration::from_millis(2));
-        l.record(vec![Liveness { broker: 3, heard_ms_ago: 60_000, suspect: false }]);
+        l.record(vec![Liveness {
+            broker: 3,
+            heard_ms_ago: 60_000,
+            suspect: false,
+        }]);
         assert_eq!(l.suspects(long, long), vec![3], "heard before the refusal");
-        l.record(vec![Liveness { broker: 3, heard_ms_ago: 0, suspect: false }]);
+        l.record(vec![Liveness {
+            broker: 3,
+            heard_ms_ago: 0,
+            suspect: false,
+        }]);
         assert!(l.suspects(long, long).is_empty(), "heard after the refusal");
+        // Ages grow with the time since the table arrived.
         let ages = l.heard_ms_ago();
-        assert_eq!(ages.len(), 2);
-        assert!(ages[0].1 < 60_000 && ages[1].1 >= 700);
+        assert_eq!(ages.len(), 1);
+        assert!(ages[0].0 == 3 && ages[0].1 < 60_000);
     }
 
     #[test]
@@ -201,5 +227,10 @@ mod tests {
         // An older heartbeat's answer never shortens the lease.
         l.renew(0);
         assert!(l.is_valid());
+        // A stopping broker's lease ends and stays ended.
+        l.revoke();
+        assert!(!l.is_valid());
+        l.renew(l.now_ms());
+        assert!(!l.is_valid());
     }
 }
