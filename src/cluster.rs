@@ -480,6 +480,9 @@ async fn controller(broker: Arc<Broker>) {
         };
         // Probe the inter-broker ports of overdue brokers; a refusal fences them at once.
         let refused = probe(&q, to_probe(&image, &leases, me, now, t), t).await;
+        for id in refused.keys() {
+            broker.liveness.refused(*id);
+        }
         let (now, leases) = if refused.is_empty() {
             (now, leases)
         } else {

@@ -120,6 +120,16 @@ impl ClusterLiveness {
         }
     }
 
+    /// The brokers whose port refused this broker within `refused_for` and that have not
+    /// answered (or been heard by the controller) since: dead processes.
+    pub fn refusing(&self, refused_for: Duration) -> Vec<i32> {
+        let mut r = self.refused.lock().unwrap_or_else(|p| p.into_inner());
+        r.retain(|_, at| at.elapsed() <= refused_for);
+        let mut out: Vec<i32> = r.keys().copied().collect();
+        out.sort_unstable();
+        out
+    }
+
     /// The brokers the controller found suspect, from a table received within `max_age`
     /// (none from an older one: a broker cut off from the controller knows nothing current),
     /// and those whose port refused this broker within `refused_for` and that have not
@@ -133,9 +143,7 @@ impl ClusterLiveness {
                 .collect(),
             _ => Vec::new(),
         };
-        let mut r = self.refused.lock().unwrap_or_else(|p| p.into_inner());
-        r.retain(|_, at| at.elapsed() <= refused_for);
-        out.extend(r.keys().copied());
+        out.extend(self.refusing(refused_for));
         out.sort_unstable();
         out.dedup();
         out
@@ -190,6 +198,7 @@ mod tests {
         // A refusal makes a broker suspect until it answers again or the refusal is old.
         l.refused(3);
         assert_eq!(l.suspects(long, long), vec![2, 3]);
+        assert_eq!(l.refusing(long), vec![3]);
         assert_eq!(l.suspects(long, Duration::ZERO), vec![2]);
         l.refused(3);
         l.reachable(3);

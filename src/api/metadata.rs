@@ -1,10 +1,14 @@
 //! Metadata (key 3): brokers, controller, and topics with partition leadership.
 //! Creates unknown topics when the broker and the request allow it.
 //!
-//! Leadership answers (differences from Kafka, for fast client failover): fenced brokers stay
-//! in the broker list (librdkafka drops its connection handle for a broker that disappears
-//! and forgets the partition's leader, which costs it another refresh), but they never lead;
-//! and a partition whose leader is *suspect* — the controller finds its heartbeat overdue (see
+//! Leadership answers (differences from Kafka, for fast client failover): a fenced broker whose
+//! inter-broker port refused this broker recently (a dead process) stays in the broker list
+//! for that while (librdkafka drops its connection handle for a broker that disappears and
+//! forgets the partition's leader, which costs it another refresh), but never leads; other
+//! fenced brokers are left out, as Kafka does — for a paused or cut-off broker that is what
+//! makes librdkafka abandon the requests in flight on its still-open connection (listed, an
+//! idempotent producer waited for them until `request.timeout.ms`, 30 s, before writing to the
+//! new leader); and a partition whose leader is *suspect* — the controller finds its heartbeat overdue (see
 //! `metadata::controller`), or its inter-broker port refused this broker's follower fetch (see
 //! `cluster`) — is answered with no leader and LEADER_NOT_AVAILABLE, as during an election, so
 //! clients keep refreshing quickly (librdkafka's fast leader query) instead of waiting on a
@@ -54,6 +58,7 @@ pub async fn handle(
         authorized_ops::NOT_REQUESTED
     };
     let leaders = Leaders::new(broker);
+    let listed = |b: &crate::metadata::BrokerMeta| !b.fenced || leaders.refusing.contains(&b.id);
     let mut topics = Vec::new();
     match requested {
         None => {
@@ -81,11 +86,13 @@ pub async fn handle(
         }
     }
     let image = broker.metadata.image();
-    // Fenced brokers stay listed (unlike Kafka; see the module docs) but lead nothing. Brokers
-    // without the listener this client came through are left out: it could not reach them.
+    // Fenced brokers are left out, as Kafka does, except dead ones for a while (see the module
+    // docs); none leads. Brokers without the listener this client came through are left out:
+    // it could not reach them.
     let brokers = image
         .brokers
         .values()
+        .filter(|b| listed(b))
         .filter_map(|b| {
             let (host, port) = b.endpoint(ctx.listener.as_deref())?;
             Some(
@@ -105,10 +112,13 @@ pub async fn handle(
         .with_cluster_authorized_operations(cluster_ops)
 }
 
-/// Which brokers may be named as partition leaders in this answer.
+/// Which brokers may be named as partition leaders in this answer, and which fenced ones are
+/// listed.
 struct Leaders {
     /// Fenced, or suspect in the controller's newest liveness table.
     not: BTreeSet<i32>,
+    /// Brokers whose port refused this broker recently (listed even when fenced).
+    refusing: BTreeSet<i32>,
 }
 
 impl Leaders {
@@ -124,7 +134,8 @@ impl Leaders {
             .collect();
         let image = broker.metadata.image();
         not.extend(image.brokers.values().filter(|b| b.fenced).map(|b| b.id));
-        Self { not }
+        let refusing = broker.liveness.refusing(refused_for).into_iter().collect();
+        Self { not, refusing }
     }
 
     fn answer(&self, leader: i32) -> i32 {

@@ -11,7 +11,7 @@ the quorum survives broker 4 *and* one voter being down. Broker 4 is SIGKILLed a
 - the controller is SIGKILLed, so another voter becomes controller with no heartbeats heard,
 
 and through both, every running broker's Metadata is polled: broker 4 must never lead a partition
-(Metadata keeps fenced brokers in its broker list but never names them leaders) nor appear in an
+(Metadata may list a dead fenced broker for a moment but never names it leader) nor appear in an
 ISR, and no controller may log that it unfenced broker 4. Kafka's rule: only a heartbeat from the broker itself unfences it. Finally
 broker 4 restarts and does come back into every ISR, so the watched condition is reachable.
 """
