@@ -479,7 +479,7 @@ async fn controller(broker: Arc<Broker>) {
             leases.clone()
         };
         // Probe the inter-broker ports of overdue brokers; a refusal fences them at once.
-        let refused = probe(&q, to_probe(&image, &leases, me, now, t), t).await;
+        let refused = probe(q, to_probe(&image, &leases, me, now, t), t).await;
         for id in refused.keys() {
             broker.liveness.refused(*id);
         }
