@@ -116,6 +116,9 @@ pub struct Broker {
     pub shutdown: CancellationToken,
     /// The controller's broker leases, while this broker is the controller.
     pub(crate) leases: std::sync::Mutex<Option<crate::metadata::controller::Leases>>,
+    /// The controller's liveness table as last received with a heartbeat answer (suspect
+    /// brokers for Metadata answers; carried over should this broker become controller).
+    pub liveness: Arc<crate::lease::ClusterLiveness>,
     /// The cluster id reported to clients.
     cluster_id: String,
     /// Identity of this process among the broker's restarts (random, never 0; 0 for a broker
@@ -208,6 +211,7 @@ impl Broker {
                 transport: Arc::new(NoPeers),
                 shutdown: CancellationToken::new(),
                 leases: std::sync::Mutex::new(None),
+                liveness: Default::default(),
                 cluster_id,
                 incarnation: 0,
                 self_lease,
@@ -230,6 +234,7 @@ impl Broker {
         logs: Arc<LogStore>,
         replication: Arc<ReplicaManager>,
         transport: Arc<dyn ReplicaTransport>,
+        liveness: Arc<crate::lease::ClusterLiveness>,
     ) -> Result<Self, BrokerError> {
         let voters: Vec<String> = config
             .quorum_voters
@@ -269,6 +274,7 @@ impl Broker {
             transport,
             shutdown: CancellationToken::new(),
             leases: std::sync::Mutex::new(None),
+            liveness,
             incarnation: rand::random::<u64>() | 1,
             self_lease,
             metrics: Arc::new(Metrics::new()),

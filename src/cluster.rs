@@ -1,26 +1,27 @@
 //! Builds a cluster member and runs its background loops: the metadata quorum with the
 //! `Cluster` gRPC service beside it, registration, heartbeats to the controller, the
-//! controller's own loop (leases → fencing, unfencing, preferred leaders) while this broker
-//! leads the quorum, ISR proposals, and following every applied metadata image with the
-//! partition roles and logs.
+//! controller's own loop (leases and probes of overdue brokers' ports → fencing, unfencing,
+//! preferred leaders) while this broker leads the quorum, ISR proposals, and following every
+//! applied metadata image with the partition roles and logs.
 //!
 //! This is the one place that knows `quorum`, `rpc`, `replication` and `broker` together, so
 //! none of them depends on another's network code.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 
 use crate::broker::{Broker, BrokerError};
 use crate::config::BrokerConfig;
 use crate::events::{self, Change};
+use crate::lease::{ClusterLiveness, Liveness};
 use crate::log::LogStore;
-use crate::metadata::controller::{plan, Leases};
+use crate::metadata::controller::{plan, to_probe, Leases, PlanInput, Timing};
 use crate::metadata::{ClusterImage, MetadataCommand, MetadataError};
 use crate::quorum::{MetadataQuorum, QuorumConfig, QuorumError};
-use crate::replication::manager::{BoxFuture, IsrProposer, ReplicaManager};
+use crate::replication::manager::{BoxFuture, IsrProposer, ReplicaManager, ReplicaTransport};
 use crate::replication::{
     FetchRefusal, PartitionFetchResult, ReplicaFetchRequest, ReplicaFetchResponse,
 };
@@ -64,12 +65,18 @@ pub async fn open(
         .map(|v| (v.id, v.addr()))
         .collect();
     let peers = ClusterPeers::new(addrs, auth);
+    let liveness = Arc::new(ClusterLiveness::default());
+    let transport = Arc::new(WatchedTransport {
+        peers: peers.clone(),
+        liveness: liveness.clone(),
+    });
     let broker = Arc::new(Broker::assemble(
         config,
         quorum,
         logs,
         replication,
-        peers.clone(),
+        transport,
+        liveness,
     )?);
     let handler: Arc<dyn ClusterHandler> = broker.clone();
     let _ = slot.set(handler);
@@ -78,6 +85,13 @@ pub async fn open(
     tokio::spawn(register(broker.clone()));
     tokio::spawn(heartbeats(broker.clone(), peers));
     tokio::spawn(controller(broker.clone()));
+    // A stopping broker's inter-broker port may close before it exits, and a refusing port
+    // gets a broker fenced at once: it must not count itself live meanwhile.
+    let stopping = broker.clone();
+    tokio::spawn(async move {
+        stopping.shutdown.cancelled().await;
+        stopping.self_lease.revoke();
+    });
     let proposer: Arc<dyn IsrProposer> = Arc::new(Proposer(broker.clone()));
     tokio::spawn(broker.replication.clone().isr_loop(
         proposer,
@@ -100,11 +114,24 @@ impl ClusterHandler for Broker {
         if let Ok(id) = u64::try_from(hb.broker) {
             q.admit_learner(id, &hb.raft_addr);
         }
-        let mut leases = self.leases.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(l) = leases.as_mut() {
-            l.heartbeat(hb.broker, hb.incarnation, now_ms());
-        }
         let applied = q.applied();
+        let now = now_ms();
+        let mut leases = self.leases.lock().unwrap_or_else(|p| p.into_inner());
+        let liveness = match leases.as_mut() {
+            Some(l) => {
+                l.heartbeat(hb.broker, hb.incarnation, now);
+                l.table(&applied.image, now, timing(&self.config))
+                    .into_iter()
+                    .map(|r| Liveness {
+                        broker: r.broker,
+                        heard_ms_ago: r.heard_ms_ago,
+                        suspect: r.suspect,
+                    })
+                    .collect()
+            }
+            None => Vec::new(),
+        };
+        drop(leases);
         Ok(HeartbeatAnswer {
             fenced: applied
                 .image
@@ -112,6 +139,7 @@ impl ClusterHandler for Broker {
                 .get(&hb.broker)
                 .is_some_and(|b| b.fenced),
             metadata_index: applied.applied_index(),
+            liveness,
         })
     }
 
@@ -153,6 +181,48 @@ impl ClusterHandler for Broker {
     }
 }
 
+/// The follower fetch transport, watched: when a fetch from a partition leader fails, the
+/// leader's inter-broker port is probed, and a refusal marks it suspect on this broker (its
+/// partitions are answered without a leader until the controller fences it or it answers a
+/// fetch again). A leader killed under its followers is so known within milliseconds, before
+/// the controller notices its missing heartbeats.
+struct WatchedTransport {
+    peers: Arc<ClusterPeers>,
+    liveness: Arc<ClusterLiveness>,
+}
+
+impl ReplicaTransport for WatchedTransport {
+    fn fetch(
+        &self,
+        leader: i32,
+        req: ReplicaFetchRequest,
+    ) -> BoxFuture<'_, Result<ReplicaFetchResponse, String>> {
+        Box::pin(async move {
+            let result = self.peers.fetch(leader, req).await;
+            match &result {
+                Ok(_) => self.liveness.reachable(leader),
+                Err(_) => {
+                    if let Some(addr) = self.peers.addr(leader) {
+                        if refuses(&addr, Duration::from_millis(200)).await {
+                            self.liveness.refused(leader);
+                        }
+                    }
+                }
+            }
+            result
+        })
+    }
+}
+
+/// Whether a TCP connection to `addr` is refused (no process listens there). An accepted
+/// connection, a timeout or any other error is not a refusal.
+async fn refuses(addr: &str, wait: Duration) -> bool {
+    matches!(
+        tokio::time::timeout(wait, TcpStream::connect(addr)).await,
+        Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused
+    )
+}
+
 struct Proposer(Arc<Broker>);
 
 impl IsrProposer for Proposer {
@@ -166,6 +236,11 @@ impl IsrProposer for Proposer {
                 .map_err(|e| e.to_string())
         })
     }
+}
+
+/// The controller's liveness timing from the broker settings.
+fn timing(config: &BrokerConfig) -> Timing {
+    Timing::new(config.session_timeout_ms, config.heartbeat_interval_ms)
 }
 
 fn now_ms() -> u64 {
@@ -346,10 +421,19 @@ async fn heartbeats(broker: Arc<Broker>, peers: Arc<ClusterPeers>) {
                 Err(e) => Err(e.to_string()),
             }
         } else {
-            peers.heartbeat(controller, &hb, period * 2).await
+            // Not shorter than half a second: a busy controller's answer still renews the
+            // self-lease (a short interval must not make answers time out under load).
+            let timeout = (period * 2).max(Duration::from_millis(500));
+            peers.heartbeat(controller, &hb, timeout).await
         };
         match result {
             Ok(answer) => {
+                // An active controller's table holds at least the controller itself; an
+                // empty one (a controller not active yet) must not replace the table this
+                // broker would carry over on becoming controller.
+                if !answer.liveness.is_empty() {
+                    broker.liveness.record(answer.liveness);
+                }
                 // Renew only once this broker has applied what the controller had applied:
                 // then it knows of every fencing and leader change made while it was away.
                 // Waited for aside, so a broker catching up keeps heartbeating on time.
@@ -357,7 +441,7 @@ async fn heartbeats(broker: Arc<Broker>, peers: Arc<ClusterPeers>) {
                 let lease = broker.self_lease.clone();
                 tokio::spawn(async move {
                     let caught_up = tokio::time::timeout(
-                        period * 4,
+                        (period * 4).max(Duration::from_secs(1)),
                         images.wait_for(|a| a.applied_index() >= answer.metadata_index),
                     )
                     .await;
@@ -372,12 +456,14 @@ async fn heartbeats(broker: Arc<Broker>, peers: Arc<ClusterPeers>) {
 }
 
 /// The controller's loop, active while this broker leads the quorum: fence brokers whose
-/// lease expired, unfence those heartbeating again, restore preferred leaders (the rules are
-/// `metadata::controller`'s).
+/// lease expired or that are overdue with a refusing inter-broker port, unfence those
+/// heartbeating again, restore preferred leaders (the rules are `metadata::controller`'s).
 async fn controller(broker: Arc<Broker>) {
     let Some(q) = broker.metadata.quorum() else {
         return;
     };
+    let me = broker.config.node_id;
+    let t = timing(&broker.config);
     let mut tick = tokio::time::interval(Duration::from_millis(
         (broker.config.heartbeat_interval_ms / 2).max(50),
     ));
@@ -418,26 +504,53 @@ async fn controller(broker: Arc<Broker>) {
         let now = now_ms();
         let leases = {
             let mut l = broker.leases.lock().unwrap_or_else(|p| p.into_inner());
-            if l.is_none() {
+            let leases = l.get_or_insert_with(|| {
+                // Keep the liveness the previous controller could prove: when it last heard
+                // each broker, from the table this broker last received (overdue test only).
+                let mut fresh = Leases::new(now);
+                let carried = broker.liveness.heard_ms_ago();
+                for (id, ago) in &carried {
+                    fresh.carry(*id, now.saturating_sub(*ago));
+                }
                 tracing::info!(
-                    node_id = broker.config.node_id,
-                    "controller active; unfenced brokers get one session to heartbeat, fenced \
-                     ones stay fenced until they do"
+                    node_id = me,
+                    carried = ?carried,
+                    "controller active; unfenced brokers get one session to heartbeat (fenced \
+                     at once if overdue with a refusing port), fenced ones stay fenced until \
+                     they do"
                 );
-            }
-            let leases = l.get_or_insert_with(|| Leases::new(now));
+                fresh
+            });
             // The controller hears itself.
-            leases.heartbeat(broker.config.node_id, broker.incarnation, now);
+            leases.heartbeat(me, broker.incarnation, now);
             leases.clone()
+        };
+        // Probe the inter-broker ports of overdue brokers; a refusal fences them at once.
+        let refused = probe(q, to_probe(&image, &leases, me, now, t), t).await;
+        for id in refused.keys() {
+            broker.liveness.refused(*id);
+        }
+        let (now, leases) = if refused.is_empty() {
+            (now, leases)
+        } else {
+            // Heartbeats that arrived while probing count (they beat the refusal).
+            let l = broker.leases.lock().unwrap_or_else(|p| p.into_inner());
+            match l.as_ref() {
+                Some(l) => (now_ms(), l.clone()),
+                None => continue,
+            }
         };
         let rebalance = broker.config.auto_leader_rebalance
             && now.saturating_sub(last_rebalance) >= broker.config.leader_imbalance_check_ms;
         let commands = plan(
             &image,
             &leases,
-            now,
-            broker.config.session_timeout_ms,
-            rebalance,
+            &PlanInput {
+                now_ms: now,
+                timing: t,
+                refused: &refused,
+                auto_leader_rebalance: rebalance,
+            },
         );
         if rebalance
             && commands
@@ -447,16 +560,63 @@ async fn controller(broker: Arc<Broker>) {
             last_rebalance = now;
         }
         for cmd in commands {
-            log_decision(&broker, &cmd);
+            log_decision(&broker, &cmd, &refused);
             match broker.metadata.submit(&cmd).await {
-                Ok(_) | Err(MetadataError::UnknownTopic(_)) => {}
+                Ok(_) => {
+                    if let MetadataCommand::FenceBroker { id } = &cmd {
+                        if let Some(l) = broker
+                            .leases
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .as_mut()
+                        {
+                            l.fenced(*id);
+                        }
+                    }
+                }
+                Err(MetadataError::UnknownTopic(_)) => {}
                 Err(e) => tracing::warn!(error = %e, ?cmd, "controller decision not applied"),
             }
         }
     }
 }
 
-fn log_decision(broker: &Broker, cmd: &MetadataCommand) {
+/// Tries a TCP connection to the inter-broker (gRPC) port of each broker in `ids`, at once;
+/// returns those whose connection was *refused*, with when the probe started. An accepted
+/// connection, a timeout or any other error proves nothing (a paused broker's kernel still
+/// accepts; a partitioned one's port times out).
+async fn probe(q: &crate::quorum::MetadataQuorum, ids: Vec<i32>, t: Timing) -> HashMap<i32, u64> {
+    if ids.is_empty() {
+        return HashMap::new();
+    }
+    let members = q.members();
+    // A refusal comes back within a round trip; a partitioned broker's port times out, so keep
+    // the wait short (the controller's tick waits for it).
+    let wait = Duration::from_millis(t.overdue_ms.clamp(50, 200));
+    let mut probes = tokio::task::JoinSet::new();
+    for id in ids {
+        let Some(addr) = u64::try_from(id)
+            .ok()
+            .and_then(|m| members.get(&m))
+            .cloned()
+        else {
+            continue;
+        };
+        probes.spawn(async move {
+            let started = now_ms();
+            refuses(&addr, wait).await.then_some((id, started))
+        });
+    }
+    let mut refused = HashMap::new();
+    while let Some(r) = probes.join_next().await {
+        if let Ok(Some((id, started))) = r {
+            refused.insert(id, started);
+        }
+    }
+    refused
+}
+
+fn log_decision(broker: &Broker, cmd: &MetadataCommand, refused: &HashMap<i32, u64>) {
     let image = broker.metadata.image();
     match cmd {
         MetadataCommand::FenceBroker { id } => {
@@ -470,7 +630,12 @@ fn log_decision(broker: &Broker, cmd: &MetadataCommand) {
                         .map(move |p| format!("{}-{} (epoch {})", t.name, p.index, p.leader_epoch))
                 })
                 .collect();
-            tracing::info!(broker = id, partitions_led = ?led, "fencing broker: lease expired; electing new leaders from the ISR");
+            let why = if refused.contains_key(id) {
+                "heartbeat overdue and its inter-broker port refuses connections"
+            } else {
+                "lease expired"
+            };
+            tracing::info!(broker = id, partitions_led = ?led, "fencing broker: {why}; electing new leaders from the ISR");
         }
         MetadataCommand::UnfenceBroker { id, incarnation } => {
             tracing::info!(

@@ -4,6 +4,19 @@
 //! Authorization as in Kafka: listing all topics shows only those the principal may
 //! DESCRIBE; a named topic it may not describe is answered TOPIC_AUTHORIZATION_FAILED
 //! (whether or not it exists), and auto-creating one needs CREATE on the cluster or topic.
+//!
+//! Leadership answers (differences from Kafka, for fast client failover): a fenced broker whose
+//! inter-broker port refused this broker recently (a dead process) stays in the broker list
+//! for that while (librdkafka drops its connection handle for a broker that disappears and
+//! forgets the partition's leader, which costs it another refresh), but never leads; other
+//! fenced brokers are left out, as Kafka does — for a paused or cut-off broker that is what
+//! makes librdkafka abandon the requests in flight on its still-open connection (listed, an
+//! idempotent producer waited for them until `request.timeout.ms`, 30 s, before writing to the
+//! new leader); and a partition whose leader is *suspect* — the controller finds its heartbeat overdue (see
+//! `metadata::controller`), or its inter-broker port refused this broker's follower fetch (see
+//! `cluster`) — is answered with no leader and LEADER_NOT_AVAILABLE, as during an election, so
+//! clients keep refreshing quickly (librdkafka's fast leader query) instead of waiting on a
+//! dead leader until their next periodic refresh.
 
 use kafka_protocol::messages::metadata_response::{
     MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
@@ -11,6 +24,8 @@ use kafka_protocol::messages::metadata_response::{
 use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
+use std::collections::BTreeSet;
+use std::time::Duration;
 
 use super::errors::{code, metadata_code};
 use super::{authorized_ops, authz, RequestContext};
@@ -51,13 +66,17 @@ pub async fn handle(
         authorized_ops::NOT_REQUESTED
     };
     let describable = |name: &str| authz::topic(broker, ctx, Operation::Describe, name);
+    let leaders = Leaders::new(broker);
+    let listed = |b: &crate::metadata::BrokerMeta| !b.fenced || leaders.refusing.contains(&b.id);
     let mut topics = Vec::new();
     match requested {
         None => {
             for t in broker.metadata.image().topics.values() {
                 if describable(&t.name) {
-                    topics
-                        .push(topic_entry(t).with_topic_authorized_operations(topic_ops(&t.name)));
+                    topics.push(
+                        topic_entry(t, &leaders)
+                            .with_topic_authorized_operations(topic_ops(&t.name)),
+                    );
                 }
             }
         }
@@ -67,16 +86,17 @@ pub async fn handle(
                 let denied = code(ResponseError::TopicAuthorizationFailed);
                 let entry = match image.topics.get(&name) {
                     _ if !describable(&name) => error_entry(&name, denied),
-                    Some(t) => topic_entry(t).with_topic_authorized_operations(topic_ops(&name)),
+                    Some(t) => {
+                        topic_entry(t, &leaders).with_topic_authorized_operations(topic_ops(&name))
+                    }
                     None => match validate_topic_name(&name) {
                         Err(e) => error_entry(&name, metadata_code(&e)),
                         Ok(()) if allow_auto && !authz::create_topic(broker, ctx, &name) => {
                             error_entry(&name, denied)
                         }
                         Ok(()) if allow_auto => match broker.auto_create(&name).await {
-                            Ok(t) => {
-                                topic_entry(&t).with_topic_authorized_operations(topic_ops(&name))
-                            }
+                            Ok(t) => topic_entry(&t, &leaders)
+                                .with_topic_authorized_operations(topic_ops(&name)),
                             Err(e) => error_entry(&name, metadata_code(&e)),
                         },
                         Ok(()) => error_entry(&name, code(ResponseError::UnknownTopicOrPartition)),
@@ -87,12 +107,13 @@ pub async fn handle(
         }
     }
     let image = broker.metadata.image();
-    // Fenced brokers are left out, as Kafka does: clients should not try them. So are brokers
-    // without the listener this client came through: it could not reach them.
+    // Fenced brokers are left out, as Kafka does, except dead ones for a while (see the module
+    // docs); none leads. Brokers without the listener this client came through are left out:
+    // it could not reach them.
     let brokers = image
         .brokers
         .values()
-        .filter(|b| !b.fenced)
+        .filter(|b| listed(b))
         .filter_map(|b| {
             let (host, port) = b.endpoint(ctx.listener.as_deref())?;
             Some(
@@ -112,18 +133,54 @@ pub async fn handle(
         .with_cluster_authorized_operations(cluster_ops)
 }
 
-fn topic_entry(t: &TopicMeta) -> MetadataResponseTopic {
+/// Which brokers may be named as partition leaders in this answer, and which fenced ones are
+/// listed.
+struct Leaders {
+    /// Fenced, or suspect in the controller's newest liveness table.
+    not: BTreeSet<i32>,
+    /// Brokers whose port refused this broker recently (listed even when fenced).
+    refusing: BTreeSet<i32>,
+}
+
+impl Leaders {
+    fn new(broker: &Broker) -> Self {
+        // A table older than a few heartbeat intervals is not current: no suspects from it. A
+        // refusal this broker saw counts until the controller had a session to act on it.
+        let fresh = Duration::from_millis(broker.config.heartbeat_interval_ms.saturating_mul(4));
+        let refused_for = Duration::from_millis(broker.config.session_timeout_ms);
+        let mut not: BTreeSet<i32> = broker
+            .liveness
+            .suspects(fresh, refused_for)
+            .into_iter()
+            .collect();
+        let image = broker.metadata.image();
+        not.extend(image.brokers.values().filter(|b| b.fenced).map(|b| b.id));
+        let refusing = broker.liveness.refusing(refused_for).into_iter().collect();
+        Self { not, refusing }
+    }
+
+    fn answer(&self, leader: i32) -> i32 {
+        if self.not.contains(&leader) {
+            -1
+        } else {
+            leader
+        }
+    }
+}
+
+fn topic_entry(t: &TopicMeta, leaders: &Leaders) -> MetadataResponseTopic {
     let partitions = t
         .partitions
         .iter()
         .map(|p| {
+            let leader = leaders.answer(p.leader);
             MetadataResponsePartition::default()
                 .with_partition_index(p.index)
-                .with_leader_id(BrokerId(p.leader))
+                .with_leader_id(BrokerId(leader))
                 .with_leader_epoch(p.leader_epoch)
                 .with_replica_nodes(p.replicas.iter().map(|b| BrokerId(*b)).collect())
                 .with_isr_nodes(p.isr.iter().map(|b| BrokerId(*b)).collect())
-                .with_error_code(if p.leader < 0 {
+                .with_error_code(if leader < 0 {
                     code(ResponseError::LeaderNotAvailable)
                 } else {
                     0

@@ -1,21 +1,59 @@
-//! The controller's decisions, as pure functions of the metadata image and broker leases:
-//! which brokers to fence or unfence, and where to restore preferred leaders. The Raft
-//! leader runs [`plan`] periodically and proposes the commands it returns; applying them
-//! (`ClusterImage::apply`) does the elections and epoch bumps.
+//! The controller's decisions, as pure functions of the metadata image, broker leases and
+//! probe results: which brokers to fence or unfence, which to probe, which to report as
+//! suspect, and where to restore preferred leaders. The Raft leader runs [`plan`] periodically
+//! and proposes the commands it returns; applying them (`ClusterImage::apply`) does the
+//! elections and epoch bumps.
 //!
 //! Leases are soft state, as in Kafka's KRaft controller, with Kafka's two rules:
 //! - A broker is unfenced only on a *real* heartbeat this controller received from it, sent by
 //!   the incarnation the metadata has registered. Nothing else — a controller change, a missed
-//!   leadership confirmation, a paused controller — ever unfences a broker.
+//!   leadership confirmation, a paused controller, carried liveness — ever unfences a broker.
 //! - A controller that becomes (or, after a missed confirmation, again becomes) active gives
 //!   every *unfenced* broker one session of grace from that moment, so a controller change
-//!   never fences a live broker; a broker that does not heartbeat within it is fenced.
+//!   never fences a live broker on the session timeout; a broker that does not heartbeat within
+//!   it is fenced.
+//!
+//! And one rule of raftka's (not Kafka's), for sub-second failover: a broker whose heartbeat is
+//! *overdue* ([`Timing::overdue_ms`], a few heartbeat intervals) is probed — a TCP connect to its
+//! inter-broker port — and fenced at once when the connection was *refused* after the last sign
+//! of life the controller has of it. A refusal proves that no process listens there any more
+//! (the broker died or was stopped); a paused or partitioned broker's port accepts or times
+//! out, so such a broker keeps its full session, and so does one whose port cannot be probed.
+//!
+//! A new controller starts the session grace afresh, but it keeps the liveness it can prove for
+//! the overdue test: the previous controller's table of when it last heard each broker, which
+//! every broker receives with its heartbeat answers ([`Leases::carry`]). So a broker that died
+//! with (or shortly before) the old controller is probed as soon as the new one is active.
 //!
 //! May depend on: `metadata::image` only. Time is passed in (milliseconds), never read here.
 
 use std::collections::HashMap;
 
 use super::{BrokerMeta, ClusterImage, MetadataCommand};
+
+/// The controller's liveness timing, in milliseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timing {
+    /// `broker.session.timeout.ms`: a broker not heard from for this long is fenced.
+    pub session_timeout_ms: u64,
+    /// A broker not heard from for this long is suspect: its partitions are answered without
+    /// a leader, and its inter-broker port is probed (fenced at once if refused).
+    pub overdue_ms: u64,
+}
+
+impl Timing {
+    /// How many heartbeat intervals without a heartbeat make a broker overdue.
+    pub const OVERDUE_INTERVALS: u64 = 3;
+
+    /// The timing of `broker.session.timeout.ms` and `broker.heartbeat.interval.ms`: overdue
+    /// after [`Timing::OVERDUE_INTERVALS`] intervals (never later than the session timeout).
+    pub fn new(session_timeout_ms: u64, heartbeat_interval_ms: u64) -> Self {
+        Self {
+            session_timeout_ms,
+            overdue_ms: (heartbeat_interval_ms * Self::OVERDUE_INTERVALS).min(session_timeout_ms),
+        }
+    }
+}
 
 /// The newest heartbeat this controller received from one broker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,6 +63,18 @@ struct Heard {
     at_ms: u64,
 }
 
+/// One row of the liveness table a controller hands out with its heartbeat answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LivenessRow {
+    pub broker: i32,
+    /// Milliseconds since the last sign of life the controller has of the broker (its own
+    /// heartbeats, or carried from the previous controller's table).
+    pub heard_ms_ago: u64,
+    /// The broker is suspect ([`Leases::suspect`]): clients are told its partitions have no
+    /// leader until it heartbeats again or is fenced.
+    pub suspect: bool,
+}
+
 /// What this controller has heard from the brokers since it became active.
 #[derive(Debug, Clone)]
 pub struct Leases {
@@ -32,6 +82,10 @@ pub struct Leases {
     /// from then (the grace period), fenced ones do not.
     active_since_ms: u64,
     heard: HashMap<i32, Heard>,
+    /// When the previous controller last heard each broker (a lower bound, on this
+    /// controller's clock). Used only for the overdue test — never to fence on the session
+    /// timeout or to unfence.
+    carried: HashMap<i32, u64>,
 }
 
 impl Leases {
@@ -40,7 +94,23 @@ impl Leases {
         Self {
             active_since_ms: now_ms,
             heard: HashMap::new(),
+            carried: HashMap::new(),
         }
+    }
+
+    /// The previous controller heard `broker` at `at_ms` (or later), on this controller's
+    /// clock: what this broker learnt from the last liveness table it received.
+    pub fn carry(&mut self, broker: i32, at_ms: u64) {
+        let e = self.carried.entry(broker).or_insert(at_ms);
+        *e = (*e).max(at_ms);
+    }
+
+    /// `broker` was fenced: what was heard from it before no longer counts, so only a
+    /// heartbeat received after the fence unfences it (a broker fenced at once, well within
+    /// its session, must not be unfenced by the heartbeats that preceded its death).
+    pub fn fenced(&mut self, broker: i32) {
+        self.heard.remove(&broker);
+        self.carried.remove(&broker);
     }
 
     /// A heartbeat from `incarnation` of `broker` arrived at `now_ms`.
@@ -65,22 +135,86 @@ impl Leases {
     fn in_grace(&self, now_ms: u64, session_timeout_ms: u64) -> bool {
         now_ms.saturating_sub(self.active_since_ms) < session_timeout_ms
     }
+
+    /// The newest sign of life of `broker`: a heartbeat of any of its processes that this
+    /// controller received, or the previous controller's (carried).
+    fn evidence(&self, broker: i32) -> Option<u64> {
+        let heard = self.heard.get(&broker).map(|h| h.at_ms);
+        heard.max(self.carried.get(&broker).copied())
+    }
+
+    /// No sign of life of `broker` for [`Timing::overdue_ms`] (counted from this controller's
+    /// activation when it has none): its port is worth probing.
+    pub fn overdue(&self, broker: i32, now_ms: u64, t: Timing) -> bool {
+        let since = self.evidence(broker).unwrap_or(self.active_since_ms);
+        now_ms.saturating_sub(since) >= t.overdue_ms
+    }
+
+    /// Overdue, and this controller has been active for the overdue time too (a live broker
+    /// needs a moment to find a new controller), so clients should stop waiting on it.
+    pub fn suspect(&self, broker: i32, now_ms: u64, t: Timing) -> bool {
+        let since = self
+            .evidence(broker)
+            .map_or(self.active_since_ms, |e| e.max(self.active_since_ms));
+        now_ms.saturating_sub(since) >= t.overdue_ms
+    }
+
+    /// The table handed to brokers with heartbeat answers: every registered broker this
+    /// controller has a sign of life of, with its age and whether it is suspect.
+    pub fn table(&self, image: &ClusterImage, now_ms: u64, t: Timing) -> Vec<LivenessRow> {
+        image
+            .brokers
+            .values()
+            .filter_map(|b| {
+                let at = self.evidence(b.id)?;
+                Some(LivenessRow {
+                    broker: b.id,
+                    heard_ms_ago: now_ms.saturating_sub(at),
+                    suspect: !b.fenced && self.suspect(b.id, now_ms, t),
+                })
+            })
+            .collect()
+    }
+}
+
+/// Unfenced brokers other than `me` that are overdue: the controller probes their
+/// inter-broker ports and passes the refusals to [`plan`].
+pub fn to_probe(
+    image: &ClusterImage,
+    leases: &Leases,
+    me: i32,
+    now_ms: u64,
+    t: Timing,
+) -> Vec<i32> {
+    image
+        .brokers
+        .values()
+        .filter(|b| !b.fenced && b.id != me && leases.overdue(b.id, now_ms, t))
+        .map(|b| b.id)
+        .collect()
+}
+
+/// The controller's inputs besides the image and the leases.
+#[derive(Debug, Clone)]
+pub struct PlanInput<'a> {
+    pub now_ms: u64,
+    pub timing: Timing,
+    /// Broker → when a probe of its inter-broker port that was refused *started*.
+    pub refused: &'a HashMap<i32, u64>,
+    /// Move leadership back to preferred replicas (`auto.leader.rebalance.enable`, due now).
+    pub auto_leader_rebalance: bool,
 }
 
 /// What the controller should propose now, in order: fence unfenced brokers it has not heard
-/// from within a session (after its grace period), unfence fenced brokers whose registered
+/// from within a session (after its grace period) or that are overdue and whose port refused a
+/// probe started after their last sign of life, unfence fenced brokers whose registered
 /// incarnation heartbeat within a session, and (when enabled) move leadership back to
 /// preferred replicas.
-pub fn plan(
-    image: &ClusterImage,
-    leases: &Leases,
-    now_ms: u64,
-    session_timeout_ms: u64,
-    auto_leader_rebalance: bool,
-) -> Vec<MetadataCommand> {
+pub fn plan(image: &ClusterImage, leases: &Leases, input: &PlanInput<'_>) -> Vec<MetadataCommand> {
+    let (now_ms, t) = (input.now_ms, input.timing);
     let mut out = Vec::new();
     for b in image.brokers.values() {
-        let heard = leases.heard_from(b, now_ms, session_timeout_ms);
+        let heard = leases.heard_from(b, now_ms, t.session_timeout_ms);
         if b.fenced {
             if heard {
                 out.push(MetadataCommand::UnfenceBroker {
@@ -88,11 +222,19 @@ pub fn plan(
                     incarnation: b.incarnation,
                 });
             }
-        } else if !heard && !leases.in_grace(now_ms, session_timeout_ms) {
+            continue;
+        }
+        let expired = !heard && !leases.in_grace(now_ms, t.session_timeout_ms);
+        let dead = leases.overdue(b.id, now_ms, t)
+            && input
+                .refused
+                .get(&b.id)
+                .is_some_and(|probed| leases.evidence(b.id).is_none_or(|e| *probed > e));
+        if expired || dead {
             out.push(MetadataCommand::FenceBroker { id: b.id });
         }
     }
-    if auto_leader_rebalance && out.is_empty() {
+    if input.auto_leader_rebalance && out.is_empty() {
         for t in image.topics.values() {
             for p in &t.partitions {
                 let preferred = p.replicas[0];
@@ -127,6 +269,45 @@ mod tests {
 
     const SESSION_MS: u64 = 1000;
     const STEP_MS: u64 = 100;
+    const TIMING: Timing = Timing {
+        session_timeout_ms: SESSION_MS,
+        overdue_ms: 300,
+    };
+
+    /// [`plan`] without refused probes.
+    fn plan_at(
+        image: &ClusterImage,
+        leases: &Leases,
+        now_ms: u64,
+        auto_leader_rebalance: bool,
+    ) -> Vec<MetadataCommand> {
+        plan_probed(
+            image,
+            leases,
+            now_ms,
+            &HashMap::new(),
+            auto_leader_rebalance,
+        )
+    }
+
+    fn plan_probed(
+        image: &ClusterImage,
+        leases: &Leases,
+        now_ms: u64,
+        refused: &HashMap<i32, u64>,
+        auto_leader_rebalance: bool,
+    ) -> Vec<MetadataCommand> {
+        plan(
+            image,
+            leases,
+            &PlanInput {
+                now_ms,
+                timing: TIMING,
+                refused,
+                auto_leader_rebalance,
+            },
+        )
+    }
 
     struct Replica {
         alive: bool,
@@ -324,7 +505,16 @@ mod tests {
                 }
                 // The controller changes, or misses a leadership confirmation (a pause, CPU
                 // starvation) and becomes active afresh: it forgets every heartbeat it heard.
-                60..=61 if faults => self.leases = Leases::new(self.now),
+                // The new controller carries the old one's table as relayed to it a little
+                // while ago (lower bounds of when each broker was heard).
+                60..=61 if faults => {
+                    let lag = rng.gen_range(0..3 * STEP_MS);
+                    let mut fresh = Leases::new(self.now);
+                    for (id, h) in &self.leases.heard {
+                        fresh.carry(*id, h.at_ms.saturating_sub(lag));
+                    }
+                    self.leases = fresh;
+                }
                 // A heartbeat a replaced incarnation sent before it died arrives late.
                 62..=64 if faults => {
                     let id = ids[rng.gen_range(0..ids.len())];
@@ -416,7 +606,28 @@ mod tests {
                     });
                 }
             }
-            for cmd in plan(&self.image, &self.leases, self.now, SESSION_MS, true) {
+            // The controller (not one of the replicas) probes overdue brokers: a dead one's
+            // port refuses, a live one's accepts.
+            let refused: HashMap<i32, u64> =
+                to_probe(&self.image, &self.leases, -1, self.now, TIMING)
+                    .into_iter()
+                    .filter(|id| !self.replicas[id].alive)
+                    .map(|id| (id, self.now))
+                    .collect();
+            for cmd in plan_probed(&self.image, &self.leases, self.now, &refused, true) {
+                if let MetadataCommand::FenceBroker { id } = &cmd {
+                    // No false fencing: a live broker is fenced only on the session rule.
+                    let b = &self.image.brokers[id];
+                    assert!(
+                        !self.replicas[id].alive
+                            || (!self.leases.heard_from(b, self.now, SESSION_MS)
+                                && !self.leases.in_grace(self.now, SESSION_MS)),
+                        "live broker {id} fenced within its session"
+                    );
+                    self.apply(cmd.clone());
+                    self.leases.fenced(*id);
+                    continue;
+                }
                 self.apply(cmd);
             }
         }
@@ -455,9 +666,10 @@ mod tests {
         for id in before.replicas.iter().filter(|i| **i != old_leader) {
             leases.heartbeat(*id, 1, 1500);
         }
-        let cmds = plan(&sim.image, &leases, 1500, SESSION_MS, true);
+        let cmds = plan_at(&sim.image, &leases, 1500, true);
         assert_eq!(cmds, vec![MetadataCommand::FenceBroker { id: old_leader }]);
         sim.apply(cmds[0].clone());
+        leases.fenced(old_leader);
         let after = sim.part();
         assert_ne!(after.leader, old_leader);
         assert!(before.isr.contains(&after.leader));
@@ -465,7 +677,7 @@ mod tests {
         assert!(!after.isr.contains(&old_leader));
         // The old leader comes back: unfenced, and (once in the ISR again) preferred.
         leases.heartbeat(old_leader, 1, 1600);
-        let cmds = plan(&sim.image, &leases, 1600, SESSION_MS, true);
+        let cmds = plan_at(&sim.image, &leases, 1600, true);
         assert_eq!(
             cmds,
             vec![MetadataCommand::UnfenceBroker {
@@ -485,7 +697,7 @@ mod tests {
             partition_epoch: p.partition_epoch,
             isr,
         });
-        let cmds = plan(&sim.image, &leases, 1600, SESSION_MS, true);
+        let cmds = plan_at(&sim.image, &leases, 1600, true);
         assert_eq!(cmds.len(), 1);
         sim.apply(cmds[0].clone());
         assert_eq!(sim.part().leader, old_leader);
@@ -502,7 +714,7 @@ mod tests {
         }
         // Broker 3 died at 0: fenced once the grace of the controller's start is over.
         assert_eq!(
-            plan(&sim.image, &leases, 1500, SESSION_MS, false),
+            plan_at(&sim.image, &leases, 1500, false),
             vec![MetadataCommand::FenceBroker { id: 3 }]
         );
         sim.replicas.get_mut(&3).unwrap().alive = false;
@@ -512,9 +724,9 @@ mod tests {
         let mut fresh = Leases::new(1600);
         for now in [1600, 2000, 2599, 2600, 5000] {
             if now <= 2599 {
-                assert_eq!(plan(&sim.image, &fresh, now, SESSION_MS, false), vec![]);
+                assert_eq!(plan_at(&sim.image, &fresh, now, false), vec![]);
             }
-            assert!(!plan(&sim.image, &fresh, now, SESSION_MS, false)
+            assert!(!plan_at(&sim.image, &fresh, now, false)
                 .iter()
                 .any(|c| matches!(c, MetadataCommand::UnfenceBroker { .. })));
         }
@@ -531,17 +743,180 @@ mod tests {
         fresh.heartbeat(3, 1, 2700);
         fresh.heartbeat(1, 1, 2700);
         fresh.heartbeat(2, 1, 2700);
-        assert_eq!(plan(&sim.image, &fresh, 2700, SESSION_MS, false), vec![]);
+        assert_eq!(plan_at(&sim.image, &fresh, 2700, false), vec![]);
         // ... a heartbeat of the registered one does.
         sim.replicas.get_mut(&3).unwrap().alive = true;
         fresh.heartbeat(3, 2, 2800);
         assert_eq!(
-            plan(&sim.image, &fresh, 2800, SESSION_MS, false),
+            plan_at(&sim.image, &fresh, 2800, false),
             vec![MetadataCommand::UnfenceBroker {
                 id: 3,
                 incarnation: 2
             }]
         );
+    }
+
+    /// Leases of a controller active since 0 that heard brokers 1 and 2 until `now` and
+    /// broker 3 last at `last3`.
+    fn heard_until(now: u64, last3: u64) -> Leases {
+        let mut leases = Leases::new(0);
+        for t in (0..=now).step_by(100) {
+            leases.heartbeat(1, 1, t);
+            leases.heartbeat(2, 1, t);
+            if t <= last3 {
+                leases.heartbeat(3, 1, t);
+            }
+        }
+        leases
+    }
+
+    #[test]
+    fn an_overdue_broker_whose_port_refuses_is_fenced_at_once() {
+        let sim = Sim::new(3);
+        let fence3 = vec![MetadataCommand::FenceBroker { id: 3 }];
+        let leases = heard_until(2000, 1000);
+        // Not overdue yet (200 ms < 300 ms): not probed, and a refusal does not fence.
+        assert!(!leases.overdue(3, 1200, TIMING));
+        assert_eq!(
+            to_probe(&sim.image, &leases, 1, 1200, TIMING),
+            Vec::<i32>::new()
+        );
+        let refused = HashMap::from([(3, 1200)]);
+        assert_eq!(
+            plan_probed(&sim.image, &leases, 1200, &refused, false),
+            vec![]
+        );
+        // Overdue: probed; refused by a probe started after the last heartbeat: fenced, long
+        // before the session (1000 ms after the last heartbeat) ends.
+        assert_eq!(to_probe(&sim.image, &leases, 1, 1300, TIMING), vec![3]);
+        assert!(leases.suspect(3, 1300, TIMING));
+        let refused = HashMap::from([(3, 1300)]);
+        assert_eq!(
+            plan_probed(&sim.image, &leases, 1300, &refused, false),
+            fence3
+        );
+        // A refusal seen before the last heartbeat proves nothing about the broker now.
+        let stale = HashMap::from([(3, 900)]);
+        assert_eq!(
+            plan_probed(&sim.image, &leases, 1300, &stale, false),
+            vec![]
+        );
+        // The controller never probes itself, and fenced brokers are not probed.
+        assert_eq!(
+            to_probe(&sim.image, &leases, 3, 1300, TIMING),
+            Vec::<i32>::new()
+        );
+        let mut img = sim.image.clone();
+        img.apply(&fence3[0]).unwrap();
+        assert_eq!(to_probe(&img, &leases, 1, 1300, TIMING), Vec::<i32>::new());
+        // Fenced well within its session: the heartbeats heard before the fence must not
+        // unfence it — only one received after the fence does.
+        let mut leases = leases;
+        leases.fenced(3);
+        assert_eq!(plan_at(&img, &leases, 1400, false), vec![]);
+        leases.heartbeat(3, 1, 1500);
+        assert_eq!(
+            plan_at(&img, &leases, 1500, false),
+            vec![MetadataCommand::UnfenceBroker {
+                id: 3,
+                incarnation: 1
+            }]
+        );
+    }
+
+    #[test]
+    fn a_paused_or_partitioned_broker_keeps_its_full_session() {
+        let sim = Sim::new(3);
+        let leases = heard_until(3000, 1000);
+        // Its port accepts or times out: no refusal, so only the session fences it.
+        for now in [1300, 1500, 1999] {
+            assert!(leases.suspect(3, now, TIMING));
+            assert_eq!(plan_at(&sim.image, &leases, now, false), vec![]);
+        }
+        assert_eq!(
+            plan_at(&sim.image, &leases, 2000, false),
+            vec![MetadataCommand::FenceBroker { id: 3 }]
+        );
+    }
+
+    #[test]
+    fn a_new_controller_probes_with_the_liveness_it_carried() {
+        let sim = Sim::new(3);
+        let fence3 = vec![MetadataCommand::FenceBroker { id: 3 }];
+        // The old controller (broker 3) died at about 4800; the new one is active at 5000 and
+        // carries the table it last received: brokers 1 and 2 heard at 4950, 3 at 4800.
+        let mut carried = Leases::new(5000);
+        carried.carry(1, 4950);
+        carried.carry(2, 4950);
+        carried.carry(3, 4700);
+        carried.carry(3, 4800); // the newest lower bound counts
+        let refused = HashMap::from([(3, 5100)]);
+        assert_eq!(to_probe(&sim.image, &carried, 1, 5100, TIMING), vec![3]);
+        assert_eq!(
+            plan_probed(&sim.image, &carried, 5100, &refused, false),
+            fence3
+        );
+        // Without the carried table it waits the overdue time from its activation.
+        let fresh = Leases::new(5000);
+        assert_eq!(
+            plan_probed(&sim.image, &fresh, 5100, &refused, false),
+            vec![]
+        );
+        let later = HashMap::from([(3, 5300)]);
+        assert_eq!(plan_probed(&sim.image, &fresh, 5300, &later, false), fence3);
+        // Carried liveness never fences on the session timeout: the grace holds.
+        assert_eq!(plan_at(&sim.image, &carried, 5999, false), vec![]);
+        // Nor does it unfence anybody.
+        let mut img = sim.image.clone();
+        img.apply(&MetadataCommand::FenceBroker { id: 3 }).unwrap();
+        let mut c = Leases::new(5000);
+        c.carry(3, 5000);
+        assert_eq!(plan_at(&img, &c, 5001, false), vec![]);
+        // Live brokers that have not found the new controller yet are not suspect at once,
+        // though their carried liveness is older than the overdue time.
+        let mut c = Leases::new(5000);
+        c.carry(1, 4500);
+        assert!(c.overdue(1, 5000, TIMING));
+        assert!(!c.suspect(1, 5000, TIMING));
+        assert!(c.suspect(1, 5300, TIMING));
+    }
+
+    #[test]
+    fn the_liveness_table_reports_ages_and_suspects() {
+        let mut img = Sim::new(3).image;
+        let leases = heard_until(2000, 1000);
+        let table = leases.table(&img, 2000, TIMING);
+        assert_eq!(
+            table,
+            vec![
+                LivenessRow {
+                    broker: 1,
+                    heard_ms_ago: 0,
+                    suspect: false
+                },
+                LivenessRow {
+                    broker: 2,
+                    heard_ms_ago: 0,
+                    suspect: false
+                },
+                LivenessRow {
+                    broker: 3,
+                    heard_ms_ago: 1000,
+                    suspect: true
+                },
+            ]
+        );
+        // A fenced broker leads nothing: it is not reported as suspect.
+        img.apply(&MetadataCommand::FenceBroker { id: 3 }).unwrap();
+        assert!(!leases.table(&img, 2000, TIMING)[2].suspect);
+        assert_eq!(
+            Timing::new(1500, 100),
+            Timing {
+                session_timeout_ms: 1500,
+                overdue_ms: 300
+            }
+        );
+        assert_eq!(Timing::new(500, 250).overdue_ms, 500);
     }
 
     #[test]
@@ -550,9 +925,9 @@ mod tests {
         let mut leases = Leases::new(5000);
         leases.heartbeat(1, 1, 5900);
         leases.heartbeat(2, 1, 5900);
-        assert_eq!(plan(&sim.image, &leases, 5999, SESSION_MS, false), vec![]);
+        assert_eq!(plan_at(&sim.image, &leases, 5999, false), vec![]);
         assert_eq!(
-            plan(&sim.image, &leases, 6000, SESSION_MS, false),
+            plan_at(&sim.image, &leases, 6000, false),
             vec![MetadataCommand::FenceBroker { id: 3 }]
         );
     }

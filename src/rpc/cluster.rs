@@ -19,18 +19,21 @@ use super::pb::cluster_client::ClusterClient;
 use super::pb::cluster_server::{Cluster, ClusterServer};
 use super::pb::{self, HeartbeatReply, HeartbeatRequest, ReplicaFetchReply};
 use super::MAX_MESSAGE_BYTES;
+use crate::lease::Liveness;
 use crate::replication::manager::{BoxFuture, ReplicaTransport};
 use crate::replication::{
     FetchRefusal, PartitionFetch, PartitionFetchResult, ReplicaFetchRequest, ReplicaFetchResponse,
 };
 
 /// The controller's answer to a broker heartbeat.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HeartbeatAnswer {
     /// The controller sees the broker fenced.
     pub fenced: bool,
     /// The controller's applied metadata log index.
     pub metadata_index: u64,
+    /// The controller's liveness table (see `lease::ClusterLiveness`).
+    pub liveness: Vec<Liveness>,
 }
 
 /// A broker's heartbeat to the controller.
@@ -101,6 +104,15 @@ impl Cluster for ClusterService {
             Ok(a) => Ok(Response::new(HeartbeatReply {
                 fenced: a.fenced,
                 metadata_index: a.metadata_index,
+                liveness: a
+                    .liveness
+                    .iter()
+                    .map(|l| pb::BrokerLiveness {
+                        broker_id: l.broker,
+                        heard_ms_ago: l.heard_ms_ago,
+                        suspect: l.suspect,
+                    })
+                    .collect(),
             })),
             Err(e) => Err(Status::failed_precondition(e)),
         }
@@ -251,6 +263,12 @@ impl ClusterPeers {
         }
     }
 
+    /// The gRPC address known for `broker`.
+    pub fn addr(&self, broker: i32) -> Option<String> {
+        let addrs = self.addrs.lock().unwrap_or_else(|p| p.into_inner());
+        addrs.get(&broker).cloned()
+    }
+
     fn client(&self, broker: i32) -> Result<ClusterClient<Channel>, String> {
         let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(c) = clients.get(&broker) {
@@ -296,6 +314,15 @@ impl ClusterPeers {
                 HeartbeatAnswer {
                     fenced: r.fenced,
                     metadata_index: r.metadata_index,
+                    liveness: r
+                        .liveness
+                        .into_iter()
+                        .map(|l| Liveness {
+                            broker: l.broker_id,
+                            heard_ms_ago: l.heard_ms_ago,
+                            suspect: l.suspect,
+                        })
+                        .collect(),
                 }
             })
             .map_err(|s| s.message().to_string())
