@@ -16,6 +16,7 @@ mod delete_topics;
 mod describe_cluster;
 mod describe_configs;
 mod describe_groups;
+mod elect_leaders;
 pub mod errors;
 mod fetch;
 mod find_coordinator;
@@ -93,6 +94,8 @@ pub const APIS: &[ApiSpec] = &[
     // Up to 4: v5 filters by group type (KIP-848).
     api(ApiKey::ListGroups, 0, 4),
     api(ApiKey::DeleteGroups, 0, 2),
+    // Operator APIs (issue 15).
+    api(ApiKey::ElectLeaders, 0, 2),
 ];
 
 /// The spec for an API key, if raftka handles that API.
@@ -292,6 +295,9 @@ pub async fn dispatch_from(
         }
         ApiKey::DeleteGroups => {
             serve(spec.key, &ctx, frame, |r| delete_groups::handle(b, &ctx, r)).await
+        }
+        ApiKey::ElectLeaders => {
+            serve(spec.key, &ctx, frame, |r| elect_leaders::handle(b, &ctx, r)).await
         }
         other => Err(DispatchError::UnknownApi(other as i16)),
     }

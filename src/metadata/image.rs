@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::config_ops::{apply_ops, ConfigOp, ConfigResource};
+use super::election::{self, ElectionType};
 use super::MetadataError;
 
 /// A broker as clients see it.
@@ -145,6 +146,13 @@ pub enum MetadataCommand {
         topic: String,
         partition: i32,
     },
+    /// An administrator's leader election (ElectLeaders): see `metadata::election`. Refused
+    /// with ElectionNotNeeded / PreferredLeaderNotAvailable / EligibleLeadersNotAvailable.
+    ElectLeader {
+        topic: String,
+        partition: i32,
+        election: ElectionType,
+    },
     /// Change the config overrides of a topic or the dynamic settings of brokers
     /// (AlterConfigs with `replace`, IncrementalAlterConfigs without). Refused as a whole when
     /// any operation is invalid.
@@ -258,6 +266,20 @@ impl ClusterImage {
                     p.leader_epoch += 1;
                     p.partition_epoch += 1;
                 }
+            }
+            MetadataCommand::ElectLeader {
+                topic,
+                partition,
+                election,
+            } => {
+                let alive: Vec<i32> = self
+                    .brokers
+                    .values()
+                    .filter(|b| !b.fenced)
+                    .map(|b| b.id)
+                    .collect();
+                let p = self.partition_mut(topic, *partition)?;
+                election::elect(topic, p, *election, |b| alive.contains(&b))?;
             }
             MetadataCommand::CreateTopic {
                 name,

@@ -1,0 +1,91 @@
+"""Three-broker cluster: operator APIs of issue 15 through real clients.
+
+ElectLeaders (confluent-kafka's AdminClient.elect_leaders): after a failover the preferred
+replica is back in the ISR but does not lead (automatic rebalancing is off in this module);
+a preferred election through a broker that is not the controller moves leadership back with a
+new leader epoch; elections that would change nothing answer ELECTION_NOT_NEEDED, an unclean
+election of a partition that has a leader too, and unknown partitions
+UNKNOWN_TOPIC_OR_PARTITION.
+"""
+
+import pytest
+from confluent_kafka import ElectionType, KafkaError, TopicPartition
+from confluent_kafka.admin import NewTopic
+
+from helpers import admin, topic_name
+
+# Leadership must not move back by itself, or the election would have nothing to do.
+CLUSTER_ENV = {"RAFTKA_AUTO_LEADER_REBALANCE_ENABLE": "false"}
+
+
+def elect(cluster, via, election, partitions):
+    """elect_leaders through broker `via`: {(topic, partition): error code or None}."""
+    a = admin(cluster.address(via))
+    out = a.elect_leaders(election, partitions).result(timeout=30)
+    return {(tp.topic, tp.partition): (None if e is None else e.code()) for tp, e in out.items()}
+
+
+def test_preferred_election_moves_leadership_back_after_a_failover(cluster3):
+    name = topic_name("elect")
+    a = admin(cluster3.address(1))
+    a.create_topics([NewTopic(name, num_partitions=1, replication_factor=3)])[name].result(30)
+    view = cluster3.wait_settled(name)
+    preferred, epoch, replicas, _ = view[0]
+    assert preferred == replicas[0]
+    # Fail the preferred leader over and bring it back: it rejoins the ISR as a follower.
+    cluster3.kill(preferred)
+    others = [b for b in cluster3.ids() if b != preferred]
+    cluster3.wait_settled(name, via=others, full_isr=False, preferred=False,
+                          check=lambda v: v[0][0] != preferred)
+    cluster3.start(preferred)
+    after = cluster3.wait_settled(name, preferred=False)
+    leader, failover_epoch, _, _ = after[0]
+    assert leader != preferred and failover_epoch > epoch, after
+    # Elect through a broker that is not the controller (the command is forwarded).
+    controller = cluster3.controller()
+    via = next(b for b in cluster3.ids() if b != controller)
+    assert elect(cluster3, via, ElectionType.PREFERRED, [TopicPartition(name, 0)]) == {(name, 0): None}
+    back = cluster3.wait_settled(name)  # identical on every broker, preferred leader, full ISR
+    assert back[0][0] == preferred and back[0][1] == failover_epoch + 1, back
+    # Nothing to do any more.
+    again = elect(cluster3, via, ElectionType.PREFERRED, [TopicPartition(name, 0)])
+    assert again == {(name, 0): KafkaError.ELECTION_NOT_NEEDED}
+    unclean = elect(cluster3, controller, ElectionType.UNCLEAN, [TopicPartition(name, 0)])
+    assert unclean == {(name, 0): KafkaError.ELECTION_NOT_NEEDED}
+    assert cluster3.partitions(controller, name)[0][1] == failover_epoch + 1
+
+
+def test_election_of_all_partitions_and_of_unknown_ones(cluster3):
+    name = topic_name("electall")
+    a = admin(cluster3.address(2))
+    a.create_topics([NewTopic(name, num_partitions=3, replication_factor=2)])[name].result(30)
+    cluster3.wait_settled(name)
+    # Every partition is led by its preferred replica: asked for all, nothing is listed.
+    assert elect(cluster3, 2, ElectionType.PREFERRED, None) == {}
+    missing = elect(cluster3, 3, ElectionType.PREFERRED,
+                    [TopicPartition(name, 7), TopicPartition(name + "-nope", 0)])
+    assert missing == {
+        (name, 7): KafkaError.UNKNOWN_TOPIC_OR_PART,
+        (name + "-nope", 0): KafkaError.UNKNOWN_TOPIC_OR_PART,
+    }
+
+
+@pytest.mark.parametrize("version", [0, 1, 2])
+def test_elect_leaders_every_version_with_kafka_python(cluster3, version):
+    """kafka-python's protocol classes, one request per version, straight to one broker."""
+    from kafka.protocol.admin import ElectLeadersRequest, ElectLeadersResponse
+
+    from helpers import raw_request
+
+    name = topic_name(f"electv{version}")
+    a = admin(cluster3.address(1))
+    a.create_topics([NewTopic(name, num_partitions=1, replication_factor=3)])[name].result(30)
+    cluster3.wait_settled(name)
+    req = ElectLeadersRequest(
+        election_type=0, timeout_ms=10000,
+        topic_partitions=[ElectLeadersRequest.TopicPartitions(topic=name, partitions=[0])])
+    resp = raw_request(cluster3.address(3), req, ElectLeadersResponse, version)
+    d = resp.to_dict()
+    [topic] = d["replica_election_results"]
+    [part] = topic["partition_result"]
+    assert (topic["topic"], part["partition_id"], part["error_code"]) == (name, 0, 84), d
