@@ -249,7 +249,8 @@ def test_incremental_alter_configs_round_trip(bootstrap):
         ("retention.ms", "soon", AlterConfigOpType.SET, ["retention.ms", "integer"]),
         ("retention.bytes", "-7", AlterConfigOpType.SET, ["retention.bytes", "-1 or more"]),
         ("cleanup.policy", "shred", AlterConfigOpType.SET, ["cleanup.policy", "delete"]),
-        ("segment.bytes", "1048576", AlterConfigOpType.SET, ["segment.bytes", "unsupported"]),
+        ("segment.bytes", "13", AlterConfigOpType.SET, ["segment.bytes", "at least 14"]),
+        ("no.such.config", "1", AlterConfigOpType.SET, ["no.such.config", "unknown"]),
         ("compression.type", "gzip", AlterConfigOpType.SET, ["compression.type", "producer"]),
         ("retention.ms", "5", AlterConfigOpType.APPEND, ["retention.ms", "list"]),
     ],
@@ -262,7 +263,7 @@ def test_invalid_configs_are_refused_with_the_key_and_reason(bootstrap, key, val
     for w in words:
         assert w in err.str(), err.str()
     # Nothing changed.
-    if key != "segment.bytes":
+    if key != "no.such.config":
         assert src(describe(bootstrap, res)[key]) == DEFAULT_CONFIG
 
 
