@@ -121,7 +121,8 @@ impl IsrProposer for Proposer {
     }
 }
 
-fn now_ms() -> u64 {
+/// Milliseconds on the controller's monotonic clock (the time base of `Leases`).
+pub(crate) fn now_ms() -> u64 {
     static START: OnceLock<Instant> = OnceLock::new();
     START.get_or_init(Instant::now).elapsed().as_millis() as u64
 }

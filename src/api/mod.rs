@@ -16,6 +16,8 @@ mod delete_topics;
 mod describe_cluster;
 mod describe_configs;
 mod describe_groups;
+mod describe_log_dirs;
+mod describe_quorum;
 mod elect_leaders;
 pub mod errors;
 mod fetch;
@@ -65,8 +67,8 @@ pub const APIS: &[ApiSpec] = &[
     api(ApiKey::Produce, 0, 11),
     // Up to 12: versions 13+ address topics by id and raftka reports zero topic ids.
     api(ApiKey::Fetch, 0, 12),
-    // Up to 6: v7 adds max-timestamp lookups (-3), not implemented yet.
-    api(ApiKey::ListOffsets, 0, 6),
+    // v7: max timestamp (-3); v8: earliest local (-4); v9: latest tiered (-5).
+    api(ApiKey::ListOffsets, 0, 9),
     api(ApiKey::Metadata, 0, 12),
     api(ApiKey::ApiVersions, 0, 3),
     api(ApiKey::CreateTopics, 0, 7),
@@ -91,11 +93,13 @@ pub const APIS: &[ApiSpec] = &[
     api(ApiKey::OffsetFetch, 0, 8),
     api(ApiKey::OffsetDelete, 0, 0),
     api(ApiKey::DescribeGroups, 0, 5),
-    // Up to 4: v5 filters by group type (KIP-848).
-    api(ApiKey::ListGroups, 0, 4),
+    // v5 filters by group type (KIP-848); every group here is a classic one.
+    api(ApiKey::ListGroups, 0, 5),
     api(ApiKey::DeleteGroups, 0, 2),
     // Operator APIs (issue 15).
     api(ApiKey::ElectLeaders, 0, 2),
+    api(ApiKey::DescribeLogDirs, 0, 4),
+    api(ApiKey::DescribeQuorum, 0, 2),
 ];
 
 /// The spec for an API key, if raftka handles that API.
@@ -298,6 +302,18 @@ pub async fn dispatch_from(
         }
         ApiKey::ElectLeaders => {
             serve(spec.key, &ctx, frame, |r| elect_leaders::handle(b, &ctx, r)).await
+        }
+        ApiKey::DescribeLogDirs => {
+            serve(spec.key, &ctx, frame, |r| {
+                describe_log_dirs::handle(b, &ctx, r)
+            })
+            .await
+        }
+        ApiKey::DescribeQuorum => {
+            serve(spec.key, &ctx, frame, |r| {
+                describe_quorum::handle(b, &ctx, r)
+            })
+            .await
         }
         other => Err(DispatchError::UnknownApi(other as i16)),
     }

@@ -15,6 +15,7 @@ mod replica;
 pub mod retention;
 pub mod space;
 pub mod store;
+mod timestamps;
 pub mod validate;
 
 pub use partition::{AppendOutcome, PartitionLog, ReadResult};

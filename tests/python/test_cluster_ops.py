@@ -89,3 +89,62 @@ def test_elect_leaders_every_version_with_kafka_python(cluster3, version):
     [topic] = d["replica_election_results"]
     [part] = topic["partition_result"]
     assert (topic["topic"], part["partition_id"], part["error_code"]) == (name, 0, 84), d
+
+
+def describe_quorum(cluster, via, version=2):
+    from kafka.protocol.admin import DescribeQuorumRequest, DescribeQuorumResponse
+
+    from helpers import raw_request
+
+    req = DescribeQuorumRequest(topics=[DescribeQuorumRequest.TopicData(
+        topic_name="__cluster_metadata",
+        partitions=[DescribeQuorumRequest.TopicData.PartitionData(partition_index=0)])])
+    d = raw_request(cluster.address(via), req, DescribeQuorumResponse, version).to_dict()
+    [topic] = d["topics"]
+    [part] = topic["partitions"]
+    return part, d.get("nodes", [])
+
+
+def test_describe_quorum_through_every_broker(cluster3):
+    """DescribeQuorum answered by the quorum leader (others forward it): voters, leader, epoch,
+    high watermark, log ends and last fetch times; kafka-python's describe_metadata_quorum."""
+    import time
+
+    from kafka.admin import KafkaAdminClient
+
+    controller = cluster3.controller()
+    for via in cluster3.ids():
+        part, nodes = describe_quorum(cluster3, via)
+        assert part["error_code"] == 0, part
+        assert part["leader_id"] == controller and part["leader_epoch"] >= 1, part
+        voters = {v["replica_id"]: v for v in part["current_voters"]}
+        assert sorted(voters) == [1, 2, 3] and part["observers"] == [], part
+        now = time.time() * 1000
+        for v in voters.values():
+            assert 0 < v["log_end_offset"] <= part["high_watermark"] + 1000, part
+            assert now - 10000 < v["last_fetch_timestamp"] <= now + 1000, v
+        assert sorted((n["node_id"], n["listeners"][0]["port"]) for n in nodes) == [
+            (i, cluster3.port(i)) for i in cluster3.ids()], nodes
+    k = KafkaAdminClient(bootstrap_servers=cluster3.address(1), request_timeout_ms=10000)
+    try:
+        q = k.describe_metadata_quorum()
+    finally:
+        k.close()
+    assert q["topics"][0]["partitions"][0]["leader_id"] == controller, q
+    # A dead voter's last fetch and caught-up times stop moving while the others' go on.
+    victim = next(b for b in cluster3.ids() if b != controller)
+    cluster3.kill(victim)
+    try:
+        def stale():
+            part, _ = describe_quorum(cluster3, controller)
+            v = {x["replica_id"]: x for x in part["current_voters"]}
+            now = time.time() * 1000
+            fresh = [b for b in v if now - v[b]["last_fetch_timestamp"] < 1500]
+            return sorted(fresh) == sorted(set(cluster3.ids()) - {victim}) and v
+        from helpers import wait_until
+
+        v = wait_until(stale, timeout=20, what="the killed voter's fetch time to go stale")
+        assert v[victim]["last_caught_up_timestamp"] <= v[victim]["last_fetch_timestamp"]
+    finally:
+        cluster3.start(victim)
+        cluster3.wait_brokers()

@@ -1,0 +1,103 @@
+"""One broker: the operator APIs of issue 15 that need no cluster, through real clients.
+
+- ListOffsets v7-v9 (kafka-python's list_partition_offsets with OffsetSpec): MAX_TIMESTAMP is
+  the first record with the largest timestamp (also when it is not the last record),
+  EARLIEST_LOCAL the log start, LATEST_TIERED offset -1 (no tiered storage, as Kafka).
+- ListGroups v5 (confluent-kafka's list_consumer_groups with types): every group is classic.
+- ApiVersions v3 features (kafka-python's describe_features): metadata.version finalized.
+- DescribeLogDirs (kafka-python's describe_log_dirs): one log dir, partition sizes that grow
+  with the data.
+"""
+
+import time
+
+from confluent_kafka import ConsumerGroupType, TopicPartition
+from kafka.admin import KafkaAdminClient, OffsetSpec
+from kafka.structs import TopicPartition as KTP
+
+from helpers import admin, consumer, create_topic, produce_all, producer, topic_name, wait_until
+
+
+def kadmin(bootstrap):
+    return KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10000)
+
+
+def test_list_offsets_max_timestamp_earliest_local_and_latest_tiered(bootstrap):
+    t = create_topic(bootstrap, topic_name("maxts"), 1)
+    now = int(time.time() * 1000)
+    # The largest timestamp sits in the middle, twice: the first of them is the answer.
+    stamps = [now - 5000, now + 60000, now - 1000, now + 60000, now - 2000]
+    p = producer(bootstrap, **{"linger.ms": 0})
+    produce_all(p, t, [{"value": f"v{i}", "timestamp": ts} for i, ts in enumerate(stamps)])
+    k = kadmin(bootstrap)
+    try:
+        tp = KTP(t, 0)
+        got = {spec: k.list_partition_offsets({tp: spec})[tp]
+               for spec in (OffsetSpec.MAX_TIMESTAMP, OffsetSpec.EARLIEST_LOCAL,
+                            OffsetSpec.LATEST_TIERED, OffsetSpec.LATEST)}
+    finally:
+        k.close()
+    assert (got[OffsetSpec.MAX_TIMESTAMP].offset, got[OffsetSpec.MAX_TIMESTAMP].timestamp) == (1, now + 60000)
+    assert got[OffsetSpec.EARLIEST_LOCAL].offset == 0
+    assert got[OffsetSpec.LATEST_TIERED].offset == -1
+    assert got[OffsetSpec.LATEST].offset == 5
+
+
+def test_list_groups_v5_filters_by_type(bootstrap):
+    t = create_topic(bootstrap, topic_name("gtype"), 1)
+    group = topic_name("gtype-group")
+    c = consumer(bootstrap, **{"group.id": group})
+    c.subscribe([t])
+    try:
+        wait_until(lambda: c.poll(0.2) is None and c.assignment(), what="assignment")
+        a = admin(bootstrap)
+
+        def listed(types):
+            r = a.list_consumer_groups(types=set(types)).result(timeout=20)
+            return {g.group_id: g for g in r.valid}
+
+        classic = listed([ConsumerGroupType.CLASSIC])
+        assert group in classic and classic[group].type == ConsumerGroupType.CLASSIC
+        assert group not in listed([ConsumerGroupType.CONSUMER])
+        assert group in listed([])
+    finally:
+        c.close()
+
+
+def test_features_name_metadata_version(bootstrap):
+    k = kadmin(bootstrap)
+    try:
+        f = k.describe_features()
+    finally:
+        k.close()
+    assert f["metadata.version"]["finalized"] == (7, 7), f
+    assert f["metadata.version"]["supported"] == (7, 7), f
+    # Static voters: KIP-853's dynamic quorum (kraft.version 1) is not claimed.
+    assert f["kraft.version"]["supported"] == (0, 0), f
+
+
+def test_describe_log_dirs_sizes_partitions(bootstrap):
+    t = create_topic(bootstrap, topic_name("logdirs"), 2)
+
+    def sizes():
+        k = kadmin(bootstrap)
+        try:
+            r = k.describe_log_dirs()
+        finally:
+            k.close()
+        out = {}
+        [broker] = r
+        [log_dir] = broker["log_dirs"]
+        assert log_dir["error_code"] == 0 and log_dir["log_dir"].startswith("/"), log_dir
+        assert 0 < log_dir["usable_bytes"] <= log_dir["total_bytes"], log_dir
+        for topic in log_dir["topics"]:
+            for part in topic["partitions"]:
+                out[(topic["name"], part["partition_index"])] = part["partition_size"]
+        return out
+
+    before = sizes()
+    assert before[(t, 0)] == 0 and before[(t, 1)] == 0, before
+    p = producer(bootstrap)
+    produce_all(p, t, [{"value": b"x" * 1000, "partition": 0} for _ in range(20)])
+    after = sizes()
+    assert after[(t, 0)] >= 20 * 1000 and after[(t, 1)] == 0, after
