@@ -65,8 +65,11 @@ const fn api(key: ApiKey, min: i16, max: i16) -> ApiSpec {
 /// field the version carries.
 pub const APIS: &[ApiSpec] = &[
     api(ApiKey::Produce, 0, 11),
-    // Up to 12: versions 13+ address topics by id and raftka reports zero topic ids.
-    api(ApiKey::Fetch, 0, 12),
+    // From 4, as Kafka 4.0 (KIP-896): v0-v3 responses carry message sets of format v0/v1,
+    // which cannot hold the v2 batches raftka stores (no down-conversion), so an old client
+    // must fail at once instead of reading batches it cannot parse. Up to 12: versions 13+
+    // address topics by id and raftka reports zero topic ids.
+    api(ApiKey::Fetch, 4, 12),
     // v7: max timestamp (-3); v8: earliest local (-4); v9: latest tiered (-5).
     api(ApiKey::ListOffsets, 0, 9),
     api(ApiKey::Metadata, 0, 12),

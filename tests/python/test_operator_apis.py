@@ -101,3 +101,33 @@ def test_describe_log_dirs_sizes_partitions(bootstrap):
     produce_all(p, t, [{"value": b"x" * 1000, "partition": 0} for _ in range(20)])
     after = sizes()
     assert after[(t, 0)] >= 20 * 1000 and after[(t, 1)] == 0, after
+
+
+def test_fetch_below_v4_is_refused_and_not_advertised(bootstrap):
+    """KIP-896: Fetch v0-v3 would carry v2 batches old readers cannot parse. ApiVersions
+    advertises Fetch from v4 (as Kafka 4.0), a v3 request closes the connection (as Kafka
+    does for an unsupported version), and v4 is served."""
+    import pytest
+    from kafka.protocol.consumer.fetch import FetchRequest, FetchResponse
+    from kafka.protocol.metadata import ApiVersionsRequest, ApiVersionsResponse
+
+    from helpers import raw_request
+
+    t = create_topic(bootstrap, topic_name("oldfetch"), 1)
+    produce_all(producer(bootstrap), t, [{"value": "v"}])
+    versions = raw_request(bootstrap, ApiVersionsRequest(), ApiVersionsResponse, 3).to_dict()
+    [fetch] = [a for a in versions["api_keys"] if a["api_key"] == 1]
+    assert fetch["min_version"] == 4, fetch
+
+    def fetch_request():
+        T = FetchRequest.FetchTopic
+        return FetchRequest(replica_id=-1, max_wait_ms=0, min_bytes=0, max_bytes=1 << 20,
+                            isolation_level=0, topics=[T(topic=t, partitions=[T.FetchPartition(
+                                partition=0, fetch_offset=0, partition_max_bytes=1 << 20)])])
+
+    for old in (0, 1, 2, 3):
+        with pytest.raises((ConnectionError, OSError)):
+            raw_request(bootstrap, fetch_request(), FetchResponse, old, timeout=5)
+    d = raw_request(bootstrap, fetch_request(), FetchResponse, 4).to_dict()
+    [p] = d["responses"][0]["partitions"]
+    assert p["error_code"] == 0 and p["high_watermark"] == 1, p
