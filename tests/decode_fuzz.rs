@@ -265,6 +265,10 @@ fn every_advertised_version_answers_with_a_well_formed_response() {
                     ApiKey::DescribeQuorum => {
                         round_trip(&b, spec.key, v, DescribeQuorumRequest::default()).await
                     }
+                    ApiKey::DescribeTopicPartitions => {
+                        let req = DescribeTopicPartitionsRequest::default();
+                        round_trip(&b, spec.key, v, req).await
+                    }
                     other => panic!("{other:?} is advertised but has no round-trip case here"),
                 }
             }

@@ -113,6 +113,7 @@ fn topic_entry(t: &TopicMeta) -> MetadataResponseTopic {
         .collect();
     MetadataResponseTopic::default()
         .with_name(Some(TopicName(StrBytes::from_string(t.name.clone()))))
+        .with_topic_id(super::topic_ids::of(t))
         .with_is_internal(t.name == crate::offsets_topic::OFFSETS_TOPIC)
         .with_partitions(partitions)
 }

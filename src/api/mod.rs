@@ -18,6 +18,7 @@ mod describe_configs;
 mod describe_groups;
 mod describe_log_dirs;
 mod describe_quorum;
+mod describe_topic_partitions;
 mod elect_leaders;
 pub mod errors;
 mod fetch;
@@ -35,6 +36,7 @@ mod offset_delete;
 mod offset_fetch;
 mod produce;
 mod sync_group;
+mod topic_ids;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -67,9 +69,8 @@ pub const APIS: &[ApiSpec] = &[
     api(ApiKey::Produce, 0, 11),
     // From 4, as Kafka 4.0 (KIP-896): v0-v3 responses carry message sets of format v0/v1,
     // which cannot hold the v2 batches raftka stores (no down-conversion), so an old client
-    // must fail at once instead of reading batches it cannot parse. Up to 12: versions 13+
-    // address topics by id and raftka reports zero topic ids.
-    api(ApiKey::Fetch, 4, 12),
+    // must fail at once instead of reading batches it cannot parse. v13+ by topic id.
+    api(ApiKey::Fetch, 4, 17),
     // v7: max timestamp (-3); v8: earliest local (-4); v9: latest tiered (-5).
     api(ApiKey::ListOffsets, 0, 9),
     api(ApiKey::Metadata, 0, 12),
@@ -103,6 +104,7 @@ pub const APIS: &[ApiSpec] = &[
     api(ApiKey::ElectLeaders, 0, 2),
     api(ApiKey::DescribeLogDirs, 0, 4),
     api(ApiKey::DescribeQuorum, 0, 2),
+    api(ApiKey::DescribeTopicPartitions, 0, 0),
 ];
 
 /// The spec for an API key, if raftka handles that API.
@@ -315,6 +317,12 @@ pub async fn dispatch_from(
         ApiKey::DescribeQuorum => {
             serve(spec.key, &ctx, frame, |r| {
                 describe_quorum::handle(b, &ctx, r)
+            })
+            .await
+        }
+        ApiKey::DescribeTopicPartitions => {
+            serve(spec.key, &ctx, frame, |r| {
+                describe_topic_partitions::handle(b, &ctx, r)
             })
             .await
         }

@@ -179,6 +179,7 @@ mod tests {
                     name: "t".into(),
                     assignments: a.clone(),
                     configs: Default::default(),
+                    id: 0,
                 })
                 .unwrap();
             let replicas = a[0]

@@ -14,6 +14,7 @@ pub mod election;
 pub mod image;
 pub mod store;
 pub mod topic_config;
+pub mod topic_id;
 
 pub use image::{BrokerMeta, ClusterImage, Endpoint, MetadataCommand, PartitionMeta, TopicMeta};
 pub use store::MetadataStore;

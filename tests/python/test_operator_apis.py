@@ -131,3 +131,112 @@ def test_fetch_below_v4_is_refused_and_not_advertised(bootstrap):
     d = raw_request(bootstrap, fetch_request(), FetchResponse, 4).to_dict()
     [p] = d["responses"][0]["partitions"]
     assert p["error_code"] == 0 and p["high_watermark"] == 1, p
+
+
+# ---------------------------------------------------------------------------------------------
+# topic ids (KIP-516)
+
+
+def confluent_topic_id(bootstrap, name):
+    from confluent_kafka import TopicCollection
+
+    a = admin(bootstrap)
+    d = a.describe_topics(TopicCollection([name]))[name].result(timeout=20)
+    return str(d.topic_id)
+
+
+def test_topic_ids_are_real_and_change_when_a_topic_is_recreated(bootstrap):
+    from confluent_kafka.admin import NewTopic
+
+    name = topic_name("tid")
+    create_topic(bootstrap, name, 2)
+    first = confluent_topic_id(bootstrap, name)
+    assert first and first != "AAAAAAAAAAAAAAAAAAAAAA", first
+    other = confluent_topic_id(bootstrap, create_topic(bootstrap, topic_name("tid2"), 1))
+    assert other != first
+    # Consumers (librdkafka 2.16 fetches by id once ids are non-zero) read what was produced.
+    produce_all(producer(bootstrap), name, [{"value": f"a{i}", "partition": 0} for i in range(3)])
+    from helpers import consume_to_end
+
+    got = consume_to_end(bootstrap, name, [0])
+    assert [m.value() for m in got[0]] == [b"a0", b"a1", b"a2"]
+    # Delete and re-create: a new id, and the old id is gone.
+    a = admin(bootstrap)
+    a.delete_topics([name])[name].result(timeout=20)
+    wait_until(lambda: name not in a.list_topics(timeout=5).topics, what="topic gone")
+    a.create_topics([NewTopic(name, num_partitions=2, replication_factor=1)])[name].result(20)
+    second = wait_until(lambda: confluent_topic_id(bootstrap, name), what="re-created topic")
+    assert second != first
+
+
+def kafka_uuid(b64):
+    import base64
+    import uuid
+
+    return uuid.UUID(bytes=base64.urlsafe_b64decode(b64 + "=="))
+
+
+def test_delete_topics_by_id_and_fetch_by_id(bootstrap):
+    import uuid
+
+    from kafka.protocol.admin import DeleteTopicsRequest, DeleteTopicsResponse
+    from kafka.protocol.consumer.fetch import FetchRequest, FetchResponse
+
+    from helpers import raw_request
+
+    name = create_topic(bootstrap, topic_name("tidfetch"), 1)
+    produce_all(producer(bootstrap), name, [{"value": "x"}])
+    tid = kafka_uuid(confluent_topic_id(bootstrap, name))
+
+    def fetch(topic_id, version=13):
+        T = FetchRequest.FetchTopic
+        req = FetchRequest(replica_id=-1, max_wait_ms=0, min_bytes=0, max_bytes=1 << 20,
+                           isolation_level=0, topics=[T(topic_id=topic_id, partitions=[
+                               T.FetchPartition(partition=0, fetch_offset=0, partition_max_bytes=1 << 20)])])
+        [t] = raw_request(bootstrap, req, FetchResponse, version).to_dict()["responses"]
+        return t
+
+    for version in (13, 16, 17):
+        t = fetch(tid, version)
+        [p] = t["partitions"]
+        assert str(t["topic_id"]) == str(tid) and p["error_code"] == 0 and p["high_watermark"] == 1, t
+    [p] = fetch(uuid.uuid4())["partitions"]
+    assert p["error_code"] == 100, p  # UNKNOWN_TOPIC_ID
+
+    def delete(topic_id):
+        req = DeleteTopicsRequest(timeout_ms=10000, topics=[
+            DeleteTopicsRequest.DeleteTopicState(name=None, topic_id=topic_id)])
+        [r] = raw_request(bootstrap, req, DeleteTopicsResponse, 6).to_dict()["responses"]
+        return r
+
+    r = delete(uuid.uuid4())
+    assert r["error_code"] == 100, r
+    r = delete(tid)
+    assert (r["error_code"], r["name"], str(r["topic_id"])) == (0, name, str(tid)), r
+    a = admin(bootstrap)
+    wait_until(lambda: name not in a.list_topics(timeout=5).topics, what="deleted by id")
+
+
+def test_describe_topic_partitions_pages_with_a_cursor(bootstrap):
+    a_name = create_topic(bootstrap, "dtp-a-" + topic_name("x"), 3)
+    b_name = create_topic(bootstrap, "dtp-b-" + topic_name("x"), 2)
+    k = kadmin(bootstrap)
+    seen, pages, cursor = [], 0, None
+    try:
+        while True:
+            r = k.describe_topic_partitions([b_name, a_name], response_partition_limit=2, cursor=cursor)
+            pages += 1
+            for t in r["topics"]:
+                assert t["error_code"] == 0 and str(t["topic_id"]) != str(kafka_uuid("A" * 22)), t
+                seen.extend((t["name"], p["partition_index"]) for p in t["partitions"])
+            cursor = r["next_cursor"]
+            if cursor is None:
+                break
+            assert pages < 10
+        missing = k.describe_topic_partitions(["dtp-nope-" + topic_name("x")])
+    finally:
+        k.close()
+    assert seen == [(a_name, 0), (a_name, 1), (a_name, 2), (b_name, 0), (b_name, 1)], seen
+    assert pages == 3
+    [t] = missing["topics"]
+    assert t["error_code"] == 3, t  # UNKNOWN_TOPIC_OR_PARTITION
