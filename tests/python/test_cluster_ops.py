@@ -148,3 +148,43 @@ def test_describe_quorum_through_every_broker(cluster3):
     finally:
         cluster3.start(victim)
         cluster3.wait_brokers()
+
+
+def test_unclean_election_leaves_the_isr_only_when_no_member_is_alive(cluster3):
+    """Replicas [a, b]: b dies (ISR [a]), a stops answering, b comes back out of sync. The
+    partition has no leader; a preferred election cannot help (a is fenced); an unclean one
+    elects b, which becomes the ISR alone. Broker c stays up, so the quorum always has two."""
+    from helpers import wait_until
+
+    a, b, c = 2, 3, 1
+    name = topic_name("unclean")
+    from kafka.admin import KafkaAdminClient
+    from kafka.admin import NewTopic as KNewTopic
+
+    k = KafkaAdminClient(bootstrap_servers=cluster3.address(c), request_timeout_ms=10000)
+    try:
+        k.create_topics([KNewTopic(name, -1, -1, replica_assignments={0: [a, b]})])
+    finally:
+        k.close()
+    cluster3.wait_settled(name)
+    cluster3.kill(b)
+    cluster3.wait_settled(name, via=[c], full_isr=False, check=lambda v: v[0][3] == (a,))
+    cluster3.pause(a)
+    try:
+        cluster3.start(b)
+        # a is fenced (b and c form the quorum): no leader, and the ISR keeps only a.
+        def leaderless():
+            p = cluster3.partitions(c, name)
+            return p is not None and p[0][0] == -1 and b in cluster3.broker_ids_seen(c) and p
+
+        view = wait_until(leaderless, timeout=30, what="a leaderless partition with b back")
+        assert view[0][3] == (a,), view
+        assert elect(cluster3, c, ElectionType.PREFERRED, [TopicPartition(name, 0)]) == {
+            (name, 0): KafkaError.PREFERRED_LEADER_NOT_AVAILABLE}
+        assert elect(cluster3, b, ElectionType.UNCLEAN, [TopicPartition(name, 0)]) == {(name, 0): None}
+        after = cluster3.partitions(c, name)[0]
+        assert (after[0], after[3]) == (b, (b,)) and after[1] > view[0][1], after
+    finally:
+        cluster3.resume(a)
+    # a comes back as a follower of b and rejoins the ISR.
+    cluster3.wait_settled(name, preferred=False, check=lambda v: v[0][0] == b)
