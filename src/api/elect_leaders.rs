@@ -10,6 +10,8 @@
 //! Asked for every partition, partitions that need no election are left out of the answer,
 //! as Kafka's controller does. v0 has no election type (preferred).
 
+use std::collections::{BTreeMap, BTreeSet};
+
 use kafka_protocol::messages::elect_leaders_response::{PartitionResult, ReplicaElectionResult};
 use kafka_protocol::messages::{ElectLeadersRequest, ElectLeadersResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
@@ -39,7 +41,18 @@ pub async fn handle(
     // (topic, partitions) to elect; `all` leaves out partitions needing no election.
     let all = req.topic_partitions.is_none();
     let wanted: Vec<(TopicName, Vec<i32>)> = match req.topic_partitions {
-        Some(tps) => tps.into_iter().map(|t| (t.topic, t.partitions)).collect(),
+        // Kafka reads the request as a set: a partition named twice is elected (and
+        // answered) once, so a request cannot multiply metadata commits.
+        Some(tps) => {
+            let mut merged: BTreeMap<TopicName, BTreeSet<i32>> = BTreeMap::new();
+            for t in tps {
+                merged.entry(t.topic).or_default().extend(t.partitions);
+            }
+            merged
+                .into_iter()
+                .map(|(t, ps)| (t, ps.into_iter().collect()))
+                .collect()
+        }
         None => image
             .topics
             .values()
