@@ -414,6 +414,7 @@ impl Broker {
             name: spec.name.clone(),
             assignments,
             configs: spec.configs.clone(),
+            id: crate::metadata::topic_id::random(),
         };
         if spec.validate_only {
             let mut scratch = (*image).clone();

@@ -32,6 +32,8 @@ pub struct CleanupConfig {
     pub retention: RetentionPolicy,
     /// How long tombstones survive compaction (`delete.retention.ms`).
     pub delete_retention_ms: i64,
+    /// Records younger than this stay uncompacted (`min.compaction.lag.ms`).
+    pub min_compaction_lag_ms: i64,
 }
 
 impl CleanupConfig {
@@ -49,6 +51,7 @@ impl CleanupConfig {
                 retention_bytes: num("retention.bytes", -1),
             },
             delete_retention_ms: num("delete.retention.ms", 86_400_000),
+            min_compaction_lag_ms: num("min.compaction.lag.ms", 0),
         }
     }
 }
@@ -177,7 +180,7 @@ pub fn clean(targets: Vec<Target>, now: i64, state: &mut CleanerState) -> PassSt
         }
         state.seen.insert(key.clone(), start);
         if cfg.compact && !state.uncleanable.contains_key(key) {
-            match log.compact(now, cfg.delete_retention_ms) {
+            match log.compact_with_lag(now, cfg.delete_retention_ms, cfg.min_compaction_lag_ms) {
                 Ok(c) if c.rewritten_batches > 0 || c.removed_batches > 0 => {
                     tracing::info!(topic = %topic, partition, records_removed = c.removed_records, batches_rewritten = c.rewritten_batches, batches_removed = c.removed_batches, "compacted");
                     stats.compacted += 1;
@@ -265,6 +268,7 @@ mod tests {
                 retention_bytes: -1,
             },
             delete_retention_ms: 0,
+            min_compaction_lag_ms: 0,
         }
     }
 

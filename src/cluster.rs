@@ -243,7 +243,8 @@ fn timing(config: &BrokerConfig) -> Timing {
     Timing::new(config.session_timeout_ms, config.heartbeat_interval_ms)
 }
 
-fn now_ms() -> u64 {
+/// Milliseconds on the controller's monotonic clock (the time base of `Leases`).
+pub(crate) fn now_ms() -> u64 {
     static START: OnceLock<Instant> = OnceLock::new();
     START.get_or_init(Instant::now).elapsed().as_millis() as u64
 }

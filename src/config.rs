@@ -35,6 +35,8 @@ pub enum ValueType {
     Bool,
     Int,
     Long,
+    /// A floating-point number (topic configs such as `min.cleanable.dirty.ratio`).
+    Double,
     Str,
     List,
     /// A secret: DescribeConfigs reports it as sensitive, without its value.
@@ -577,6 +579,7 @@ fn check_type(def: &SettingDef, value: &str) -> Result<(), ConfigError> {
         ValueType::Bool => v == "true" || v == "false",
         ValueType::Int => v.parse::<i32>().is_ok(),
         ValueType::Long => v.is_empty() && def.default.is_empty() || v.parse::<i64>().is_ok(),
+        ValueType::Double => v.parse::<f64>().is_ok_and(f64::is_finite),
         ValueType::Str | ValueType::List | ValueType::Password => true,
     };
     if ok {
@@ -585,6 +588,7 @@ fn check_type(def: &SettingDef, value: &str) -> Result<(), ConfigError> {
         let expected = match def.kind {
             ValueType::Bool => "expected true or false",
             ValueType::Int => "expected a 32-bit integer",
+            ValueType::Double => "expected a number",
             _ => "expected a 64-bit integer",
         };
         Err(invalid(def.name, value, expected))

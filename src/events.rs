@@ -266,6 +266,7 @@ mod tests {
                     partition_epoch: 1,
                 }],
                 configs: Default::default(),
+                id: 0,
             },
         );
         i

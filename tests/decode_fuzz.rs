@@ -256,6 +256,19 @@ fn every_advertised_version_answers_with_a_well_formed_response() {
                     ApiKey::DeleteGroups => {
                         round_trip(&b, spec.key, v, DeleteGroupsRequest::default()).await
                     }
+                    ApiKey::ElectLeaders => {
+                        round_trip(&b, spec.key, v, ElectLeadersRequest::default()).await
+                    }
+                    ApiKey::DescribeLogDirs => {
+                        round_trip(&b, spec.key, v, DescribeLogDirsRequest::default()).await
+                    }
+                    ApiKey::DescribeQuorum => {
+                        round_trip(&b, spec.key, v, DescribeQuorumRequest::default()).await
+                    }
+                    ApiKey::DescribeTopicPartitions => {
+                        let req = DescribeTopicPartitionsRequest::default();
+                        round_trip(&b, spec.key, v, req).await
+                    }
                     other => panic!("{other:?} is advertised but has no round-trip case here"),
                 }
             }

@@ -117,6 +117,7 @@ impl Cluster {
                 name: "t".into(),
                 assignments: vec![vec![1, 2, 3]],
                 configs: Default::default(),
+                id: 0,
             })
             .unwrap();
         let cfg = ReplicationConfig {

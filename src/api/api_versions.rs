@@ -1,12 +1,27 @@
-//! ApiVersions (key 18): the advertised table, straight from [`super::APIS`].
+//! ApiVersions (key 18): the advertised table, straight from [`super::APIS`], and (v3+) the
+//! feature flags `kafka-features.sh describe` prints (KIP-584).
+//!
+//! Features: `metadata.version` is supported and finalized at level 7 (Kafka 3.3-IV3, the
+//! oldest level Kafka 4 tools still know): raftka's metadata is its own Raft log, not KRaft
+//! records, so the level only tells tools which Kafka generation to expect. `kraft.version`
+//! is supported at 0 only: the metadata quorum's voters are static (KIP-853's level 1 means
+//! dynamic voters). Features that switch client behaviour (`group.version` for KIP-848
+//! consumers, `transaction.version`) are deliberately absent. The finalized epoch is 0: the
+//! features never change.
 
 use bytes::BytesMut;
-use kafka_protocol::messages::api_versions_response::ApiVersion;
+use kafka_protocol::messages::api_versions_response::{
+    ApiVersion, FinalizedFeatureKey, SupportedFeatureKey,
+};
 use kafka_protocol::messages::{ApiVersionsRequest, ApiVersionsResponse};
+use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 
 use super::{RequestContext, APIS};
 use crate::protocol::response::encode_with_header_version;
+
+/// Kafka's `MetadataVersion.IBP_3_3_IV3` feature level.
+pub const METADATA_VERSION_LEVEL: i16 = 7;
 
 fn table() -> Vec<ApiVersion> {
     APIS.iter()
@@ -20,7 +35,25 @@ fn table() -> Vec<ApiVersion> {
 }
 
 pub async fn handle(_ctx: &RequestContext, _req: ApiVersionsRequest) -> ApiVersionsResponse {
-    ApiVersionsResponse::default().with_api_keys(table())
+    let supported = vec![
+        SupportedFeatureKey::default()
+            .with_name(StrBytes::from_static_str("kraft.version"))
+            .with_min_version(0)
+            .with_max_version(0),
+        SupportedFeatureKey::default()
+            .with_name(StrBytes::from_static_str("metadata.version"))
+            .with_min_version(METADATA_VERSION_LEVEL)
+            .with_max_version(METADATA_VERSION_LEVEL),
+    ];
+    let finalized = vec![FinalizedFeatureKey::default()
+        .with_name(StrBytes::from_static_str("metadata.version"))
+        .with_min_version_level(METADATA_VERSION_LEVEL)
+        .with_max_version_level(METADATA_VERSION_LEVEL)];
+    ApiVersionsResponse::default()
+        .with_api_keys(table())
+        .with_supported_features(supported)
+        .with_finalized_features_epoch(0)
+        .with_finalized_features(finalized)
 }
 
 /// The answer to an ApiVersions request of a version raftka does not know: a v0 body with

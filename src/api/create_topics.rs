@@ -118,6 +118,7 @@ pub async fn handle(
                     })
                     .collect();
                     r = r
+                        .with_topic_id(super::topic_ids::of(&topic))
                         .with_num_partitions(topic.partitions.len() as i32)
                         .with_replication_factor(topic.replication_factor())
                         .with_configs(Some(configs));

@@ -44,6 +44,7 @@ fn type_code(t: ValueType) -> i8 {
         ValueType::Password => 9,
         ValueType::Int => 3,
         ValueType::Long => 5,
+        ValueType::Double => 6,
         ValueType::List => 7,
     }
 }

@@ -24,6 +24,9 @@ pub fn metadata_code(e: &MetadataError) -> i16 {
         // INELIGIBLE_REPLICA (107) is newer than the codec crate's error table.
         MetadataError::IneligibleReplica(_) => E::Unknown(107),
         MetadataError::PolicyViolation(_) => E::PolicyViolation,
+        MetadataError::ElectionNotNeeded(_) => E::ElectionNotNeeded,
+        MetadataError::PreferredLeaderNotAvailable(_) => E::PreferredLeaderNotAvailable,
+        MetadataError::EligibleLeadersNotAvailable(_) => E::EligibleLeadersNotAvailable,
         MetadataError::QuorumUnavailable(_) => E::RequestTimedOut,
         MetadataError::Storage(_) => E::KafkaStorageError,
     }

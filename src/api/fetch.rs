@@ -6,13 +6,18 @@
 //! `max_bytes` and each partition's `partition_max_bytes`), except that the first batch of the
 //! first partition with data is returned even when larger, so a consumer always progresses.
 //!
+//! v13+ addresses topics by id (KIP-516; UNKNOWN_TOPIC_ID for an id no topic has), v15 moves
+//! the replica id into `replica_state` and v16/v17 add fields for brokers and KIP-853 that a
+//! consumer's fetch leaves empty.
+//!
 //! Fetch sessions (KIP-227) are not kept: every response carries session id 0, which tells
 //! clients to send full fetch requests, as Kafka does when it has no session slot free.
 
 use std::time::Duration;
 
 use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
-use kafka_protocol::messages::{FetchRequest, FetchResponse};
+use kafka_protocol::messages::{FetchRequest, FetchResponse, TopicName};
+use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 use tokio::time::Instant;
 
@@ -80,9 +85,26 @@ fn read(
     let mut total = 0usize;
     let mut had_error = false;
     let mut responses = Vec::with_capacity(req.topics.len());
+    // v13+ names topics by id (KIP-516): an id no topic has is UNKNOWN_TOPIC_ID.
+    let by_id = ctx.api_version >= 13;
     for ft in &req.topics {
-        let topic = image.topics.get(ft.topic.0.as_str());
-        let readable = authz::topic(broker, ctx, Operation::Read, &ft.topic.0);
+        let topic = if by_id {
+            super::topic_ids::find(&image, &ft.topic_id)
+        } else {
+            image.topics.get(ft.topic.0.as_str())
+        };
+        // By id, READ is checked on the topic the id names; an unknown id has no name and is
+        // answered UNKNOWN_TOPIC_ID, as in Kafka.
+        let readable = match topic {
+            Some(t) => authz::topic(broker, ctx, Operation::Read, &t.name),
+            None if by_id => true,
+            None => authz::topic(broker, ctx, Operation::Read, &ft.topic.0),
+        };
+        let unknown = if by_id {
+            ResponseError::UnknownTopicId
+        } else {
+            ResponseError::UnknownTopicOrPartition
+        };
         let mut partitions = Vec::with_capacity(ft.partitions.len());
         for fp in &ft.partitions {
             let mut pd = PartitionData::default()
@@ -95,7 +117,7 @@ fn read(
             }
             let Some(topic) = topic else {
                 had_error = true;
-                partitions.push(pd.with_error_code(code(ResponseError::UnknownTopicOrPartition)));
+                partitions.push(pd.with_error_code(code(unknown)));
                 continue;
             };
             let (meta, log) = match broker.leader_log(topic, fp.partition) {
@@ -146,9 +168,15 @@ fn read(
             }
             partitions.push(pd);
         }
+        // The name is what the metrics count (v13+ does not encode it); the id what v13+ sends.
+        let name = topic.map_or_else(
+            || ft.topic.clone(),
+            |t| TopicName(StrBytes::from_string(t.name.clone())),
+        );
         responses.push(
             FetchableTopicResponse::default()
-                .with_topic(ft.topic.clone())
+                .with_topic(name)
+                .with_topic_id(ft.topic_id)
                 .with_partitions(partitions),
         );
     }

@@ -1,5 +1,6 @@
 //! ListGroups (key 16): the groups this broker coordinates, optionally filtered by state
-//! (v4+, names compared case-insensitively).
+//! (v4+, names compared case-insensitively) and by type (v5+, KIP-848: every group here is a
+//! `classic` group, so a filter without `classic` matches nothing).
 
 use kafka_protocol::messages::list_groups_response::ListedGroup;
 use kafka_protocol::messages::{GroupId, ListGroupsRequest, ListGroupsResponse};
@@ -9,6 +10,9 @@ use super::{authz, RequestContext};
 use crate::broker::Broker;
 use crate::group::GroupState;
 use crate::security::acl::Operation;
+
+/// The type of every group raftka coordinates (Kafka's `GroupType.CLASSIC`).
+const CLASSIC: &str = "classic";
 
 pub async fn handle(
     broker: &Broker,
@@ -25,6 +29,15 @@ pub async fn handle(
     if !req.states_filter.is_empty() && filter.is_empty() {
         return ListGroupsResponse::default();
     }
+    if v >= 5
+        && !req.types_filter.is_empty()
+        && !req
+            .types_filter
+            .iter()
+            .any(|t| t.eq_ignore_ascii_case(CLASSIC))
+    {
+        return ListGroupsResponse::default();
+    }
     // DESCRIBE on the cluster lists every group; otherwise those the principal may DESCRIBE.
     let all = authz::cluster(broker, ctx, Operation::Describe);
     let groups = broker
@@ -36,8 +49,13 @@ pub async fn handle(
             let listed = ListedGroup::default()
                 .with_group_id(GroupId(StrBytes::from_string(g.group_id)))
                 .with_protocol_type(StrBytes::from_string(g.protocol_type));
-            if v >= 4 {
+            let listed = if v >= 4 {
                 listed.with_group_state(StrBytes::from_static_str(g.state.as_str()))
+            } else {
+                listed
+            };
+            if v >= 5 {
+                listed.with_group_type(StrBytes::from_static_str(CLASSIC))
             } else {
                 listed
             }

@@ -1,5 +1,8 @@
-//! ListOffsets (key 2): earliest (-2), latest (-1) and by-timestamp lookups. v0 answers in
-//! the old "offsets array" form.
+//! ListOffsets (key 2): earliest (-2), latest (-1) and by-timestamp lookups; v7+ the record
+//! with the largest timestamp (-3, KIP-734); v8+ earliest-local (-4, KIP-405: the log start,
+//! every record is local) and v9+ latest-tiered (-5, KIP-1005: offset -1 and timestamp -1,
+//! Kafka's answer when the topic has no tiered storage). v0 answers in the old "offsets
+//! array" form.
 
 use kafka_protocol::messages::list_offsets_response::{
     ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
@@ -14,6 +17,9 @@ use crate::security::acl::Operation;
 
 const LATEST: i64 = -1;
 const EARLIEST: i64 = -2;
+const MAX_TIMESTAMP: i64 = -3;
+const EARLIEST_LOCAL: i64 = -4;
+const LATEST_TIERED: i64 = -5;
 
 pub async fn handle(
     broker: &Broker,
@@ -88,7 +94,13 @@ fn lookup(
     let o = log.offsets();
     match timestamp {
         LATEST => Ok((o.high_watermark, -1, meta.leader_epoch)),
-        EARLIEST => Ok((o.log_start, -1, meta.leader_epoch)),
+        EARLIEST | EARLIEST_LOCAL => Ok((o.log_start, -1, meta.leader_epoch)),
+        MAX_TIMESTAMP => match log.max_timestamp_offset().map_err(|e| log_code(&e))? {
+            Some((offset, ts)) => Ok((offset, ts, meta.leader_epoch)),
+            None => Ok((-1, -1, -1)),
+        },
+        // Nothing is tiered: Kafka answers "no offset" without an error.
+        LATEST_TIERED => Ok((-1, -1, -1)),
         ts if ts >= 0 => match log.offset_for_timestamp(ts).map_err(|e| log_code(&e))? {
             Some((offset, found_ts)) => Ok((offset, found_ts, meta.leader_epoch)),
             // No record that new: Kafka answers offset -1, timestamp -1.

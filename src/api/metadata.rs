@@ -189,6 +189,7 @@ fn topic_entry(t: &TopicMeta, leaders: &Leaders) -> MetadataResponseTopic {
         .collect();
     MetadataResponseTopic::default()
         .with_name(Some(TopicName(StrBytes::from_string(t.name.clone()))))
+        .with_topic_id(super::topic_ids::of(t))
         .with_is_internal(authz::is_internal_topic(&t.name))
         .with_partitions(partitions)
 }

@@ -20,6 +20,10 @@ mod describe_acls;
 mod describe_cluster;
 mod describe_configs;
 mod describe_groups;
+mod describe_log_dirs;
+mod describe_quorum;
+mod describe_topic_partitions;
+mod elect_leaders;
 pub mod errors;
 mod fetch;
 mod find_coordinator;
@@ -36,6 +40,7 @@ mod offset_delete;
 mod offset_fetch;
 mod produce;
 mod sync_group;
+mod topic_ids;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -66,10 +71,12 @@ const fn api(key: ApiKey, min: i16, max: i16) -> ApiSpec {
 /// field the version carries.
 pub const APIS: &[ApiSpec] = &[
     api(ApiKey::Produce, 0, 11),
-    // Up to 12: versions 13+ address topics by id and raftka reports zero topic ids.
-    api(ApiKey::Fetch, 0, 12),
-    // Up to 6: v7 adds max-timestamp lookups (-3), not implemented yet.
-    api(ApiKey::ListOffsets, 0, 6),
+    // From 4, as Kafka 4.0 (KIP-896): v0-v3 responses carry message sets of format v0/v1,
+    // which cannot hold the v2 batches raftka stores (no down-conversion), so an old client
+    // must fail at once instead of reading batches it cannot parse. v13+ by topic id.
+    api(ApiKey::Fetch, 4, 17),
+    // v7: max timestamp (-3); v8: earliest local (-4); v9: latest tiered (-5).
+    api(ApiKey::ListOffsets, 0, 9),
     api(ApiKey::Metadata, 0, 12),
     api(ApiKey::ApiVersions, 0, 3),
     api(ApiKey::CreateTopics, 0, 7),
@@ -94,13 +101,18 @@ pub const APIS: &[ApiSpec] = &[
     api(ApiKey::OffsetFetch, 0, 8),
     api(ApiKey::OffsetDelete, 0, 0),
     api(ApiKey::DescribeGroups, 0, 5),
-    // Up to 4: v5 filters by group type (KIP-848).
-    api(ApiKey::ListGroups, 0, 4),
+    // v5 filters by group type (KIP-848); every group here is a classic one.
+    api(ApiKey::ListGroups, 0, 5),
     api(ApiKey::DeleteGroups, 0, 2),
     // ACLs in the metadata quorum (SECURITY_DISABLED without authorizer.class.name).
     api(ApiKey::DescribeAcls, 0, 3),
     api(ApiKey::CreateAcls, 0, 3),
     api(ApiKey::DeleteAcls, 0, 3),
+    // Operator APIs (issue 15).
+    api(ApiKey::ElectLeaders, 0, 2),
+    api(ApiKey::DescribeLogDirs, 0, 4),
+    api(ApiKey::DescribeQuorum, 0, 2),
+    api(ApiKey::DescribeTopicPartitions, 0, 0),
 ];
 
 /// The spec for an API key, if raftka handles that API.
@@ -332,6 +344,27 @@ pub async fn dispatch_from(
         }
         ApiKey::DeleteAcls => {
             serve(spec.key, &ctx, frame, |r| delete_acls::handle(b, &ctx, r)).await
+        }
+        ApiKey::ElectLeaders => {
+            serve(spec.key, &ctx, frame, |r| elect_leaders::handle(b, &ctx, r)).await
+        }
+        ApiKey::DescribeLogDirs => {
+            serve(spec.key, &ctx, frame, |r| {
+                describe_log_dirs::handle(b, &ctx, r)
+            })
+            .await
+        }
+        ApiKey::DescribeQuorum => {
+            serve(spec.key, &ctx, frame, |r| {
+                describe_quorum::handle(b, &ctx, r)
+            })
+            .await
+        }
+        ApiKey::DescribeTopicPartitions => {
+            serve(spec.key, &ctx, frame, |r| {
+                describe_topic_partitions::handle(b, &ctx, r)
+            })
+            .await
         }
         other => Err(DispatchError::UnknownApi(other as i16)),
     }

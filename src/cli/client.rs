@@ -48,6 +48,8 @@ pub struct Connection {
     next_correlation_id: i32,
     /// Bound on each request's round trip (a Fetch adds its max_wait to this).
     timeout: Duration,
+    /// The client id sent in every request header.
+    client_id: &'static str,
 }
 
 impl Connection {
@@ -74,7 +76,15 @@ impl Connection {
             addr: addr.to_string(),
             next_correlation_id: 1,
             timeout,
+            client_id: "raftka-cli",
         })
+    }
+
+    /// Sends `client_id` in request headers instead of `raftka-cli` (a broker forwarding a
+    /// request to another broker names itself so).
+    pub fn with_client_id(mut self, client_id: &'static str) -> Self {
+        self.client_id = client_id;
+        self
     }
 
     /// The address this connection was opened to.
@@ -121,7 +131,7 @@ impl Connection {
             .with_request_api_key(R::KEY)
             .with_request_api_version(version)
             .with_correlation_id(correlation_id)
-            .with_client_id(Some(StrBytes::from_static_str("raftka-cli")));
+            .with_client_id(Some(StrBytes::from_static_str(self.client_id)));
         let mut buf = BytesMut::new();
         buf.put_i32(0);
         header

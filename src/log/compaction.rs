@@ -205,6 +205,19 @@ impl PartitionLog {
         now_ms: i64,
         delete_retention_ms: i64,
     ) -> Result<CompactionStats, LogError> {
+        self.compact_with_lag(now_ms, delete_retention_ms, 0)
+    }
+
+    /// [`Self::compact`] that also leaves alone, with everything after it, the first batch
+    /// whose newest timestamp is less than `min_lag_ms` old (`min.compaction.lag.ms`: Kafka's
+    /// cleaner stops at the first segment that young).
+    pub fn compact_with_lag(
+        &self,
+        now_ms: i64,
+        delete_retention_ms: i64,
+        min_lag_ms: i64,
+    ) -> Result<CompactionStats, LogError> {
+        let young = now_ms.saturating_sub(min_lag_ms.max(0));
         let st = self.lock();
         let hw = st.offsets.high_watermark;
         let start = self.first_batch_key(st.offsets.log_start)?;
@@ -212,7 +225,7 @@ impl PartitionLog {
         for kv in self.tree.range(batch_key(start)..batch_key(hw)) {
             let (_, v) = kv?;
             let h = BatchHeader::read(&v)?;
-            if h.last_offset() >= hw {
+            if h.last_offset() >= hw || (min_lag_ms > 0 && h.max_timestamp > young) {
                 break;
             }
             batches.push((h.base_offset, Bytes::copy_from_slice(&v)));
@@ -429,6 +442,29 @@ mod tests {
             assert_eq!((kept[1].offset, kept[1].timestamp), (2, 1_002));
             assert_eq!(h.max_timestamp, 1_002);
         }
+    }
+
+    #[test]
+    fn min_compaction_lag_leaves_young_batches_and_what_follows_them() {
+        let (l, _db) = log();
+        l.append(&[batch(&[("a", Some("1"))], 1_000, Compression::None)], 0)
+            .unwrap();
+        l.append(&[batch(&[("a", Some("2"))], 5_000, Compression::None)], 0)
+            .unwrap();
+        l.append(&[batch(&[("a", Some("3"))], 1_000, Compression::None)], 0)
+            .unwrap();
+        l.set_high_watermark(3).unwrap();
+        // At 6 s with a 2 s lag the second batch is too young: only the first is eligible,
+        // and alone it holds nothing superseded.
+        assert_eq!(
+            l.compact_with_lag(6_000, 0, 2_000).unwrap().removed_records,
+            0
+        );
+        assert_eq!(contents(&l).len(), 3);
+        // Once everything is old enough, the latest value alone stays.
+        let s = l.compact_with_lag(8_000, 0, 2_000).unwrap();
+        assert_eq!(s.removed_records, 2);
+        assert_eq!(contents(&l), vec![(2, "a".into(), Some("3".into()))]);
     }
 
     #[test]

@@ -16,6 +16,7 @@ mod replica;
 pub mod retention;
 pub mod space;
 pub mod store;
+mod timestamps;
 pub mod validate;
 pub mod wake;
 

@@ -124,6 +124,11 @@ impl Leases {
         );
     }
 
+    /// When the newest heartbeat from `broker` arrived (DescribeQuorum reports it).
+    pub fn last_heard_ms(&self, broker: i32) -> Option<u64> {
+        self.heard.get(&broker).map(|h| h.at_ms)
+    }
+
     /// A heartbeat from the registered incarnation of `b` arrived within the session.
     fn heard_from(&self, b: &BrokerMeta, now_ms: u64, session_timeout_ms: u64) -> bool {
         self.heard.get(&b.id).is_some_and(|h| {
@@ -355,6 +360,7 @@ mod tests {
                     name: "t".into(),
                     assignments: a.clone(),
                     configs: Default::default(),
+                    id: 0,
                 })
                 .unwrap();
             let replicas = a[0]

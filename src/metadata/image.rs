@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::config_ops::{apply_ops, ConfigOp, ConfigResource};
+use super::election::{self, ElectionType};
 use super::MetadataError;
 use crate::security::acl::{AclBinding, AclFilter};
 
@@ -89,9 +90,23 @@ pub struct TopicMeta {
     pub partitions: Vec<PartitionMeta>,
     /// Configs set on the topic (overrides); defaults come from the broker config.
     pub configs: BTreeMap<String, String>,
+    /// The topic id (KIP-516) as stored; 0 for topics created before ids were stored (see
+    /// [`TopicMeta::topic_id`]).
+    #[serde(default)]
+    pub id: u128,
 }
 
 impl TopicMeta {
+    /// The topic's id: the stored one, or for a topic created before raftka stored ids one
+    /// derived from its name (the same on every broker; see `metadata::topic_id`).
+    pub fn topic_id(&self) -> u128 {
+        if self.id == 0 {
+            super::topic_id::legacy(&self.name)
+        } else {
+            self.id
+        }
+    }
+
     pub fn replication_factor(&self) -> i16 {
         self.partitions
             .first()
@@ -109,6 +124,10 @@ pub enum MetadataCommand {
         /// Replica list of each partition, in partition order; the first replica leads.
         assignments: Vec<Vec<i32>>,
         configs: BTreeMap<String, String>,
+        /// The new topic's id, drawn by the proposer (`topic_id::random`), so that applying
+        /// stays deterministic; 0 (commands logged before ids existed) = derived from the name.
+        #[serde(default)]
+        id: u128,
     },
     DeleteTopic {
         name: String,
@@ -145,6 +164,13 @@ pub enum MetadataCommand {
     ElectPreferredLeader {
         topic: String,
         partition: i32,
+    },
+    /// An administrator's leader election (ElectLeaders): see `metadata::election`. Refused
+    /// with ElectionNotNeeded / PreferredLeaderNotAvailable / EligibleLeadersNotAvailable.
+    ElectLeader {
+        topic: String,
+        partition: i32,
+        election: ElectionType,
     },
     /// Change the config overrides of a topic or the dynamic settings of brokers
     /// (AlterConfigs with `replace`, IncrementalAlterConfigs without). Refused as a whole when
@@ -281,13 +307,34 @@ impl ClusterImage {
                     p.partition_epoch += 1;
                 }
             }
+            MetadataCommand::ElectLeader {
+                topic,
+                partition,
+                election,
+            } => {
+                let alive: Vec<i32> = self
+                    .brokers
+                    .values()
+                    .filter(|b| !b.fenced)
+                    .map(|b| b.id)
+                    .collect();
+                let p = self.partition_mut(topic, *partition)?;
+                election::elect(topic, p, *election, |b| alive.contains(&b))?;
+            }
             MetadataCommand::CreateTopic {
                 name,
                 assignments,
                 configs,
+                id,
             } => {
                 if self.topics.contains_key(name) {
                     return Err(MetadataError::TopicExists(name.clone()));
+                }
+                if *id != 0 && self.topics.values().any(|t| t.topic_id() == *id) {
+                    return Err(MetadataError::InvalidTopicName {
+                        name: name.clone(),
+                        reason: format!("topic id {id:032x} is already in use"),
+                    });
                 }
                 self.check_assignments(assignments)?;
                 let partitions = assignments
@@ -301,6 +348,7 @@ impl ClusterImage {
                         name: name.clone(),
                         partitions,
                         configs: configs.clone(),
+                        id: *id,
                     },
                 );
             }
@@ -578,6 +626,7 @@ mod tests {
             name: "t".into(),
             assignments: a,
             configs: Default::default(),
+            id: 0,
         };
         img.apply(&create).unwrap();
         assert_eq!(
@@ -621,6 +670,7 @@ mod tests {
             name: "t".into(),
             assignments: vec![vec![2, 3, 1], vec![1, 2]],
             configs: Default::default(),
+            id: 0,
         })
         .unwrap();
         // The same process registering again (a retry) changes nothing.
@@ -715,6 +765,7 @@ mod tests {
             name: "t".into(),
             assignments: vec![vec![1]],
             configs: [("retention.ms".to_string(), "1000".to_string())].into(),
+            id: 0,
         })
         .unwrap();
         let alter = |resource, ops: Vec<(&str, ConfigOp)>, replace| MetadataCommand::AlterConfigs {
@@ -802,6 +853,7 @@ mod tests {
             name: "t".into(),
             assignments: vec![vec![1, 1]],
             configs: Default::default(),
+            id: 0,
         });
         assert!(matches!(r, Err(MetadataError::InvalidReplicaAssignment(_))));
         assert_eq!(img, before);

@@ -10,9 +10,11 @@
 
 pub mod config_ops;
 pub mod controller;
+pub mod election;
 pub mod image;
 pub mod store;
 pub mod topic_config;
+pub mod topic_id;
 
 pub use image::{BrokerMeta, ClusterImage, Endpoint, MetadataCommand, PartitionMeta, TopicMeta};
 pub use store::MetadataStore;
@@ -50,6 +52,13 @@ pub enum MetadataError {
     /// The request is larger than a broker limit (Kafka's POLICY_VIOLATION).
     #[error("{0}")]
     PolicyViolation(String),
+    /// ElectLeaders: the partition already has the leader the election would give it.
+    #[error("election not needed: {0}")]
+    ElectionNotNeeded(String),
+    #[error("preferred leader not available: {0}")]
+    PreferredLeaderNotAvailable(String),
+    #[error("no eligible leader: {0}")]
+    EligibleLeadersNotAvailable(String),
     #[error("the metadata quorum is unavailable: {0}")]
     QuorumUnavailable(String),
     #[error("metadata storage error: {0}")]

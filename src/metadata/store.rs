@@ -98,6 +98,7 @@ mod tests {
                 name: "t".into(),
                 assignments: a,
                 configs: Default::default(),
+                id: 0,
             })
             .unwrap();
         }

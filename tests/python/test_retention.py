@@ -247,9 +247,10 @@ def test_incremental_alter_configs_round_trip(bootstrap):
     "key,value,op,words",
     [
         ("retention.ms", "soon", AlterConfigOpType.SET, ["retention.ms", "integer"]),
-        ("retention.bytes", "-7", AlterConfigOpType.SET, ["retention.bytes", "-1 or more"]),
+        ("retention.bytes", "-7", AlterConfigOpType.SET, ["retention.bytes", "at least -1"]),
         ("cleanup.policy", "shred", AlterConfigOpType.SET, ["cleanup.policy", "delete"]),
-        ("segment.bytes", "1048576", AlterConfigOpType.SET, ["segment.bytes", "unsupported"]),
+        ("segment.bytes", "13", AlterConfigOpType.SET, ["segment.bytes", "at least 14"]),
+        ("no.such.config", "1", AlterConfigOpType.SET, ["no.such.config", "unknown"]),
         ("compression.type", "gzip", AlterConfigOpType.SET, ["compression.type", "producer"]),
         ("retention.ms", "5", AlterConfigOpType.APPEND, ["retention.ms", "list"]),
     ],
@@ -262,7 +263,7 @@ def test_invalid_configs_are_refused_with_the_key_and_reason(bootstrap, key, val
     for w in words:
         assert w in err.str(), err.str()
     # Nothing changed.
-    if key != "segment.bytes":
+    if key != "no.such.config":
         assert src(describe(bootstrap, res)[key]) == DEFAULT_CONFIG
 
 
@@ -340,3 +341,47 @@ def test_compacted_topics_refuse_records_without_a_key(bootstrap):
         produce_all(p, t, [{"value": b"no key"}])
     assert "INVALID_RECORD" in str(e.value), str(e.value)
     produce_all(p, t, [{"key": b"k", "value": b"with key"}])
+
+
+# Configs Kafka Streams / Connect put on their internal topics (repartition, changelog).
+STREAMS_CONFIGS = {
+    "cleanup.policy": "compact,delete",
+    "segment.bytes": "52428800",
+    "segment.ms": "600000",
+    "min.compaction.lag.ms": "0",
+    "max.compaction.lag.ms": "86400000",
+    "min.cleanable.dirty.ratio": "0.1",
+    "message.timestamp.type": "CreateTime",
+    "index.interval.bytes": "4096",
+    "preallocate": "false",
+    "file.delete.delay.ms": "60000",
+    "message.downconversion.enable": "false",
+    "local.retention.ms": "-2",
+}
+
+
+def test_every_kafka_topic_config_is_accepted_with_kafkas_validation(bootstrap):
+    t = create_topic(bootstrap, topic_name("streams"), 1, config=STREAMS_CONFIGS)
+    e = describe(bootstrap, ConfigResource("topic", t))
+    for k, v in STREAMS_CONFIGS.items():
+        assert (e[k].value, src(e[k])) == (v, TOPIC_CONFIG), (k, e[k])
+    # Defaults are listed too, with Kafka's broker synonyms.
+    assert (e["segment.jitter.ms"].value, src(e["segment.jitter.ms"])) == ("0", DEFAULT_CONFIG)
+    assert "log.segment.bytes" in [s.name for s in e["segment.bytes"].synonyms.values()]
+    # IncrementalAlterConfigs with Kafka's range checks.
+    res = ConfigResource("topic", t)
+    assert incremental(bootstrap, res, [entry("min.cleanable.dirty.ratio", "0.75")]) is None
+    assert describe(bootstrap, res)["min.cleanable.dirty.ratio"].value == "0.75"
+    err = incremental(bootstrap, res, [entry("min.cleanable.dirty.ratio", "1.5")])
+    assert err is not None and err.code() == KafkaError.INVALID_CONFIG and "between 0 and 1" in err.str()
+    # kafka-python's CreateTopics with the same configs.
+    from kafka.admin import NewTopic as KNewTopic
+
+    k = KafkaAdminClient(bootstrap_servers=bootstrap)
+    try:
+        name = topic_name("kstreams")
+        k.create_topics([KNewTopic(name, 1, 1, topic_configs={"segment.bytes": "1048576",
+                                                               "segment.index.bytes": "1024"})])
+        assert describe(bootstrap, ConfigResource("topic", name))["segment.bytes"].value == "1048576"
+    finally:
+        k.close()
