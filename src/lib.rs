@@ -21,7 +21,8 @@
 //! - [`http`]: the HTTP admin listener — `/metrics`, `/health`, `/ready`, `/v1/cluster`, the
 //!   web console; [`metrics`]: the counters the request path moves; [`events`]: the ring of
 //!   recent fencing, leader and ISR changes.
-//! - [`security`]: who is asking — the principal a connection authenticated as.
+//! - [`security`]: who is asking — the principal a connection authenticated as, TLS, SASL
+//!   (PLAIN, SCRAM) and SCRAM credentials.
 //!
 //! Dependencies point inwards: `server → api → broker → {metadata, log, group} → config`,
 //! `cleaner → broker`, `producer_expiry → broker`;
@@ -73,7 +74,25 @@ pub async fn run(config: BrokerConfig, shutdown: CancellationToken) -> anyhow::R
     // Idle idempotent producers, every producer.id.expiration.check.interval.ms.
     tokio::spawn(producer_expiry::run(broker.clone()));
     let quotas = server::quotas::ConnectionQuotas::new(&broker.config);
-    for l in &broker.config.listeners {
+    // One TLS source (reloaded when its files change) and one SASL user list for all the
+    // listeners that need them; unusable files stop the broker here.
+    let listeners = &broker.config.listeners;
+    let tls = match listeners.iter().any(|l| l.protocol.tls()) {
+        true => Some(Arc::new(security::tls::TlsSource::new(&broker.config.ssl)?)),
+        false => None,
+    };
+    let sasl = match listeners.iter().any(|l| l.protocol.sasl()) {
+        true => Some(Arc::new(security::sasl::SaslSettings::from_config(
+            &broker.config.sasl,
+        )?)),
+        false => None,
+    };
+    for l in listeners {
+        let security = Arc::new(server::ListenerSecurity {
+            protocol: l.protocol,
+            tls: tls.clone().filter(|_| l.protocol.tls()),
+            sasl: sasl.clone().filter(|_| l.protocol.sasl()),
+        });
         let listener = TcpListener::bind(l.bind)
             .await
             .map_err(|e| anyhow::anyhow!("cannot bind listener {} on {}: {e}", l.name, l.bind))?;
@@ -82,10 +101,12 @@ pub async fn run(config: BrokerConfig, shutdown: CancellationToken) -> anyhow::R
             listener = %l.name,
             addr = %listener.local_addr()?,
             advertised = %format!("{}:{}", l.advertised_host, l.advertised_port),
+            protocol = ?l.protocol,
             "raftka broker listening"
         );
         servers.spawn(server::serve(
             Arc::from(l.name.as_str()),
+            security,
             listener,
             broker.clone(),
             quotas.clone(),

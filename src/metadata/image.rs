@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::config_ops::{apply_ops, ConfigOp, ConfigResource};
+use crate::security::scram::{ScramCredential, ScramMechanism};
 use super::MetadataError;
 
 /// A broker as clients see it.
@@ -153,6 +154,13 @@ pub enum MetadataCommand {
         ops: Vec<(String, ConfigOp)>,
         replace: bool,
     },
+    /// Sets (`Some`) or removes (`None`) a user's SCRAM credential of one mechanism
+    /// (AlterUserScramCredentials). Removing a missing credential changes nothing.
+    ScramCredential {
+        user: String,
+        mechanism: ScramMechanism,
+        credential: Option<ScramCredential>,
+    },
 }
 
 /// Everything a broker knows about the cluster.
@@ -165,9 +173,17 @@ pub struct ClusterImage {
     /// Dynamic broker settings: "" → the cluster-wide defaults, "<id>" → one broker's.
     #[serde(default)]
     pub broker_configs: BTreeMap<String, BTreeMap<String, String>>,
+    /// SCRAM credentials by user and mechanism (salted keys, never passwords).
+    #[serde(default)]
+    pub scram: BTreeMap<String, BTreeMap<ScramMechanism, ScramCredential>>,
 }
 
 impl ClusterImage {
+    /// A user's SCRAM credential of one mechanism.
+    pub fn scram_credential(&self, user: &str, mechanism: ScramMechanism) -> Option<&ScramCredential> {
+        self.scram.get(user)?.get(&mechanism)
+    }
+
     /// Applies a command, or explains why it cannot apply (the image is then unchanged).
     pub fn apply(&mut self, cmd: &MetadataCommand) -> Result<(), MetadataError> {
         match cmd {
@@ -312,6 +328,26 @@ impl ClusterImage {
                         self.broker_configs.remove(&key);
                     } else {
                         self.broker_configs.insert(key, new);
+                    }
+                }
+            },
+            MetadataCommand::ScramCredential {
+                user,
+                mechanism,
+                credential,
+            } => match credential {
+                Some(c) => {
+                    self.scram
+                        .entry(user.clone())
+                        .or_default()
+                        .insert(*mechanism, c.clone());
+                }
+                None => {
+                    if let Some(m) = self.scram.get_mut(user) {
+                        m.remove(mechanism);
+                        if m.is_empty() {
+                            self.scram.remove(user);
+                        }
                     }
                 }
             },

@@ -1,9 +1,11 @@
 //! The network edge: the accept loop, one task per connection, graceful shutdown.
 //!
-//! May depend on: `protocol` (framing), `api` (dispatch), `broker`. Shutdown is a
-//! `CancellationToken`: the listener stops accepting, connections finish the request in
-//! hand and close. Connection limits are in `quotas`, shared by all listeners.
+//! May depend on: `protocol` (framing), `api` (dispatch), `broker`, `security` (TLS, SASL).
+//! Shutdown is a `CancellationToken`: the listener stops accepting, connections finish the
+//! request in hand and close. Connection limits are in `quotas`, shared by all listeners; the
+//! SASL exchange of SASL listeners is in `auth`.
 
+pub mod auth;
 mod connection;
 pub mod quotas;
 
@@ -13,11 +15,24 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::broker::Broker;
+use crate::config::SecurityProtocol;
+use crate::security::sasl::SaslSettings;
+use crate::security::tls::TlsSource;
 use quotas::ConnectionQuotas;
+
+/// How a listener secures its connections (from `listener.security.protocol.map`).
+pub struct ListenerSecurity {
+    pub protocol: SecurityProtocol,
+    /// Set on SSL and SASL_SSL listeners.
+    pub tls: Option<Arc<TlsSource>>,
+    /// Set on SASL_PLAINTEXT and SASL_SSL listeners.
+    pub sasl: Option<Arc<SaslSettings>>,
+}
 
 /// Runs the Kafka listener named `name` until `shutdown` is cancelled.
 pub async fn serve(
     name: Arc<str>,
+    security: Arc<ListenerSecurity>,
     listener: TcpListener,
     broker: Arc<Broker>,
     quotas: Arc<ConnectionQuotas>,
@@ -49,9 +64,13 @@ pub async fn serve(
                 let _ = socket.set_nodelay(true);
                 let broker = broker.clone();
                 let shutdown = shutdown.clone();
-                let name = name.clone();
+                let peer = connection::Peer {
+                    addr: peer,
+                    listener: name.clone(),
+                    security: security.clone(),
+                };
                 tasks.spawn(async move {
-                    connection::run(socket, peer, name, broker, shutdown, permit).await;
+                    connection::run(socket, peer, broker, shutdown, permit).await;
                 });
             }
             Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
