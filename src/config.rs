@@ -69,6 +69,7 @@ pub const SETTINGS: &[SettingDef] = &[
     SettingDef { name: "sasl.enabled.mechanisms", default: "PLAIN,SCRAM-SHA-256,SCRAM-SHA-512", kind: ValueType::List, doc: "SASL mechanisms offered on SASL_PLAINTEXT and SASL_SSL listeners: any of PLAIN, SCRAM-SHA-256, SCRAM-SHA-512 (Kafka's default GSSAPI is not supported)." },
     SettingDef { name: "sasl.jaas.config", default: "", kind: ValueType::Str, doc: "PLAIN users in Kafka's JAAS form: org.apache.kafka.common.security.plain.PlainLoginModule required user_<name>=\"<password>\" ...; (only the user_ options are read)." },
     SettingDef { name: "sasl.jaas.file", default: "", kind: ValueType::Str, doc: "raftka: a JAAS file (as java.security.auth.login.config names, e.g. a KafkaServer { PlainLoginModule required user_alice=\"...\"; }; section) whose user_<name>=\"<password>\" options are PLAIN users too. Read at start." },
+    SettingDef { name: "sasl.scram.users", default: "", kind: ValueType::Str, doc: "raftka: SCRAM users from settings, in kafka-storage --add-scram's form, e.g. SCRAM-SHA-512=[name=admin,password=admin-secret] (several separated by spaces). Used when the metadata quorum holds no credential of that user and mechanism: a way to log in the first admin, who then manages users with AlterUserScramCredentials. Each broker salts them itself at start." },
     SettingDef { name: "connections.max.reauth.ms", default: "0", kind: ValueType::Long, doc: "SASL session lifetime given to clients in SaslAuthenticate (KIP-368); a client that has not re-authenticated within it is disconnected at its next request. 0: sessions do not expire." },
     SettingDef { name: "broker.rack", default: "", kind: ValueType::Str, doc: "Rack of this broker, reported to clients; empty: none." },
     SettingDef { name: "broker.heartbeat.interval.ms", default: "250", kind: ValueType::Long, doc: "How often a broker renews its lease with the controller (Kafka: 2000)." },
@@ -209,6 +210,8 @@ pub struct SaslConfig {
     pub jaas_file: Option<PathBuf>,
     /// `connections.max.reauth.ms`; 0: sessions do not expire.
     pub max_reauth_ms: u64,
+    /// `sasl.scram.users`: (mechanism, user, password) from settings.
+    pub scram_users: Vec<(String, String, String)>,
 }
 
 /// A voter of the metadata quorum, as `controller.quorum.voters` names it: `id@host:port`.
@@ -742,12 +745,43 @@ fn parse_sasl(get: &dyn Fn(&str) -> String) -> Result<SaslConfig, ConfigError> {
         }
     }
     let reauth = get("connections.max.reauth.ms").trim().parse::<i64>().ok().filter(|v| *v >= 0).ok_or_else(|| invalid("connections.max.reauth.ms", &get("connections.max.reauth.ms"), "must be 0 or more"))?;
+    let scram_users = parse_scram_users(&get("sasl.scram.users"))?;
     Ok(SaslConfig {
+        scram_users,
         mechanisms,
         jaas_config: get("sasl.jaas.config"),
         jaas_file: Some(get("sasl.jaas.file").trim().to_string()).filter(|v| !v.is_empty()).map(PathBuf::from),
         max_reauth_ms: reauth as u64,
     })
+}
+
+/// Parses `sasl.scram.users`: `MECHANISM=[name=USER,password=PASSWORD]` entries separated by
+/// spaces or commas (the password runs to the closing bracket).
+fn parse_scram_users(value: &str) -> Result<Vec<(String, String, String)>, ConfigError> {
+    const NAME: &str = "sasl.scram.users";
+    let mut out = Vec::new();
+    let mut rest = value.trim();
+    while !rest.is_empty() {
+        let bad = |why: &str| invalid(NAME, value, why);
+        let (mechanism, after) = rest
+            .split_once("=[")
+            .ok_or_else(|| bad("expected MECHANISM=[name=USER,password=PASSWORD]"))?;
+        let mechanism = mechanism.trim().to_ascii_uppercase();
+        if mechanism != "SCRAM-SHA-256" && mechanism != "SCRAM-SHA-512" {
+            return Err(bad("the mechanism must be SCRAM-SHA-256 or SCRAM-SHA-512"));
+        }
+        let (body, after) = after.split_once(']').ok_or_else(|| bad("missing ]"))?;
+        let (name, password) = body
+            .strip_prefix("name=")
+            .and_then(|b| b.split_once(",password="))
+            .ok_or_else(|| bad("expected name=USER,password=PASSWORD inside the brackets"))?;
+        if name.is_empty() || password.is_empty() {
+            return Err(bad("the name and password must not be empty"));
+        }
+        out.push((mechanism, name.to_string(), password.to_string()));
+        rest = after.trim_start_matches([',', ' ']).trim();
+    }
+    Ok(out)
 }
 
 /// Parses `controller.quorum.voters`: `id@host:port,id@host:port,…` (Kafka's KRaft format).
@@ -1052,6 +1086,50 @@ mod tests {
         let e = BrokerConfig::from_pairs(pairs(&[("listeners", "PLAINTEXT://127.0.0.1:65535")]))
             .unwrap_err();
         assert!(e.to_string().contains("http.listener"), "{e}");
+    }
+
+    #[test]
+    fn security_settings() {
+        let pairs = |kv: &[(&str, &str)]| {
+            kv.iter()
+                .map(|(k, v)| ("test".to_string(), k.to_string(), v.to_string()))
+                .collect::<Vec<_>>()
+        };
+        // A TLS listener needs a key and certificate.
+        let e = BrokerConfig::from_pairs(pairs(&[("listeners", "SSL://127.0.0.1:0")])).unwrap_err();
+        assert!(e.to_string().contains("ssl.keystore.location"), "{e}");
+        let c = BrokerConfig::from_pairs(pairs(&[
+            ("listeners", "SSL://127.0.0.1:0,SASL_SSL://127.0.0.1:0"),
+            ("ssl.keystore.location", "/k.pem"),
+            ("ssl.client.auth", "requested"),
+            ("ssl.truststore.location", "/ca.pem"),
+            ("sasl.enabled.mechanisms", "scram-sha-512"),
+            ("sasl.scram.users", "SCRAM-SHA-512=[name=admin,password=a,b] SCRAM-SHA-256=[name=x,password=y]"),
+        ]))
+        .unwrap();
+        assert_eq!(c.listeners[1].protocol, SecurityProtocol::SaslSsl);
+        assert_eq!(c.ssl.client_auth, Some(ClientAuth::Requested));
+        assert_eq!(c.sasl.mechanisms, vec!["SCRAM-SHA-512".to_string()]);
+        assert_eq!(c.sasl.scram_users[0], ("SCRAM-SHA-512".into(), "admin".into(), "a,b".into()));
+        assert_eq!(c.sasl.scram_users.len(), 2);
+        for (k, v) in [
+            ("ssl.keystore.type", "JKS"),
+            ("ssl.client.auth", "sometimes"),
+            ("sasl.enabled.mechanisms", "GSSAPI"),
+            ("sasl.scram.users", "SCRAM-SHA-1=[name=a,password=b]"),
+            ("ssl.principal.mapping.rules", "RULE:^CN=(.*?),.*$/$1/"),
+        ] {
+            let e = BrokerConfig::from_pairs(pairs(&[(k, v)])).unwrap_err();
+            assert!(e.to_string().contains(k), "{k}: {e}");
+        }
+        // Client certificates need a CA to check them against.
+        let e = BrokerConfig::from_pairs(pairs(&[
+            ("listeners", "SSL://127.0.0.1:0"),
+            ("ssl.keystore.location", "/k.pem"),
+            ("ssl.client.auth", "required"),
+        ]))
+        .unwrap_err();
+        assert!(e.to_string().contains("ssl.truststore.location"), "{e}");
     }
 
     #[test]

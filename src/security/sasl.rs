@@ -33,6 +33,9 @@ pub struct SaslSettings {
     pub plain_users: BTreeMap<String, String>,
     /// `connections.max.reauth.ms` (0: no expiry).
     pub max_reauth_ms: u64,
+    /// SCRAM credentials from `sasl.scram.users`, salted at start; the metadata quorum's
+    /// credential of the same user and mechanism wins.
+    pub scram_users: BTreeMap<(String, ScramMechanism), ScramCredential>,
 }
 
 impl SaslSettings {
@@ -54,10 +57,21 @@ impl SaslSettings {
             })?;
             plain_users.extend(more);
         }
+        let mut scram_users = BTreeMap::new();
+        for (mechanism, user, password) in &c.scram_users {
+            let Some(m) = ScramMechanism::from_name(mechanism) else {
+                continue; // config.rs accepts SCRAM mechanisms only
+            };
+            let salt: [u8; 16] = rand::random();
+            let iterations = super::scram::MIN_ITERATIONS;
+            let salted = m.salted_password(password.as_bytes(), &salt, iterations as u32);
+            scram_users.insert((user.clone(), m), m.credential(&salt, &salted, iterations));
+        }
         Ok(Self {
             mechanisms: c.mechanisms.clone(),
             plain_users,
             max_reauth_ms: c.max_reauth_ms,
+            scram_users,
         })
     }
 
@@ -113,10 +127,21 @@ impl Exchange {
                 let user = plain::authenticate(token, &settings.plain_users)?;
                 Ok(Progress::Done(Principal::user(user), Vec::new()))
             }
-            Self::Scram(s) => match s.step(token, scram)? {
+            Self::Scram(s) => {
+                let m = s.mechanism();
+                let lookup = |user: &str| {
+                    scram(user).or_else(|| {
+                        settings
+                            .scram_users
+                            .get(&(user.to_string(), m))
+                            .cloned()
+                    })
+                };
+                match s.step(token, lookup)? {
                 Step::Continue(reply) => Ok(Progress::Challenge(reply)),
                 Step::Done { user, reply } => Ok(Progress::Done(Principal::user(user), reply)),
-            },
+                }
+            }
         }
     }
 }

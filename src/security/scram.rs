@@ -174,6 +174,10 @@ impl ScramServer {
         }
     }
 
+    pub fn mechanism(&self) -> ScramMechanism {
+        self.mechanism
+    }
+
     /// Handles the next client message. `lookup` finds a user's credential for this
     /// mechanism.
     pub fn step(
@@ -293,7 +297,9 @@ impl ScramServer {
         if B64.decode(binding).ok().as_deref() != Some(gs2_header.as_bytes()) {
             return Err(ScramError::Malformed("channel binding does not match the GS2 header"));
         }
-        if got_nonce != Some(nonce) {
+        // Kafka's check is `endsWith`: librdkafka (2.0) sends its own nonce again in front of
+        // the combined one, and Kafka brokers accept that.
+        if !got_nonce.is_some_and(|n| n.ends_with(nonce)) {
             return Err(ScramError::Nonce);
         }
         let proof = B64
