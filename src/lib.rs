@@ -77,10 +77,20 @@ pub async fn run(config: BrokerConfig, shutdown: CancellationToken) -> anyhow::R
     // One TLS source (reloaded when its files change) and one SASL user list for all the
     // listeners that need them; unusable files stop the broker here.
     let listeners = &broker.config.listeners;
-    let tls = match listeners.iter().any(|l| l.protocol.tls()) {
-        true => Some(Arc::new(security::tls::TlsSource::new(&broker.config.ssl)?)),
-        false => None,
+    // SSL listeners ask for client certificates as ssl.client.auth says; SASL_SSL ones do
+    // not (KIP-684: the SASL identity is the principal there).
+    let tls_source = |protocol: config::SecurityProtocol| -> anyhow::Result<_> {
+        if !listeners.iter().any(|l| l.protocol == protocol) {
+            return Ok(None);
+        }
+        let mut settings = broker.config.ssl.clone();
+        if protocol.sasl() {
+            settings.client_auth = None;
+        }
+        Ok(Some(Arc::new(security::tls::TlsSource::new(&settings)?)))
     };
+    let ssl = tls_source(config::SecurityProtocol::Ssl)?;
+    let sasl_ssl = tls_source(config::SecurityProtocol::SaslSsl)?;
     let sasl = match listeners.iter().any(|l| l.protocol.sasl()) {
         true => Some(Arc::new(security::sasl::SaslSettings::from_config(
             &broker.config.sasl,
@@ -90,7 +100,11 @@ pub async fn run(config: BrokerConfig, shutdown: CancellationToken) -> anyhow::R
     for l in listeners {
         let security = Arc::new(server::ListenerSecurity {
             protocol: l.protocol,
-            tls: tls.clone().filter(|_| l.protocol.tls()),
+            tls: match l.protocol {
+                config::SecurityProtocol::Ssl => ssl.clone(),
+                config::SecurityProtocol::SaslSsl => sasl_ssl.clone(),
+                _ => None,
+            },
             sasl: sasl.clone().filter(|_| l.protocol.sasl()),
         });
         let listener = TcpListener::bind(l.bind)
