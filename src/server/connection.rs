@@ -66,6 +66,7 @@ pub async fn run(
         .and_then(|c| c.first())
         .and_then(|c| principal_of(c))
         .unwrap_or_default();
+    tracing::debug!(peer = %peer.addr, listener = %peer.listener, %principal, "TLS connection established");
     serve(stream, &peer, principal, broker, shutdown).await
 }
 
