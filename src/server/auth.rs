@@ -60,7 +60,17 @@ pub struct SaslGate {
     session: Option<(Principal, String, Option<Instant>)>,
 }
 
+/// Largest frame a SASL connection may send before it has authenticated (Kafka's
+/// `sasl.server.max.receive.size` default): an anonymous peer cannot make the broker buffer
+/// `socket.request.max.bytes`.
+pub const MAX_RECEIVE_BEFORE_AUTH: usize = 524_288;
+
 impl SaslGate {
+    /// True once a login succeeded (re-authentications keep it true).
+    pub fn authenticated(&self) -> bool {
+        self.session.is_some()
+    }
+
     pub fn new(settings: Arc<SaslSettings>) -> Self {
         Self {
             settings,

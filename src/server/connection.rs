@@ -14,7 +14,7 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::auth::{SaslGate, Verdict};
+use super::auth::{SaslGate, Verdict, MAX_RECEIVE_BEFORE_AUTH};
 use super::quotas::Permit;
 use super::ListenerSecurity;
 use crate::api::{api_name, dispatch_as, Outcome};
@@ -81,6 +81,10 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     let mut reader = FrameReader::new(broker.config.socket_request_max_bytes);
     let idle = Duration::from_millis(broker.config.connections_max_idle_ms);
     let mut gate = peer.security.sasl.clone().map(SaslGate::new);
+    let max_frame = broker.config.socket_request_max_bytes;
+    if gate.is_some() {
+        reader.set_max(max_frame.min(MAX_RECEIVE_BEFORE_AUTH));
+    }
     let checks_for_tls = peer.security.tls.is_none();
     let mut first_read = true;
     // Moved on by complete requests only: bytes of an unfinished frame are not activity.
@@ -131,6 +135,9 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
             Some(gate) => match gate.on_frame(frame.clone(), &broker) {
                 Verdict::Dispatch(p) => p,
                 Verdict::Reply(bytes) => {
+                    if gate.authenticated() {
+                        reader.set_max(max_frame);
+                    }
                     if let Err(e) = write(&mut socket, &bytes).await {
                         tracing::debug!(peer = %addr, error = %e, "write failed");
                         return;

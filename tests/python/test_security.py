@@ -369,6 +369,10 @@ def test_sasl_listener_refuses_unauthenticated_requests(broker):
     with plain_socket(broker) as s:
         s.sendall(_request(3, 0, 9, struct.pack(">i", 0)))
         assert _recv(s) is None
+    # Before authentication frames are capped at 512 KiB (sasl.server.max.receive.size).
+    with plain_socket(broker) as s:
+        s.sendall(struct.pack(">i", 1_000_000) + b"\0" * 64)
+        assert _recv(s) is None
     # ApiVersions is served before authentication.
     with plain_socket(broker) as s:
         s.sendall(_request(18, 0, 4, b""))
