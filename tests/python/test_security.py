@@ -224,7 +224,14 @@ def _request(api, version, corr, body):
 
 
 def _recv(sock):
-    """One response frame, or None when the broker closed the connection."""
+    """One response frame, or None when the broker closed (or reset) the connection."""
+    try:
+        return _recv_frame(sock)
+    except ConnectionResetError:
+        return None
+
+
+def _recv_frame(sock):
     buf = b""
     while len(buf) < 4:
         chunk = sock.recv(4 - len(buf))
