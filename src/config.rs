@@ -682,9 +682,9 @@ fn check_protocols(listeners: &mut [Listener], map: &str) -> Result<(), ConfigEr
                         "listener.security.protocol.map",
                         map,
                         &format!(
-                            "listener {} uses {p}; expected PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL",
-                            l.name
-                        ),
+                        "listener {} uses {p}; expected PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL",
+                        l.name
+                    ),
                     )
                 })?
             }
@@ -698,20 +698,38 @@ fn parse_ssl(
     get: &dyn Fn(&str) -> String,
     listeners: &[Listener],
 ) -> Result<SslConfig, ConfigError> {
-    let path = |n: &str| Some(get(n).trim().to_string()).filter(|v| !v.is_empty()).map(PathBuf::from);
+    let path = |n: &str| {
+        Some(get(n).trim().to_string())
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
     for n in ["ssl.keystore.type", "ssl.truststore.type"] {
         if !get(n).trim().eq_ignore_ascii_case("PEM") {
-            return Err(invalid(n, &get(n), "raftka reads PEM files only (convert a JKS or PKCS12 store with keytool/openssl)"));
+            return Err(invalid(
+                n,
+                &get(n),
+                "raftka reads PEM files only (convert a JKS or PKCS12 store with keytool/openssl)",
+            ));
         }
     }
     if get("ssl.principal.mapping.rules").trim() != "DEFAULT" {
-        return Err(invalid("ssl.principal.mapping.rules", &get("ssl.principal.mapping.rules"), "raftka supports DEFAULT only (the certificate's full subject)"));
+        return Err(invalid(
+            "ssl.principal.mapping.rules",
+            &get("ssl.principal.mapping.rules"),
+            "raftka supports DEFAULT only (the certificate's full subject)",
+        ));
     }
     let client_auth = match get("ssl.client.auth").trim().to_ascii_lowercase().as_str() {
         "none" | "" => ClientAuth::None,
         "requested" => ClientAuth::Requested,
         "required" => ClientAuth::Required,
-        other => return Err(invalid("ssl.client.auth", other, "expected required, requested or none")),
+        other => {
+            return Err(invalid(
+                "ssl.client.auth",
+                other,
+                "expected required, requested or none",
+            ))
+        }
     };
     let c = SslConfig {
         keystore: path("ssl.keystore.location"),
@@ -735,22 +753,43 @@ fn parse_ssl(
 /// The `sasl.*` settings.
 fn parse_sasl(get: &dyn Fn(&str) -> String) -> Result<SaslConfig, ConfigError> {
     let mut mechanisms = Vec::new();
-    for m in get("sasl.enabled.mechanisms").split(',').map(str::trim).filter(|m| !m.is_empty()) {
+    for m in get("sasl.enabled.mechanisms")
+        .split(',')
+        .map(str::trim)
+        .filter(|m| !m.is_empty())
+    {
         let m = m.to_ascii_uppercase();
         if !["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"].contains(&m.as_str()) {
-            return Err(invalid("sasl.enabled.mechanisms", &m, "raftka supports PLAIN, SCRAM-SHA-256 and SCRAM-SHA-512"));
+            return Err(invalid(
+                "sasl.enabled.mechanisms",
+                &m,
+                "raftka supports PLAIN, SCRAM-SHA-256 and SCRAM-SHA-512",
+            ));
         }
         if !mechanisms.contains(&m) {
             mechanisms.push(m);
         }
     }
-    let reauth = get("connections.max.reauth.ms").trim().parse::<i64>().ok().filter(|v| *v >= 0).ok_or_else(|| invalid("connections.max.reauth.ms", &get("connections.max.reauth.ms"), "must be 0 or more"))?;
+    let reauth = get("connections.max.reauth.ms")
+        .trim()
+        .parse::<i64>()
+        .ok()
+        .filter(|v| *v >= 0)
+        .ok_or_else(|| {
+            invalid(
+                "connections.max.reauth.ms",
+                &get("connections.max.reauth.ms"),
+                "must be 0 or more",
+            )
+        })?;
     let scram_users = parse_scram_users(&get("sasl.scram.users"))?;
     Ok(SaslConfig {
         scram_users,
         mechanisms,
         jaas_config: get("sasl.jaas.config"),
-        jaas_file: Some(get("sasl.jaas.file").trim().to_string()).filter(|v| !v.is_empty()).map(PathBuf::from),
+        jaas_file: Some(get("sasl.jaas.file").trim().to_string())
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from),
         max_reauth_ms: reauth as u64,
     })
 }
@@ -1104,13 +1143,19 @@ mod tests {
             ("ssl.client.auth", "requested"),
             ("ssl.truststore.location", "/ca.pem"),
             ("sasl.enabled.mechanisms", "scram-sha-512"),
-            ("sasl.scram.users", "SCRAM-SHA-512=[name=admin,password=a,b] SCRAM-SHA-256=[name=x,password=y]"),
+            (
+                "sasl.scram.users",
+                "SCRAM-SHA-512=[name=admin,password=a,b] SCRAM-SHA-256=[name=x,password=y]",
+            ),
         ]))
         .unwrap();
         assert_eq!(c.listeners[1].protocol, SecurityProtocol::SaslSsl);
         assert_eq!(c.ssl.client_auth, Some(ClientAuth::Requested));
         assert_eq!(c.sasl.mechanisms, vec!["SCRAM-SHA-512".to_string()]);
-        assert_eq!(c.sasl.scram_users[0], ("SCRAM-SHA-512".into(), "admin".into(), "a,b".into()));
+        assert_eq!(
+            c.sasl.scram_users[0],
+            ("SCRAM-SHA-512".into(), "admin".into(), "a,b".into())
+        );
         assert_eq!(c.sasl.scram_users.len(), 2);
         for (k, v) in [
             ("ssl.keystore.type", "JKS"),

@@ -177,7 +177,14 @@ pub async fn dispatch_from(
     peer: Option<SocketAddr>,
     listener: Option<Arc<str>>,
 ) -> Result<Outcome, DispatchError> {
-    dispatch_as(broker, frame, peer, listener, crate::security::Principal::anonymous()).await
+    dispatch_as(
+        broker,
+        frame,
+        peer,
+        listener,
+        crate::security::Principal::anonymous(),
+    )
+    .await
 }
 
 /// [`dispatch_from`] for a request of a connection that authenticated as `principal` (the
@@ -323,7 +330,10 @@ pub async fn dispatch_as(
             .await
         }
         ApiKey::AlterUserScramCredentials => {
-            serve(spec.key, &ctx, frame, |r| scram_credentials::alter(b, &ctx, r)).await
+            serve(spec.key, &ctx, frame, |r| {
+                scram_credentials::alter(b, &ctx, r)
+            })
+            .await
         }
         other => Err(DispatchError::UnknownApi(other as i16)),
     }

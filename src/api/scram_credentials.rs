@@ -43,11 +43,11 @@ pub async fn describe(
             if names[..i].contains(name) {
                 continue;
             }
-            r = r.with_error_code(DUPLICATE_RESOURCE).with_error_message(Some(
-                StrBytes::from_static_str(
+            r = r
+                .with_error_code(DUPLICATE_RESOURCE)
+                .with_error_message(Some(StrBytes::from_static_str(
                     "Cannot describe SCRAM credentials for the same user twice in a single request",
-                ),
-            ));
+                )));
         } else {
             match image.scram.get(name) {
                 Some(creds) => {
@@ -61,11 +61,11 @@ pub async fn describe(
                         .collect();
                 }
                 None => {
-                    r = r.with_error_code(RESOURCE_NOT_FOUND).with_error_message(Some(
-                        StrBytes::from_static_str(
+                    r = r
+                        .with_error_code(RESOURCE_NOT_FOUND)
+                        .with_error_message(Some(StrBytes::from_static_str(
                             "Attempt to describe a user credential that does not exist",
-                        ),
-                    ))
+                        )))
                 }
             }
         }
@@ -85,7 +85,11 @@ pub async fn alter(
         .deletions
         .iter()
         .map(|d| (d.name.to_string(), d.mechanism))
-        .chain(req.upsertions.iter().map(|u| (u.name.to_string(), u.mechanism)))
+        .chain(
+            req.upsertions
+                .iter()
+                .map(|u| (u.name.to_string(), u.mechanism)),
+        )
     {
         *seen.entry((name, m)).or_default() += 1;
     }
@@ -106,11 +110,14 @@ pub async fn alter(
             }
         });
         match checked {
-            Ok(m) => commands.push((user.clone(), MetadataCommand::ScramCredential {
-                user: user.clone(),
-                mechanism: m,
-                credential: None,
-            })),
+            Ok(m) => commands.push((
+                user.clone(),
+                MetadataCommand::ScramCredential {
+                    user: user.clone(),
+                    mechanism: m,
+                    credential: None,
+                },
+            )),
             Err(o) => results.record(&user, o),
         }
         results.record(&user, (0, None));
@@ -119,10 +126,16 @@ pub async fn alter(
         let user = u.name.to_string();
         let checked = check(&user, u.mechanism, duplicate(&user, u.mechanism)).and_then(|m| {
             if u.iterations < MIN_ITERATIONS {
-                return Err((UNACCEPTABLE_CREDENTIAL, Some("Too few iterations".to_string())));
+                return Err((
+                    UNACCEPTABLE_CREDENTIAL,
+                    Some("Too few iterations".to_string()),
+                ));
             }
             if u.iterations > MAX_ITERATIONS {
-                return Err((UNACCEPTABLE_CREDENTIAL, Some("Too many iterations".to_string())));
+                return Err((
+                    UNACCEPTABLE_CREDENTIAL,
+                    Some("Too many iterations".to_string()),
+                ));
             }
             if u.salt.is_empty() || u.salted_password.is_empty() {
                 return Err((
@@ -133,11 +146,14 @@ pub async fn alter(
             Ok(m)
         });
         match checked {
-            Ok(m) => commands.push((user.clone(), MetadataCommand::ScramCredential {
-                user: user.clone(),
-                mechanism: m,
-                credential: Some(m.credential(&u.salt, &u.salted_password, u.iterations)),
-            })),
+            Ok(m) => commands.push((
+                user.clone(),
+                MetadataCommand::ScramCredential {
+                    user: user.clone(),
+                    mechanism: m,
+                    credential: Some(m.credential(&u.salt, &u.salted_password, u.iterations)),
+                },
+            )),
             Err(o) => results.record(&user, o),
         }
         results.record(&user, (0, None));

@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::config_ops::{apply_ops, ConfigOp, ConfigResource};
-use crate::security::scram::{ScramCredential, ScramMechanism};
 use super::MetadataError;
+use crate::security::scram::{ScramCredential, ScramMechanism};
 
 /// A broker as clients see it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -180,7 +180,11 @@ pub struct ClusterImage {
 
 impl ClusterImage {
     /// A user's SCRAM credential of one mechanism.
-    pub fn scram_credential(&self, user: &str, mechanism: ScramMechanism) -> Option<&ScramCredential> {
+    pub fn scram_credential(
+        &self,
+        user: &str,
+        mechanism: ScramMechanism,
+    ) -> Option<&ScramCredential> {
         self.scram.get(user)?.get(&mechanism)
     }
 

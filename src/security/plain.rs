@@ -10,7 +10,9 @@ use subtle::ConstantTimeEq;
 /// Why a PLAIN login failed; sent to the client with SASL_AUTHENTICATION_FAILED.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PlainError {
-    #[error("Invalid SASL/PLAIN response: expected 3 tokens separated by NUL (authzid, user, password)")]
+    #[error(
+        "Invalid SASL/PLAIN response: expected 3 tokens separated by NUL (authzid, user, password)"
+    )]
     Malformed,
     #[error("Authentication failed: username not specified")]
     NoUser,
@@ -24,7 +26,10 @@ pub enum PlainError {
 
 /// Checks one PLAIN message (`authzid NUL user NUL password`) against `users`
 /// (user → password); returns the user name.
-pub fn authenticate(message: &[u8], users: &BTreeMap<String, String>) -> Result<String, PlainError> {
+pub fn authenticate(
+    message: &[u8],
+    users: &BTreeMap<String, String>,
+) -> Result<String, PlainError> {
     let text = std::str::from_utf8(message).map_err(|_| PlainError::Malformed)?;
     let mut parts = text.split('\0');
     let (Some(authzid), Some(user), Some(password), None) =
@@ -134,14 +139,29 @@ mod tests {
         .unwrap();
         assert_eq!(users.len(), 2, "{users:?}");
         assert_eq!(users["alice"], "a\"lice pw");
-        assert_eq!(authenticate(b"\0alice\0a\"lice pw", &users).unwrap(), "alice");
-        assert_eq!(authenticate(b"alice\0alice\0a\"lice pw", &users).unwrap(), "alice");
-        assert_eq!(authenticate(b"\0alice\0nope", &users), Err(PlainError::Invalid));
+        assert_eq!(
+            authenticate(b"\0alice\0a\"lice pw", &users).unwrap(),
+            "alice"
+        );
+        assert_eq!(
+            authenticate(b"alice\0alice\0a\"lice pw", &users).unwrap(),
+            "alice"
+        );
+        assert_eq!(
+            authenticate(b"\0alice\0nope", &users),
+            Err(PlainError::Invalid)
+        );
         assert_eq!(authenticate(b"\0bob\0x", &users), Err(PlainError::Invalid));
-        assert_eq!(authenticate(b"admin\0alice\0x", &users), Err(PlainError::AuthzId));
+        assert_eq!(
+            authenticate(b"admin\0alice\0x", &users),
+            Err(PlainError::AuthzId)
+        );
         assert_eq!(authenticate(b"\0\0x", &users), Err(PlainError::NoUser));
         assert_eq!(authenticate(b"alice", &users), Err(PlainError::Malformed));
-        assert_eq!(authenticate(b"\0a\0b\0c", &users), Err(PlainError::Malformed));
+        assert_eq!(
+            authenticate(b"\0a\0b\0c", &users),
+            Err(PlainError::Malformed)
+        );
         assert!(jaas_users("user_x=\"open").is_err());
     }
 }

@@ -40,12 +40,11 @@ pub struct SaslSettings {
 
 impl SaslSettings {
     pub fn from_config(c: &SaslConfig) -> Result<Self, SaslSetupError> {
-        let mut plain_users = plain::jaas_users(&c.jaas_config).map_err(|reason| {
-            SaslSetupError::Jaas {
+        let mut plain_users =
+            plain::jaas_users(&c.jaas_config).map_err(|reason| SaslSetupError::Jaas {
                 setting: "sasl.jaas.config",
                 reason,
-            }
-        })?;
+            })?;
         if let Some(path) = &c.jaas_file {
             let text = std::fs::read_to_string(path).map_err(|e| SaslSetupError::ReadJaas {
                 path: path.display().to_string(),
@@ -94,7 +93,7 @@ pub enum AuthError {
 #[derive(Debug)]
 pub enum Exchange {
     Plain,
-    Scram(ScramServer),
+    Scram(Box<ScramServer>),
 }
 
 /// The result of a client token.
@@ -111,7 +110,7 @@ impl Exchange {
     pub fn start(mechanism: &str) -> Option<Self> {
         match mechanism {
             "PLAIN" => Some(Self::Plain),
-            m => ScramMechanism::from_name(m).map(|m| Self::Scram(ScramServer::new(m))),
+            m => ScramMechanism::from_name(m).map(|m| Self::Scram(Box::new(ScramServer::new(m)))),
         }
     }
 
@@ -130,16 +129,12 @@ impl Exchange {
             Self::Scram(s) => {
                 let m = s.mechanism();
                 let lookup = |user: &str| {
-                    scram(user).or_else(|| {
-                        settings
-                            .scram_users
-                            .get(&(user.to_string(), m))
-                            .cloned()
-                    })
+                    scram(user)
+                        .or_else(|| settings.scram_users.get(&(user.to_string(), m)).cloned())
                 };
                 match s.step(token, lookup)? {
-                Step::Continue(reply) => Ok(Progress::Challenge(reply)),
-                Step::Done { user, reply } => Ok(Progress::Done(Principal::user(user), reply)),
+                    Step::Continue(reply) => Ok(Progress::Challenge(reply)),
+                    Step::Done { user, reply } => Ok(Progress::Done(Principal::user(user), reply)),
                 }
             }
         }

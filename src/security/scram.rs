@@ -90,7 +90,12 @@ impl ScramMechanism {
     }
 
     /// The stored credential for a salted password.
-    pub fn credential(self, salt: &[u8], salted_password: &[u8], iterations: i32) -> ScramCredential {
+    pub fn credential(
+        self,
+        salt: &[u8],
+        salted_password: &[u8],
+        iterations: i32,
+    ) -> ScramCredential {
         let client_key = self.hmac(salted_password, b"Client Key");
         ScramCredential {
             salt: salt.to_vec(),
@@ -103,7 +108,8 @@ impl ScramMechanism {
 
 fn mac<M: Mac + hmac::digest::KeyInit>(key: &[u8], data: &[u8]) -> Vec<u8> {
     // HMAC takes keys of any length; new_from_slice cannot fail for it.
-    let mut m = <M as Mac>::new_from_slice(key).unwrap_or_else(|_| unreachable!("HMAC accepts any key length"));
+    let mut m = <M as Mac>::new_from_slice(key)
+        .unwrap_or_else(|_| unreachable!("HMAC accepts any key length"));
     m.update(data);
     m.finalize().into_bytes().to_vec()
 }
@@ -249,12 +255,17 @@ impl ScramServer {
         };
         if let Some(a) = authzid.strip_prefix("a=") {
             if decode_saslname(a)? != user {
-                return Err(ScramError::Malformed("authorization id differs from the user"));
+                return Err(ScramError::Malformed(
+                    "authorization id differs from the user",
+                ));
             }
         }
         let credential = lookup(&user).ok_or(ScramError::UnknownUser)?;
         let snonce: [u8; 24] = rand::random();
-        let nonce = format!("{cnonce}{}", B64.encode(snonce).replace(['+', '/', '='], "x"));
+        let nonce = format!(
+            "{cnonce}{}",
+            B64.encode(snonce).replace(['+', '/', '='], "x")
+        );
         let server_first = format!(
             "r={nonce},s={},i={}",
             B64.encode(&credential.salt),
@@ -295,7 +306,9 @@ impl ScramServer {
         }
         let binding = binding.ok_or(ScramError::Malformed("no channel binding attribute"))?;
         if B64.decode(binding).ok().as_deref() != Some(gs2_header.as_bytes()) {
-            return Err(ScramError::Malformed("channel binding does not match the GS2 header"));
+            return Err(ScramError::Malformed(
+                "channel binding does not match the GS2 header",
+            ));
         }
         // Kafka's check is `endsWith`: librdkafka (2.0) sends its own nonce again in front of
         // the combined one, and Kafka brokers accept that.
@@ -348,7 +361,12 @@ mod tests {
     use super::*;
 
     /// A client side written from RFC 5802's formulas, to drive the server.
-    fn client_final(m: ScramMechanism, password: &str, first_bare: &str, server_first: &str) -> String {
+    fn client_final(
+        m: ScramMechanism,
+        password: &str,
+        first_bare: &str,
+        server_first: &str,
+    ) -> String {
         let attrs: std::collections::HashMap<&str, &str> = server_first
             .split(',')
             .filter_map(|a| a.split_once('='))
@@ -375,14 +393,20 @@ mod tests {
         let cred = m.credential(&salt, &salted, 4096);
         let auth = "n=user,r=rOprNGfwEbeRWgbNEkqO,r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096,c=biws,r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0";
         let server_sig = m.hmac(&cred.server_key, auth.as_bytes());
-        assert_eq!(B64.encode(server_sig), "6rriTRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4=");
+        assert_eq!(
+            B64.encode(server_sig),
+            "6rriTRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4="
+        );
         let client_key = m.hmac(&salted, b"Client Key");
         let proof: Vec<u8> = client_key
             .iter()
             .zip(m.hmac(&cred.stored_key, auth.as_bytes()))
             .map(|(a, b)| a ^ b)
             .collect();
-        assert_eq!(B64.encode(proof), "dHzbZapWIk4jUhN+Ute9ytag9zjfMHgsqmmiz7AndVQ=");
+        assert_eq!(
+            B64.encode(proof),
+            "dHzbZapWIk4jUhN+Ute9ytag9zjfMHgsqmmiz7AndVQ="
+        );
     }
 
     #[test]
@@ -394,7 +418,9 @@ mod tests {
             for (password, ok) in [("s3cret", true), ("wrong", false)] {
                 let mut s = ScramServer::new(m);
                 let first_bare = "n=al=2Cice,r=abcdef";
-                let Step::Continue(sf) = s.step(format!("n,,{first_bare}").as_bytes(), lookup).unwrap()
+                let Step::Continue(sf) = s
+                    .step(format!("n,,{first_bare}").as_bytes(), lookup)
+                    .unwrap()
                 else {
                     panic!("expected server-first")
                 };
@@ -403,7 +429,9 @@ mod tests {
                 let cf = client_final(m, password, first_bare, &sf);
                 let r = s.step(cf.as_bytes(), lookup);
                 if ok {
-                    let Step::Done { user, reply } = r.unwrap() else { panic!() };
+                    let Step::Done { user, reply } = r.unwrap() else {
+                        panic!()
+                    };
                     assert_eq!(user, "al,ice");
                     assert!(reply.starts_with(b"v="));
                 } else {
@@ -417,11 +445,24 @@ mod tests {
     fn hostile_messages_are_refused() {
         let m = ScramMechanism::Sha512;
         let none = |_: &str| None;
-        for bad in ["", "n", "x,,n=a,r=b", "n,,r=b", "n,,n=a", "n,,n=a=zz,r=b", "p=tls-unique,,n=a,r=b"] {
-            assert!(ScramServer::new(m).step(bad.as_bytes(), none).is_err(), "{bad}");
+        for bad in [
+            "",
+            "n",
+            "x,,n=a,r=b",
+            "n,,r=b",
+            "n,,n=a",
+            "n,,n=a=zz,r=b",
+            "p=tls-unique,,n=a,r=b",
+        ] {
+            assert!(
+                ScramServer::new(m).step(bad.as_bytes(), none).is_err(),
+                "{bad}"
+            );
         }
         assert_eq!(
-            ScramServer::new(m).step(b"n,,n=ghost,r=abc", none).unwrap_err(),
+            ScramServer::new(m)
+                .step(b"n,,n=ghost,r=abc", none)
+                .unwrap_err(),
             ScramError::UnknownUser
         );
         assert!(ScramServer::new(m).step(&[0xff, 0xfe], none).is_err());

@@ -127,7 +127,11 @@ fn read(setting: &'static str, path: &Path) -> Result<Vec<u8>, TlsError> {
     })
 }
 
-fn certs(setting: &'static str, path: &Path, pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+fn certs(
+    setting: &'static str,
+    path: &Path,
+    pem: &[u8],
+) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let certs = CertificateDer::pem_slice_iter(pem)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| TlsError::Read {
@@ -158,14 +162,16 @@ fn key(
             reason,
         };
         let password = password.ok_or_else(|| encrypted("set ssl.key.password".into()))?;
-        let start = text.find("-----BEGIN ENCRYPTED PRIVATE KEY-----").unwrap_or(0);
+        let start = text
+            .find("-----BEGIN ENCRYPTED PRIVATE KEY-----")
+            .unwrap_or(0);
         let end_marker = "-----END ENCRYPTED PRIVATE KEY-----";
         let end = text[start..]
             .find(end_marker)
             .map(|e| start + e + end_marker.len())
             .ok_or_else(|| encrypted("the PEM section is not terminated".into()))?;
-        let (_, doc) = pkcs8::Document::from_pem(&text[start..end])
-            .map_err(|e| encrypted(e.to_string()))?;
+        let (_, doc) =
+            pkcs8::Document::from_pem(&text[start..end]).map_err(|e| encrypted(e.to_string()))?;
         let info = pkcs8::EncryptedPrivateKeyInfo::try_from(doc.as_bytes())
             .map_err(|e| encrypted(e.to_string()))?;
         let plain = info
@@ -194,8 +200,17 @@ pub fn build(s: &SslConfig) -> Result<Arc<ServerConfig>, TlsError> {
             )
         }
         (None, Some(k), Some(c)) => (
-            certs("ssl.certificate.location", c, &read("ssl.certificate.location", c)?)?,
-            key("ssl.key.location", k, &read("ssl.key.location", k)?, password)?,
+            certs(
+                "ssl.certificate.location",
+                c,
+                &read("ssl.certificate.location", c)?,
+            )?,
+            key(
+                "ssl.key.location",
+                k,
+                &read("ssl.key.location", k)?,
+                password,
+            )?,
         ),
         _ => return Err(TlsError::NoKey),
     };

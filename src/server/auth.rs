@@ -20,7 +20,9 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::{Decodable, StrBytes};
 
-use crate::api::errors::{ILLEGAL_SASL_STATE, SASL_AUTHENTICATION_FAILED, UNSUPPORTED_SASL_MECHANISM};
+use crate::api::errors::{
+    ILLEGAL_SASL_STATE, SASL_AUTHENTICATION_FAILED, UNSUPPORTED_SASL_MECHANISM,
+};
 use crate::broker::Broker;
 use crate::protocol::header::{decode_header, peek_header};
 use crate::protocol::response::encode_response;
@@ -138,8 +140,11 @@ impl SaslGate {
                     ),
                 }
             }
-            (Some(ApiKey::SaslAuthenticate), State::Exchange { .. }) if (0..=2).contains(&version) => {
-                let Ok(header) = decode_header(ApiKey::SaslAuthenticate, version, &mut frame) else {
+            (Some(ApiKey::SaslAuthenticate), State::Exchange { .. })
+                if (0..=2).contains(&version) =>
+            {
+                let Ok(header) = decode_header(ApiKey::SaslAuthenticate, version, &mut frame)
+                else {
                     return Verdict::Close("bad SaslAuthenticate header".into());
                 };
                 let Ok(req) = SaslAuthenticateRequest::decode(&mut frame, version) else {
@@ -148,14 +153,16 @@ impl SaslGate {
                 let corr = header.correlation_id;
                 match self.step(&req.auth_bytes, broker) {
                     Ok((bytes, done)) => {
-                        let mut resp = SaslAuthenticateResponse::default()
-                            .with_auth_bytes(Bytes::from(bytes));
+                        let mut resp =
+                            SaslAuthenticateResponse::default().with_auth_bytes(Bytes::from(bytes));
                         if done && version >= 1 {
                             resp.session_lifetime_ms = self.settings.max_reauth_ms as i64;
                         }
                         match encode_response(corr, version, &resp) {
                             Ok(b) => Verdict::Reply(b),
-                            Err(_) => Verdict::Close("cannot encode SaslAuthenticate response".into()),
+                            Err(_) => {
+                                Verdict::Close("cannot encode SaslAuthenticate response".into())
+                            }
                         }
                     }
                     Err(message) => {
@@ -170,10 +177,12 @@ impl SaslGate {
                 }
             }
             (Some(ApiKey::SaslAuthenticate), State::Handshake) if (0..=2).contains(&version) => {
-                let Ok(header) = decode_header(ApiKey::SaslAuthenticate, version, &mut frame) else {
+                let Ok(header) = decode_header(ApiKey::SaslAuthenticate, version, &mut frame)
+                else {
                     return Verdict::Close("bad SaslAuthenticate header".into());
                 };
-                let message = "Unexpected SaslAuthenticate request: SaslHandshake must come first".to_string();
+                let message = "Unexpected SaslAuthenticate request: SaslHandshake must come first"
+                    .to_string();
                 let resp = SaslAuthenticateResponse::default()
                     .with_error_code(ILLEGAL_SASL_STATE)
                     .with_error_message(Some(StrBytes::from_string(message.clone())));
@@ -188,7 +197,10 @@ impl SaslGate {
                 };
                 let resp = SaslHandshakeResponse::default().with_error_code(ILLEGAL_SASL_STATE);
                 match encode_response(header.correlation_id, version, &resp) {
-                    Ok(b) => Verdict::ReplyAndClose(b, "second SaslHandshake during authentication".into()),
+                    Ok(b) => Verdict::ReplyAndClose(
+                        b,
+                        "second SaslHandshake during authentication".into(),
+                    ),
                     Err(_) => Verdict::Close("second SaslHandshake".into()),
                 }
             }
