@@ -36,6 +36,8 @@ pub enum ValueType {
     Long,
     Str,
     List,
+    /// A secret: DescribeConfigs reports it as sensitive, without its value.
+    Password,
 }
 
 /// One broker setting as the table describes it.
@@ -61,15 +63,15 @@ pub const SETTINGS: &[SettingDef] = &[
     SettingDef { name: "ssl.keystore.location", default: "", kind: ValueType::Str, doc: "PEM file with the broker's private key and its certificate chain (Kafka's PEM keystore), for SSL and SASL_SSL listeners; or use ssl.key.location with ssl.certificate.location. Re-read when the file changes." },
     SettingDef { name: "ssl.key.location", default: "", kind: ValueType::Str, doc: "raftka: PEM file with the broker's private key alone (PKCS#8, PKCS#1 or SEC1; encrypted PKCS#8 with ssl.key.password), used with ssl.certificate.location instead of ssl.keystore.location. Re-read when the file changes." },
     SettingDef { name: "ssl.certificate.location", default: "", kind: ValueType::Str, doc: "raftka: PEM file with the broker's certificate chain (its own certificate first), used with ssl.key.location. Re-read when the file changes." },
-    SettingDef { name: "ssl.key.password", default: "", kind: ValueType::Str, doc: "Password of an encrypted PKCS#8 private key (-----BEGIN ENCRYPTED PRIVATE KEY-----) in the keystore or key file." },
+    SettingDef { name: "ssl.key.password", default: "", kind: ValueType::Password, doc: "Password of an encrypted PKCS#8 private key (-----BEGIN ENCRYPTED PRIVATE KEY-----) in the keystore or key file." },
     SettingDef { name: "ssl.truststore.type", default: "PEM", kind: ValueType::Str, doc: "Format of ssl.truststore.location; raftka reads PEM only." },
     SettingDef { name: "ssl.truststore.location", default: "", kind: ValueType::Str, doc: "PEM file with the CA certificates that client certificates must chain to (needed when ssl.client.auth is required or requested). Re-read when the file changes." },
     SettingDef { name: "ssl.client.auth", default: "none", kind: ValueType::Str, doc: "Client certificates on SSL listeners: required (handshake fails without a valid one), requested (checked when sent) or none. A verified certificate makes the principal User:<subject DN> (RFC 2253, e.g. User:CN=alice,OU=eng). On SASL_SSL listeners the SASL identity is the principal." },
     SettingDef { name: "ssl.principal.mapping.rules", default: "DEFAULT", kind: ValueType::Str, doc: "How a client certificate's subject becomes a principal name; raftka supports DEFAULT only (the full distinguished name, as Kafka's default)." },
     SettingDef { name: "sasl.enabled.mechanisms", default: "PLAIN,SCRAM-SHA-256,SCRAM-SHA-512", kind: ValueType::List, doc: "SASL mechanisms offered on SASL_PLAINTEXT and SASL_SSL listeners: any of PLAIN, SCRAM-SHA-256, SCRAM-SHA-512 (Kafka's default GSSAPI is not supported)." },
-    SettingDef { name: "sasl.jaas.config", default: "", kind: ValueType::Str, doc: "PLAIN users in Kafka's JAAS form: org.apache.kafka.common.security.plain.PlainLoginModule required user_<name>=\"<password>\" ...; (only the user_ options are read)." },
+    SettingDef { name: "sasl.jaas.config", default: "", kind: ValueType::Password, doc: "PLAIN users in Kafka's JAAS form: org.apache.kafka.common.security.plain.PlainLoginModule required user_<name>=\"<password>\" ...; (only the user_ options are read)." },
     SettingDef { name: "sasl.jaas.file", default: "", kind: ValueType::Str, doc: "raftka: a JAAS file (as java.security.auth.login.config names, e.g. a KafkaServer { PlainLoginModule required user_alice=\"...\"; }; section) whose user_<name>=\"<password>\" options are PLAIN users too. Read at start." },
-    SettingDef { name: "sasl.scram.users", default: "", kind: ValueType::Str, doc: "raftka: SCRAM users from settings, in kafka-storage --add-scram's form, e.g. SCRAM-SHA-512=[name=admin,password=admin-secret] (several separated by spaces). Used when the metadata quorum holds no credential of that user and mechanism: a way to log in the first admin, who then manages users with AlterUserScramCredentials. Each broker salts them itself at start." },
+    SettingDef { name: "sasl.scram.users", default: "", kind: ValueType::Password, doc: "raftka: SCRAM users from settings, in kafka-storage --add-scram's form, e.g. SCRAM-SHA-512=[name=admin,password=admin-secret] (several separated by spaces). Used when the metadata quorum holds no credential of that user and mechanism: a way to log in the first admin, who then manages users with AlterUserScramCredentials. Each broker salts them itself at start." },
     SettingDef { name: "connections.max.reauth.ms", default: "0", kind: ValueType::Long, doc: "SASL session lifetime given to clients in SaslAuthenticate (KIP-368); a client that has not re-authenticated within it is disconnected at its next request. 0: sessions do not expire." },
     SettingDef { name: "broker.rack", default: "", kind: ValueType::Str, doc: "Rack of this broker, reported to clients; empty: none." },
     SettingDef { name: "broker.heartbeat.interval.ms", default: "250", kind: ValueType::Long, doc: "How often a broker renews its lease with the controller (Kafka: 2000)." },
@@ -538,7 +540,7 @@ fn check_type(def: &SettingDef, value: &str) -> Result<(), ConfigError> {
         ValueType::Bool => v == "true" || v == "false",
         ValueType::Int => v.parse::<i32>().is_ok(),
         ValueType::Long => v.is_empty() && def.default.is_empty() || v.parse::<i64>().is_ok(),
-        ValueType::Str | ValueType::List => true,
+        ValueType::Str | ValueType::List | ValueType::Password => true,
     };
     if ok {
         Ok(())

@@ -43,6 +43,7 @@ fn type_code(t: ValueType) -> i8 {
         ValueType::Int => 3,
         ValueType::Long => 5,
         ValueType::List => 7,
+        ValueType::Password => 6,
     }
 }
 
@@ -65,9 +66,13 @@ struct Entry<'a> {
 }
 
 fn render(e: Entry<'_>, o: EntryOptions) -> DescribeConfigsResourceResult {
+    // Secrets (passwords, JAAS text) are never sent, as Kafka hides PASSWORD settings.
+    let sensitive = e.kind == ValueType::Password;
+    let shown = |v: String| (!sensitive).then(|| StrBytes::from_string(v));
     let mut r = DescribeConfigsResourceResult::default()
         .with_name(StrBytes::from_string(e.name.to_string()))
-        .with_value(Some(StrBytes::from_string(e.value)))
+        .with_value(shown(e.value))
+        .with_is_sensitive(sensitive)
         .with_read_only(e.read_only)
         .with_documentation(None);
     if o.version == 0 {
@@ -81,7 +86,7 @@ fn render(e: Entry<'_>, o: EntryOptions) -> DescribeConfigsResourceResult {
                     .map(|(n, v, s)| {
                         DescribeConfigsSynonym::default()
                             .with_name(StrBytes::from_string(n))
-                            .with_value(Some(StrBytes::from_string(v)))
+                            .with_value(shown(v))
                             .with_source(s)
                     })
                     .collect(),

@@ -493,3 +493,16 @@ def test_session_lifetime_and_expiry(certs):
         del p
     finally:
         b.stop()
+
+
+def test_secrets_are_not_described(broker):
+    from confluent_kafka.admin import ConfigResource
+
+    a = AdminClient(sasl_ssl_conf(broker, "admin", ADMIN_PW))
+    res = ConfigResource(ConfigResource.Type.BROKER, "1")
+    entries = a.describe_configs([res])[res].result(timeout=20)
+    for name in ("sasl.jaas.config", "sasl.scram.users", "ssl.key.password"):
+        assert entries[name].is_sensitive and entries[name].value is None, name
+    assert entries["ssl.client.auth"].value == "required"
+    log = broker.log()
+    assert ADMIN_PW not in log and "alice-secret" not in log
