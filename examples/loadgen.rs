@@ -12,8 +12,6 @@
 //! Every subcommand prints its results as `name=value` pairs on one line (stdout), so scripts
 //! can pick them out with grep; diagnostics go to stderr. Optional on every subcommand:
 //! `--compression none|gzip|snappy|lz4` (producers) and `--debug CONTEXTS` (librdkafka `debug`).
-//! `LOADGEN_CLIENT_CONFIG` (environment) adds librdkafka properties to every client,
-//! `key=value` pairs separated by `;` (e.g. `security.protocol=SASL_SSL;sasl.mechanisms=…`).
 
 use std::collections::HashMap;
 use std::process::ExitCode;
@@ -105,14 +103,6 @@ fn base_config(flags: &Flags) -> Result<ClientConfig, String> {
         .set("client.id", "raftka-loadgen");
     if let Some(debug) = flags.values.get("debug") {
         cfg.set("debug", debug);
-    }
-    if let Ok(extra) = std::env::var("LOADGEN_CLIENT_CONFIG") {
-        for pair in extra.split(';').filter(|p| !p.trim().is_empty()) {
-            let (k, v) = pair.split_once('=').ok_or_else(|| {
-                format!("LOADGEN_CLIENT_CONFIG: expected key=value, got {pair:?}")
-            })?;
-            cfg.set(k.trim(), v.trim());
-        }
     }
     Ok(cfg)
 }
