@@ -400,6 +400,13 @@ def test_sasl_listener_refuses_unauthenticated_requests(broker):
     with pytest.raises(KafkaException):
         md = p.list_topics(timeout=3)
     assert md is None
+    # SaslHandshake v0: the token follows as a bare size-prefixed frame, answered the same way.
+    with plain_socket(broker) as s:
+        assert handshake(s, "PLAIN", version=0) == 0
+        token = b"\0alice\0alice-secret"
+        s.sendall(struct.pack(">i", len(token)) + token)
+        assert _recv(s) == b""
+        assert metadata_ok(s)
     # After a successful login the same connection serves requests.
     with plain_socket(broker) as s:
         assert handshake(s, "PLAIN") == 0
