@@ -61,7 +61,21 @@ pub const SETTINGS: &[SettingDef] = &[
     SettingDef { name: "node.id", default: "1", kind: ValueType::Int, doc: "This broker's id." },
     SettingDef { name: "listeners", default: "PLAINTEXT://127.0.0.1:9092", kind: ValueType::List, doc: "Where the Kafka listener binds, as NAME://host:port." },
     SettingDef { name: "advertised.listeners", default: "", kind: ValueType::List, doc: "Addresses given to clients in Metadata, per listener name (NAME://host:port); a listener not named here advertises its bind address." },
-    SettingDef { name: "listener.security.protocol.map", default: "PLAINTEXT:PLAINTEXT,SSL:SSL,SASL_PLAINTEXT:SASL_PLAINTEXT,SASL_SSL:SASL_SSL", kind: ValueType::List, doc: "Security protocol of each listener name, as NAME:PROTOCOL; raftka serves PLAINTEXT only, so every listener must map to PLAINTEXT (e.g. INTERNAL:PLAINTEXT,EXTERNAL:PLAINTEXT)." },
+    SettingDef { name: "listener.security.protocol.map", default: "PLAINTEXT:PLAINTEXT,SSL:SSL,SASL_PLAINTEXT:SASL_PLAINTEXT,SASL_SSL:SASL_SSL", kind: ValueType::List, doc: "Security protocol of each listener name, as NAME:PROTOCOL with PROTOCOL one of PLAINTEXT, SSL (TLS), SASL_PLAINTEXT or SASL_SSL (e.g. INTERNAL:PLAINTEXT,EXTERNAL:SASL_SSL)." },
+    SettingDef { name: "ssl.keystore.type", default: "PEM", kind: ValueType::Str, doc: "Format of ssl.keystore.location; raftka reads PEM only (Kafka's default JKS and PKCS12 are refused with a message)." },
+    SettingDef { name: "ssl.keystore.location", default: "", kind: ValueType::Str, doc: "PEM file with the broker's private key and its certificate chain (Kafka's PEM keystore), for SSL and SASL_SSL listeners; or use ssl.key.location with ssl.certificate.location. Re-read when the file changes." },
+    SettingDef { name: "ssl.key.location", default: "", kind: ValueType::Str, doc: "raftka: PEM file with the broker's private key alone (PKCS#8, PKCS#1 or SEC1; encrypted PKCS#8 with ssl.key.password), used with ssl.certificate.location instead of ssl.keystore.location. Re-read when the file changes." },
+    SettingDef { name: "ssl.certificate.location", default: "", kind: ValueType::Str, doc: "raftka: PEM file with the broker's certificate chain (its own certificate first), used with ssl.key.location. Re-read when the file changes." },
+    SettingDef { name: "ssl.key.password", default: "", kind: ValueType::Password, doc: "Password of an encrypted PKCS#8 private key (-----BEGIN ENCRYPTED PRIVATE KEY-----) in the keystore or key file." },
+    SettingDef { name: "ssl.truststore.type", default: "PEM", kind: ValueType::Str, doc: "Format of ssl.truststore.location; raftka reads PEM only." },
+    SettingDef { name: "ssl.truststore.location", default: "", kind: ValueType::Str, doc: "PEM file with the CA certificates that client certificates must chain to (needed when ssl.client.auth is required or requested). Re-read when the file changes." },
+    SettingDef { name: "ssl.client.auth", default: "none", kind: ValueType::Str, doc: "Client certificates on SSL listeners: required (handshake fails without a valid one), requested (checked when sent) or none. A verified certificate makes the principal User:<subject DN> (RFC 2253, e.g. User:CN=alice,OU=eng). On SASL_SSL listeners the SASL identity is the principal." },
+    SettingDef { name: "ssl.principal.mapping.rules", default: "DEFAULT", kind: ValueType::Str, doc: "How a client certificate's subject becomes a principal name; raftka supports DEFAULT only (the full distinguished name, as Kafka's default)." },
+    SettingDef { name: "sasl.enabled.mechanisms", default: "PLAIN,SCRAM-SHA-256,SCRAM-SHA-512", kind: ValueType::List, doc: "SASL mechanisms offered on SASL_PLAINTEXT and SASL_SSL listeners: any of PLAIN, SCRAM-SHA-256, SCRAM-SHA-512 (Kafka's default GSSAPI is not supported)." },
+    SettingDef { name: "sasl.jaas.config", default: "", kind: ValueType::Password, doc: "PLAIN users in Kafka's JAAS form: org.apache.kafka.common.security.plain.PlainLoginModule required user_<name>=\"<password>\" ...; (only the user_ options are read)." },
+    SettingDef { name: "sasl.jaas.file", default: "", kind: ValueType::Str, doc: "raftka: a JAAS file (as java.security.auth.login.config names, e.g. a KafkaServer { PlainLoginModule required user_alice=\"...\"; }; section) whose user_<name>=\"<password>\" options are PLAIN users too. Read at start." },
+    SettingDef { name: "sasl.scram.users", default: "", kind: ValueType::Password, doc: "raftka: SCRAM users from settings, in kafka-storage --add-scram's form, e.g. SCRAM-SHA-512=[name=admin,password=admin-secret] (several separated by spaces). Used when the metadata quorum holds no credential of that user and mechanism: a way to log in the first admin, who then manages users with AlterUserScramCredentials. Each broker salts them itself at start." },
+    SettingDef { name: "connections.max.reauth.ms", default: "0", kind: ValueType::Long, doc: "SASL session lifetime given to clients in SaslAuthenticate (KIP-368); a client that has not re-authenticated within it is disconnected at its next request. 0: sessions do not expire." },
     SettingDef { name: "broker.rack", default: "", kind: ValueType::Str, doc: "Rack of this broker, reported to clients; empty: none." },
     SettingDef { name: "broker.heartbeat.interval.ms", default: "100", kind: ValueType::Long, doc: "How often a broker renews its lease with the controller (Kafka: 2000). Three intervals without a heartbeat make a broker suspect: the controller probes its inter-broker port and fences it at once if the connection is refused." },
     SettingDef { name: "broker.session.timeout.ms", default: "1500", kind: ValueType::Long, doc: "A broker without a heartbeat for this long is fenced and loses leadership (Kafka: 9000; shorter for ~2 s failover)." },
@@ -137,9 +151,78 @@ pub enum Source {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Listener {
     pub name: String,
+    /// Its `listener.security.protocol.map` entry.
+    pub protocol: SecurityProtocol,
     pub bind: SocketAddr,
     pub advertised_host: String,
     pub advertised_port: u16,
+}
+
+/// How a listener's connections are secured (Kafka's `SecurityProtocol`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SecurityProtocol {
+    Plaintext,
+    Ssl,
+    SaslPlaintext,
+    SaslSsl,
+}
+
+impl SecurityProtocol {
+    pub fn parse(s: &str) -> Option<Self> {
+        match s.to_ascii_uppercase().as_str() {
+            "PLAINTEXT" => Some(Self::Plaintext),
+            "SSL" => Some(Self::Ssl),
+            "SASL_PLAINTEXT" => Some(Self::SaslPlaintext),
+            "SASL_SSL" => Some(Self::SaslSsl),
+            _ => None,
+        }
+    }
+
+    /// TLS on the connection.
+    pub fn tls(self) -> bool {
+        matches!(self, Self::Ssl | Self::SaslSsl)
+    }
+
+    /// SASL authentication before any other request.
+    pub fn sasl(self) -> bool {
+        matches!(self, Self::SaslPlaintext | Self::SaslSsl)
+    }
+}
+
+/// How a TLS listener asks for client certificates (`ssl.client.auth`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientAuth {
+    None,
+    Requested,
+    Required,
+}
+
+/// TLS settings shared by the SSL and SASL_SSL listeners (paths to PEM files).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SslConfig {
+    /// `ssl.keystore.location`: key and chain in one file.
+    pub keystore: Option<PathBuf>,
+    /// `ssl.key.location` + `ssl.certificate.location`: key and chain in two files.
+    pub key: Option<PathBuf>,
+    pub certificate: Option<PathBuf>,
+    pub key_password: Option<String>,
+    /// `ssl.truststore.location`: CAs for client certificates.
+    pub truststore: Option<PathBuf>,
+    pub client_auth: Option<ClientAuth>,
+}
+
+/// SASL settings of the SASL listeners.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SaslConfig {
+    /// `sasl.enabled.mechanisms`, in the configured order.
+    pub mechanisms: Vec<String>,
+    /// `sasl.jaas.config` text and the `sasl.jaas.file` path (PLAIN users).
+    pub jaas_config: String,
+    pub jaas_file: Option<PathBuf>,
+    /// `connections.max.reauth.ms`; 0: sessions do not expire.
+    pub max_reauth_ms: u64,
+    /// `sasl.scram.users`: (mechanism, user, password) from settings.
+    pub scram_users: Vec<(String, String, String)>,
 }
 
 /// A voter of the metadata quorum, as `controller.quorum.voters` names it: `id@host:port`.
@@ -246,6 +329,10 @@ pub struct BrokerConfig {
     /// `raft.listener` was a wildcard address moved to the Kafka listener's host because no
     /// inter-broker secret is set (logged at startup).
     pub raft_listener_narrowed: bool,
+    /// TLS settings of SSL/SASL_SSL listeners.
+    pub ssl: SslConfig,
+    /// SASL settings of SASL_PLAINTEXT/SASL_SSL listeners.
+    pub sasl: SaslConfig,
 }
 
 /// The cluster secret of the inter-broker port. Its `Debug` never shows the bytes.
@@ -339,7 +426,10 @@ impl BrokerConfig {
             .filter(|id| *id >= 0)
             .ok_or_else(|| invalid("node.id", &get("node.id"), "must be 0 or more"))?;
         let listeners = parse_listeners(&get("listeners"), &get("advertised.listeners"))?;
-        check_protocols(&listeners, &get("listener.security.protocol.map"))?;
+        let mut listeners = listeners;
+        check_protocols(&mut listeners, &get("listener.security.protocol.map"))?;
+        let ssl = parse_ssl(&get, &listeners)?;
+        let sasl = parse_sasl(&get)?;
         let rack = Some(get("broker.rack").trim().to_string()).filter(|r| !r.is_empty());
         let quorum_voters = parse_voters(&get("controller.quorum.voters"))?;
         let mut raft_listener = parse_bind("raft.listener", get("raft.listener").trim())?;
@@ -482,6 +572,8 @@ impl BrokerConfig {
             authorizer,
             inter_broker_secret,
             raft_listener_narrowed,
+            ssl,
+            sasl,
             values: hide_secrets(values),
         })
     }
@@ -670,6 +762,7 @@ fn parse_listeners(listeners: &str, advertised: &str) -> Result<Vec<Listener>, C
         };
         out.push(Listener {
             name,
+            protocol: SecurityProtocol::Plaintext,
             bind,
             advertised_host,
             advertised_port,
@@ -692,9 +785,9 @@ fn parse_listeners(listeners: &str, advertised: &str) -> Result<Vec<Listener>, C
     Ok(out)
 }
 
-/// Checks `listener.security.protocol.map` (`NAME:PROTOCOL,…`): every listener needs an entry,
-/// as in Kafka, and raftka serves PLAINTEXT only.
-fn check_protocols(listeners: &[Listener], map: &str) -> Result<(), ConfigError> {
+/// Reads `listener.security.protocol.map` (`NAME:PROTOCOL,…`) into each listener's protocol:
+/// every listener needs an entry, as in Kafka.
+fn check_protocols(listeners: &mut [Listener], map: &str) -> Result<(), ConfigError> {
     let mut entries = Vec::new();
     for item in map.split(',').map(str::trim).filter(|x| !x.is_empty()) {
         let (name, protocol) = item.split_once(':').ok_or_else(|| {
@@ -718,20 +811,151 @@ fn check_protocols(listeners: &[Listener], map: &str) -> Result<(), ConfigError>
                     ),
                 ))
             }
-            Some((_, p)) if !p.eq_ignore_ascii_case("PLAINTEXT") => {
-                return Err(invalid(
-                    "listener.security.protocol.map",
-                    map,
-                    &format!(
-                        "listener {} uses {p}; raftka supports PLAINTEXT only",
+            Some((_, p)) => {
+                l.protocol = SecurityProtocol::parse(p).ok_or_else(|| {
+                    invalid(
+                        "listener.security.protocol.map",
+                        map,
+                        &format!(
+                        "listener {} uses {p}; expected PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL",
                         l.name
                     ),
-                ))
+                    )
+                })?
             }
-            Some(_) => {}
         }
     }
     Ok(())
+}
+
+/// The `ssl.*` settings; a TLS listener needs a key and certificate.
+fn parse_ssl(
+    get: &dyn Fn(&str) -> String,
+    listeners: &[Listener],
+) -> Result<SslConfig, ConfigError> {
+    let path = |n: &str| {
+        Some(get(n).trim().to_string())
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
+    for n in ["ssl.keystore.type", "ssl.truststore.type"] {
+        if !get(n).trim().eq_ignore_ascii_case("PEM") {
+            return Err(invalid(
+                n,
+                &get(n),
+                "raftka reads PEM files only (convert a JKS or PKCS12 store with keytool/openssl)",
+            ));
+        }
+    }
+    if get("ssl.principal.mapping.rules").trim() != "DEFAULT" {
+        return Err(invalid(
+            "ssl.principal.mapping.rules",
+            &get("ssl.principal.mapping.rules"),
+            "raftka supports DEFAULT only (the certificate's full subject)",
+        ));
+    }
+    let client_auth = match get("ssl.client.auth").trim().to_ascii_lowercase().as_str() {
+        "none" | "" => ClientAuth::None,
+        "requested" => ClientAuth::Requested,
+        "required" => ClientAuth::Required,
+        other => {
+            return Err(invalid(
+                "ssl.client.auth",
+                other,
+                "expected required, requested or none",
+            ))
+        }
+    };
+    let c = SslConfig {
+        keystore: path("ssl.keystore.location"),
+        key: path("ssl.key.location"),
+        certificate: path("ssl.certificate.location"),
+        key_password: Some(get("ssl.key.password")).filter(|v| !v.is_empty()),
+        truststore: path("ssl.truststore.location"),
+        client_auth: Some(client_auth),
+    };
+    if let Some(l) = listeners.iter().find(|l| l.protocol.tls()) {
+        if c.keystore.is_none() && (c.key.is_none() || c.certificate.is_none()) {
+            return Err(invalid("ssl.keystore.location", "", &format!("listener {} uses TLS: set ssl.keystore.location (key and chain in one PEM file) or ssl.key.location and ssl.certificate.location", l.name)));
+        }
+        if client_auth != ClientAuth::None && c.truststore.is_none() {
+            return Err(invalid("ssl.truststore.location", "", "ssl.client.auth asks for client certificates: set the CA file that they must chain to"));
+        }
+    }
+    Ok(c)
+}
+
+/// The `sasl.*` settings.
+fn parse_sasl(get: &dyn Fn(&str) -> String) -> Result<SaslConfig, ConfigError> {
+    let mut mechanisms = Vec::new();
+    for m in get("sasl.enabled.mechanisms")
+        .split(',')
+        .map(str::trim)
+        .filter(|m| !m.is_empty())
+    {
+        let m = m.to_ascii_uppercase();
+        if !["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"].contains(&m.as_str()) {
+            return Err(invalid(
+                "sasl.enabled.mechanisms",
+                &m,
+                "raftka supports PLAIN, SCRAM-SHA-256 and SCRAM-SHA-512",
+            ));
+        }
+        if !mechanisms.contains(&m) {
+            mechanisms.push(m);
+        }
+    }
+    let reauth = get("connections.max.reauth.ms")
+        .trim()
+        .parse::<i64>()
+        .ok()
+        .filter(|v| *v >= 0)
+        .ok_or_else(|| {
+            invalid(
+                "connections.max.reauth.ms",
+                &get("connections.max.reauth.ms"),
+                "must be 0 or more",
+            )
+        })?;
+    let scram_users = parse_scram_users(&get("sasl.scram.users"))?;
+    Ok(SaslConfig {
+        scram_users,
+        mechanisms,
+        jaas_config: get("sasl.jaas.config"),
+        jaas_file: Some(get("sasl.jaas.file").trim().to_string())
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from),
+        max_reauth_ms: reauth as u64,
+    })
+}
+
+/// Parses `sasl.scram.users`: `MECHANISM=[name=USER,password=PASSWORD]` entries separated by
+/// spaces or commas (the password runs to the closing bracket).
+fn parse_scram_users(value: &str) -> Result<Vec<(String, String, String)>, ConfigError> {
+    const NAME: &str = "sasl.scram.users";
+    let mut out = Vec::new();
+    let mut rest = value.trim();
+    while !rest.is_empty() {
+        let bad = |why: &str| invalid(NAME, value, why);
+        let (mechanism, after) = rest
+            .split_once("=[")
+            .ok_or_else(|| bad("expected MECHANISM=[name=USER,password=PASSWORD]"))?;
+        let mechanism = mechanism.trim().to_ascii_uppercase();
+        if mechanism != "SCRAM-SHA-256" && mechanism != "SCRAM-SHA-512" {
+            return Err(bad("the mechanism must be SCRAM-SHA-256 or SCRAM-SHA-512"));
+        }
+        let (body, after) = after.split_once(']').ok_or_else(|| bad("missing ]"))?;
+        let (name, password) = body
+            .strip_prefix("name=")
+            .and_then(|b| b.split_once(",password="))
+            .ok_or_else(|| bad("expected name=USER,password=PASSWORD inside the brackets"))?;
+        if name.is_empty() || password.is_empty() {
+            return Err(bad("the name and password must not be empty"));
+        }
+        out.push((mechanism, name.to_string(), password.to_string()));
+        rest = after.trim_start_matches([',', ' ']).trim();
+    }
+    Ok(out)
 }
 
 /// Parses `controller.quorum.voters`: `id@host:port,id@host:port,…` (Kafka's KRaft format).
@@ -1018,7 +1242,7 @@ mod tests {
     }
 
     #[test]
-    fn named_listeners_need_a_plaintext_protocol() {
+    fn named_listeners_need_a_protocol() {
         let l = parse_listeners(
             "INTERNAL://127.0.0.1:9092,EXTERNAL://127.0.0.1:19092",
             "INTERNAL://broker1:9092,EXTERNAL://localhost:19092",
@@ -1029,12 +1253,15 @@ mod tests {
             (l[1].name.as_str(), l[1].advertised_host.as_str()),
             ("EXTERNAL", "localhost")
         );
-        assert!(check_protocols(&l, "INTERNAL:PLAINTEXT,EXTERNAL:PLAINTEXT").is_ok());
-        let missing = check_protocols(&l, "INTERNAL:PLAINTEXT")
+        let mut l = l;
+        assert!(check_protocols(&mut l, "INTERNAL:PLAINTEXT,EXTERNAL:PLAINTEXT").is_ok());
+        let missing = check_protocols(&mut l, "INTERNAL:PLAINTEXT")
             .unwrap_err()
             .to_string();
         assert!(missing.contains("EXTERNAL"), "{missing}");
-        assert!(check_protocols(&l, "INTERNAL:PLAINTEXT,EXTERNAL:SSL").is_err());
+        assert!(check_protocols(&mut l, "INTERNAL:PLAINTEXT,EXTERNAL:SASL_SSL").is_ok());
+        assert_eq!(l[1].protocol, SecurityProtocol::SaslSsl);
+        assert!(check_protocols(&mut l, "INTERNAL:PLAINTEXT,EXTERNAL:KERBEROS").is_err());
         assert!(parse_listeners("A://127.0.0.1:1,A://127.0.0.1:2", "").is_err());
         assert!(parse_listeners("A://127.0.0.1:1", "B://h:1").is_err());
         let pairs = |kv: &[(&str, &str)]| {
@@ -1099,6 +1326,56 @@ mod tests {
         let e = BrokerConfig::from_pairs(pairs(&[("listeners", "PLAINTEXT://127.0.0.1:65535")]))
             .unwrap_err();
         assert!(e.to_string().contains("http.listener"), "{e}");
+    }
+
+    #[test]
+    fn security_settings() {
+        let pairs = |kv: &[(&str, &str)]| {
+            kv.iter()
+                .map(|(k, v)| ("test".to_string(), k.to_string(), v.to_string()))
+                .collect::<Vec<_>>()
+        };
+        // A TLS listener needs a key and certificate.
+        let e = BrokerConfig::from_pairs(pairs(&[("listeners", "SSL://127.0.0.1:0")])).unwrap_err();
+        assert!(e.to_string().contains("ssl.keystore.location"), "{e}");
+        let c = BrokerConfig::from_pairs(pairs(&[
+            ("listeners", "SSL://127.0.0.1:0,SASL_SSL://127.0.0.1:0"),
+            ("ssl.keystore.location", "/k.pem"),
+            ("ssl.client.auth", "requested"),
+            ("ssl.truststore.location", "/ca.pem"),
+            ("sasl.enabled.mechanisms", "scram-sha-512"),
+            (
+                "sasl.scram.users",
+                "SCRAM-SHA-512=[name=admin,password=a,b] SCRAM-SHA-256=[name=x,password=y]",
+            ),
+        ]))
+        .unwrap();
+        assert_eq!(c.listeners[1].protocol, SecurityProtocol::SaslSsl);
+        assert_eq!(c.ssl.client_auth, Some(ClientAuth::Requested));
+        assert_eq!(c.sasl.mechanisms, vec!["SCRAM-SHA-512".to_string()]);
+        assert_eq!(
+            c.sasl.scram_users[0],
+            ("SCRAM-SHA-512".into(), "admin".into(), "a,b".into())
+        );
+        assert_eq!(c.sasl.scram_users.len(), 2);
+        for (k, v) in [
+            ("ssl.keystore.type", "JKS"),
+            ("ssl.client.auth", "sometimes"),
+            ("sasl.enabled.mechanisms", "GSSAPI"),
+            ("sasl.scram.users", "SCRAM-SHA-1=[name=a,password=b]"),
+            ("ssl.principal.mapping.rules", "RULE:^CN=(.*?),.*$/$1/"),
+        ] {
+            let e = BrokerConfig::from_pairs(pairs(&[(k, v)])).unwrap_err();
+            assert!(e.to_string().contains(k), "{k}: {e}");
+        }
+        // Client certificates need a CA to check them against.
+        let e = BrokerConfig::from_pairs(pairs(&[
+            ("listeners", "SSL://127.0.0.1:0"),
+            ("ssl.keystore.location", "/k.pem"),
+            ("ssl.client.auth", "required"),
+        ]))
+        .unwrap_err();
+        assert!(e.to_string().contains("ssl.truststore.location"), "{e}");
     }
 
     #[test]

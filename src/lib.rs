@@ -23,7 +23,8 @@
 //! - [`http`]: the HTTP admin listener — `/metrics`, `/health`, `/ready`, `/v1/cluster`, the
 //!   web console; [`metrics`]: the counters the request path moves; [`events`]: the ring of
 //!   recent fencing, leader and ISR changes.
-//! - [`security`]: who is asking — the principal a connection authenticated as.
+//! - [`security`]: who is asking — the principal a connection authenticated as, TLS, SASL
+//!   (PLAIN, SCRAM) and SCRAM credentials.
 //!
 //! - [`cluster`]: a broker as a cluster member — opens the quorum, registers, heartbeats, and
 //!   as controller runs the placement/election loop; [`lease`]: a broker's own session;
@@ -82,7 +83,39 @@ pub async fn run(config: BrokerConfig, shutdown: CancellationToken) -> anyhow::R
     // Idle idempotent producers, every producer.id.expiration.check.interval.ms.
     tokio::spawn(producer_expiry::run(broker.clone()));
     let quotas = server::quotas::ConnectionQuotas::new(&broker.config);
-    for l in &broker.config.listeners {
+    // One TLS source (reloaded when its files change) and one SASL user list for all the
+    // listeners that need them; unusable files stop the broker here.
+    let listeners = &broker.config.listeners;
+    // SSL listeners ask for client certificates as ssl.client.auth says; SASL_SSL ones do
+    // not (KIP-684: the SASL identity is the principal there).
+    let tls_source = |protocol: config::SecurityProtocol| -> anyhow::Result<_> {
+        if !listeners.iter().any(|l| l.protocol == protocol) {
+            return Ok(None);
+        }
+        let mut settings = broker.config.ssl.clone();
+        if protocol.sasl() {
+            settings.client_auth = None;
+        }
+        Ok(Some(Arc::new(security::tls::TlsSource::new(&settings)?)))
+    };
+    let ssl = tls_source(config::SecurityProtocol::Ssl)?;
+    let sasl_ssl = tls_source(config::SecurityProtocol::SaslSsl)?;
+    let sasl = match listeners.iter().any(|l| l.protocol.sasl()) {
+        true => Some(Arc::new(security::sasl::SaslSettings::from_config(
+            &broker.config.sasl,
+        )?)),
+        false => None,
+    };
+    for l in listeners {
+        let security = Arc::new(server::ListenerSecurity {
+            protocol: l.protocol,
+            tls: match l.protocol {
+                config::SecurityProtocol::Ssl => ssl.clone(),
+                config::SecurityProtocol::SaslSsl => sasl_ssl.clone(),
+                _ => None,
+            },
+            sasl: sasl.clone().filter(|_| l.protocol.sasl()),
+        });
         let listener = TcpListener::bind(l.bind)
             .await
             .map_err(|e| anyhow::anyhow!("cannot bind listener {} on {}: {e}", l.name, l.bind))?;
@@ -91,10 +124,12 @@ pub async fn run(config: BrokerConfig, shutdown: CancellationToken) -> anyhow::R
             listener = %l.name,
             addr = %listener.local_addr()?,
             advertised = %format!("{}:{}", l.advertised_host, l.advertised_port),
+            protocol = ?l.protocol,
             "raftka broker listening"
         );
         servers.spawn(server::serve(
             Arc::from(l.name.as_str()),
+            security,
             listener,
             broker.clone(),
             quotas.clone(),

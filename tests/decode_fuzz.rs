@@ -269,6 +269,20 @@ fn every_advertised_version_answers_with_a_well_formed_response() {
                         let req = DescribeTopicPartitionsRequest::default();
                         round_trip(&b, spec.key, v, req).await
                     }
+                    ApiKey::SaslHandshake => {
+                        round_trip(&b, spec.key, v, SaslHandshakeRequest::default()).await
+                    }
+                    ApiKey::SaslAuthenticate => {
+                        round_trip(&b, spec.key, v, SaslAuthenticateRequest::default()).await
+                    }
+                    ApiKey::DescribeUserScramCredentials => {
+                        let req = DescribeUserScramCredentialsRequest::default();
+                        round_trip(&b, spec.key, v, req).await
+                    }
+                    ApiKey::AlterUserScramCredentials => {
+                        let req = AlterUserScramCredentialsRequest::default();
+                        round_trip(&b, spec.key, v, req).await
+                    }
                     other => panic!("{other:?} is advertised but has no round-trip case here"),
                 }
             }

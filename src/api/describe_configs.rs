@@ -68,7 +68,7 @@ struct Entry<'a> {
 }
 
 fn render(e: Entry<'_>, o: EntryOptions) -> DescribeConfigsResourceResult {
-    // Secrets are reported as Kafka reports passwords: sensitive, without a value.
+    // Secrets (passwords, JAAS text) are never sent, as Kafka hides PASSWORD settings.
     let sensitive = e.kind == ValueType::Password;
     let shown = |v: String| (!sensitive).then(|| StrBytes::from_string(v));
     let mut r = DescribeConfigsResourceResult::default()

@@ -7,6 +7,15 @@ use crate::group::GroupError;
 use crate::log::{batch::BatchError, validate::RecordError, LogError};
 use crate::metadata::MetadataError;
 
+/// Kafka error codes of SASL and SCRAM credential management (newer or absent in the codec
+/// crate's table under these names).
+pub const UNSUPPORTED_SASL_MECHANISM: i16 = 33;
+pub const ILLEGAL_SASL_STATE: i16 = 34;
+pub const SASL_AUTHENTICATION_FAILED: i16 = 58;
+pub const RESOURCE_NOT_FOUND: i16 = 91;
+pub const DUPLICATE_RESOURCE: i16 = 92;
+pub const UNACCEPTABLE_CREDENTIAL: i16 = 93;
+
 /// The Kafka error code for a metadata error.
 pub fn metadata_code(e: &MetadataError) -> i16 {
     match e {

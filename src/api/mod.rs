@@ -39,6 +39,8 @@ mod offset_commit;
 mod offset_delete;
 mod offset_fetch;
 mod produce;
+mod sasl;
+mod scram_credentials;
 mod sync_group;
 mod topic_ids;
 
@@ -113,6 +115,11 @@ pub const APIS: &[ApiSpec] = &[
     api(ApiKey::DescribeLogDirs, 0, 4),
     api(ApiKey::DescribeQuorum, 0, 2),
     api(ApiKey::DescribeTopicPartitions, 0, 0),
+    // SASL (the exchange runs in server::auth; here they answer ILLEGAL_SASL_STATE).
+    api(ApiKey::SaslHandshake, 0, 1),
+    api(ApiKey::SaslAuthenticate, 0, 2),
+    api(ApiKey::DescribeUserScramCredentials, 0, 0),
+    api(ApiKey::AlterUserScramCredentials, 0, 0),
 ];
 
 /// The spec for an API key, if raftka handles that API.
@@ -206,12 +213,31 @@ pub async fn dispatch(broker: &Arc<Broker>, frame: Bytes) -> Result<Outcome, Dis
 }
 
 /// [`dispatch`] for a request that arrived from `peer` (DescribeGroups reports it) through the
-/// listener named `listener` (Metadata answers with its addresses).
+/// listener named `listener` (Metadata answers with its addresses), as `User:ANONYMOUS`.
 pub async fn dispatch_from(
+    broker: &Arc<Broker>,
+    frame: Bytes,
+    peer: Option<SocketAddr>,
+    listener: Option<Arc<str>>,
+) -> Result<Outcome, DispatchError> {
+    dispatch_as(
+        broker,
+        frame,
+        peer,
+        listener,
+        crate::security::Principal::anonymous(),
+    )
+    .await
+}
+
+/// [`dispatch_from`] for a request of a connection that authenticated as `principal` (the
+/// connection layer passes its TLS or SASL identity; `User:ANONYMOUS` otherwise).
+pub async fn dispatch_as(
     broker: &Arc<Broker>,
     mut frame: Bytes,
     peer: Option<SocketAddr>,
     listener: Option<Arc<str>>,
+    principal: crate::security::Principal,
 ) -> Result<Outcome, DispatchError> {
     let prefix = peek_header(&frame)?;
     let spec = spec(prefix.api_key).ok_or(DispatchError::UnknownApi(prefix.api_key))?;
@@ -237,7 +263,7 @@ pub async fn dispatch_from(
         client_id: header.client_id.as_ref().map(|c| c.to_string()),
         client_host: peer.map(|p| format!("/{}", p.ip())).unwrap_or_default(),
         listener,
-        principal: crate::security::Principal::anonymous(),
+        principal,
     };
     let b = broker;
     match spec.key {
@@ -363,6 +389,22 @@ pub async fn dispatch_from(
         ApiKey::DescribeTopicPartitions => {
             serve(spec.key, &ctx, frame, |r| {
                 describe_topic_partitions::handle(b, &ctx, r)
+            })
+            .await
+        }
+        ApiKey::SaslHandshake => serve(spec.key, &ctx, frame, |r| sasl::handshake(&ctx, r)).await,
+        ApiKey::SaslAuthenticate => {
+            serve(spec.key, &ctx, frame, |r| sasl::authenticate(&ctx, r)).await
+        }
+        ApiKey::DescribeUserScramCredentials => {
+            serve(spec.key, &ctx, frame, |r| {
+                scram_credentials::describe(b, &ctx, r)
+            })
+            .await
+        }
+        ApiKey::AlterUserScramCredentials => {
+            serve(spec.key, &ctx, frame, |r| {
+                scram_credentials::alter(b, &ctx, r)
             })
             .await
         }

@@ -10,6 +10,7 @@ use super::config_ops::{apply_ops, ConfigOp, ConfigResource};
 use super::election::{self, ElectionType};
 use super::MetadataError;
 use crate::security::acl::{AclBinding, AclFilter};
+use crate::security::scram::{ScramCredential, ScramMechanism};
 
 /// A broker as clients see it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -188,6 +189,13 @@ pub enum MetadataCommand {
     DeleteAcls {
         filters: Vec<AclFilter>,
     },
+    /// Sets (`Some`) or removes (`None`) a user's SCRAM credential of one mechanism
+    /// (AlterUserScramCredentials). Removing a missing credential changes nothing.
+    ScramCredential {
+        user: String,
+        mechanism: ScramMechanism,
+        credential: Option<ScramCredential>,
+    },
 }
 
 /// Everything a broker knows about the cluster.
@@ -203,9 +211,21 @@ pub struct ClusterImage {
     /// The cluster's ACLs (see `security::authorizer`), without duplicates, in creation order.
     #[serde(default)]
     pub acls: Vec<AclBinding>,
+    /// SCRAM credentials by user and mechanism (salted keys, never passwords).
+    #[serde(default)]
+    pub scram: BTreeMap<String, BTreeMap<ScramMechanism, ScramCredential>>,
 }
 
 impl ClusterImage {
+    /// A user's SCRAM credential of one mechanism.
+    pub fn scram_credential(
+        &self,
+        user: &str,
+        mechanism: ScramMechanism,
+    ) -> Option<&ScramCredential> {
+        self.scram.get(user)?.get(&mechanism)
+    }
+
     /// Applies a command, or explains why it cannot apply (the image is then unchanged).
     pub fn apply(&mut self, cmd: &MetadataCommand) -> Result<(), MetadataError> {
         match cmd {
@@ -382,6 +402,26 @@ impl ClusterImage {
                         self.broker_configs.remove(&key);
                     } else {
                         self.broker_configs.insert(key, new);
+                    }
+                }
+            },
+            MetadataCommand::ScramCredential {
+                user,
+                mechanism,
+                credential,
+            } => match credential {
+                Some(c) => {
+                    self.scram
+                        .entry(user.clone())
+                        .or_default()
+                        .insert(*mechanism, c.clone());
+                }
+                None => {
+                    if let Some(m) = self.scram.get_mut(user) {
+                        m.remove(mechanism);
+                        if m.is_empty() {
+                            self.scram.remove(user);
+                        }
                     }
                 }
             },

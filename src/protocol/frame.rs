@@ -43,6 +43,12 @@ impl FrameReader {
         }
     }
 
+    /// Changes the largest frame accepted from now on (a SASL connection accepts only small
+    /// frames until it has authenticated).
+    pub fn set_max(&mut self, max: usize) {
+        self.max = max;
+    }
+
     /// Makes room for the next socket read: up to [`READ_CHUNK`] bytes, fewer when the frame
     /// being read needs fewer. `BytesMut` grows geometrically, so a large frame that really
     /// arrives is read in few allocations, while capacity stays within about twice the bytes

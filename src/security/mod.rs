@@ -1,13 +1,19 @@
-//! Who is asking and what they may do: the authenticated principal of a Kafka connection
-//! ([`principal`]), Kafka's ACLs ([`acl`]) and the authorizer that decides with them
-//! ([`authorizer`]).
+//! Who is asking, how they proved it and what they may do: the principal of a Kafka
+//! connection ([`principal`]), TLS for the SSL listeners ([`tls`]), SASL (PLAIN,
+//! SCRAM-SHA-256/512) for the SASL listeners ([`sasl`], [`plain`], [`scram`]), Kafka's ACLs
+//! ([`acl`]) and the authorizer that decides with them ([`authorizer`]).
 //!
-//! Pure types and decisions; it depends on nothing else in the crate, so the connection
-//! layer (which authenticates), the API handlers (which authorize) and the metadata image
-//! (which stores ACLs and credentials) can all use it.
+//! `principal`, `acl`, `authorizer`, `plain` and `scram` depend on nothing else in the crate,
+//! so the connection layer (which authenticates), the API handlers (which authorize) and the
+//! metadata image (which stores ACLs and SCRAM credentials) can all use them; `tls` and `sasl`
+//! also read their settings from `config`.
 
 pub mod acl;
 pub mod authorizer;
+pub mod plain;
 pub mod principal;
+pub mod sasl;
+pub mod scram;
+pub mod tls;
 
 pub use principal::Principal;
