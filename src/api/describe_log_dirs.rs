@@ -14,8 +14,8 @@ use kafka_protocol::messages::{DescribeLogDirsRequest, DescribeLogDirsResponse, 
 use kafka_protocol::protocol::StrBytes;
 
 use super::{authz, RequestContext};
-use crate::security::acl::Operation;
 use crate::broker::Broker;
+use crate::security::acl::Operation;
 
 pub async fn handle(
     broker: &Broker,
@@ -26,9 +26,9 @@ pub async fn handle(
     if !authz::cluster(broker, ctx, Operation::Describe) {
         let r = DescribeLogDirsResponse::default();
         return if ctx.api_version >= 3 {
-            r.with_error_code(
-                super::errors::code(kafka_protocol::ResponseError::ClusterAuthorizationFailed),
-            )
+            r.with_error_code(super::errors::code(
+                kafka_protocol::ResponseError::ClusterAuthorizationFailed,
+            ))
         } else {
             r
         };

@@ -28,10 +28,10 @@ use openraft::ServerState;
 
 use super::errors::code;
 use super::{authz, RequestContext};
-use crate::security::acl::Operation;
 use crate::broker::Broker;
 use crate::cli::client::{host_port, Connection};
 use crate::metadata::ClusterImage;
+use crate::security::acl::Operation;
 
 /// The client id of a DescribeQuorum one broker forwards to the quorum leader.
 pub const FORWARDED: &str = "raftka-forwarded-describe-quorum";

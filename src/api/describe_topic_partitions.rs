@@ -85,7 +85,13 @@ pub async fn handle(
         let total = t.partitions.len();
         let first = usize::try_from(from).unwrap_or(0).min(total);
         let end = (first + budget).min(total);
-        topics.push(topic_entry(&image, t, first, end, authorized_ops::topic(broker, ctx, name)));
+        topics.push(topic_entry(
+            &image,
+            t,
+            first,
+            end,
+            authorized_ops::topic(broker, ctx, name),
+        ));
         budget -= end - first;
         if end < total {
             next_cursor = Some(cursor(name, end as i32));

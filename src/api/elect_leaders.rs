@@ -19,10 +19,10 @@ use kafka_protocol::ResponseError;
 
 use super::errors::{code, metadata_code};
 use super::{authz, RequestContext};
-use crate::security::acl::Operation;
 use crate::broker::Broker;
 use crate::metadata::election::{self, ElectionType};
 use crate::metadata::{MetadataCommand, MetadataError};
+use crate::security::acl::Operation;
 
 pub async fn handle(
     broker: &Broker,

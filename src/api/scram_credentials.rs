@@ -13,23 +13,30 @@ use kafka_protocol::messages::{
     DescribeUserScramCredentialsRequest, DescribeUserScramCredentialsResponse,
 };
 use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::ResponseError;
 
 use super::errors::{
-    metadata_code, DUPLICATE_RESOURCE, RESOURCE_NOT_FOUND, UNACCEPTABLE_CREDENTIAL,
+    code, metadata_code, DUPLICATE_RESOURCE, RESOURCE_NOT_FOUND, UNACCEPTABLE_CREDENTIAL,
     UNSUPPORTED_SASL_MECHANISM,
 };
-use super::RequestContext;
+use super::{authz, RequestContext};
 use crate::broker::Broker;
 use crate::metadata::MetadataCommand;
+use crate::security::acl::Operation;
 use crate::security::scram::{ScramMechanism, MAX_ITERATIONS, MIN_ITERATIONS};
 
 type Outcome = (i16, Option<String>);
 
 pub async fn describe(
     broker: &Broker,
-    _ctx: &RequestContext,
+    ctx: &RequestContext,
     req: DescribeUserScramCredentialsRequest,
 ) -> DescribeUserScramCredentialsResponse {
+    // Kafka: DESCRIBE on the cluster.
+    if !authz::cluster(broker, ctx, Operation::Describe) {
+        return DescribeUserScramCredentialsResponse::default()
+            .with_error_code(code(ResponseError::ClusterAuthorizationFailed));
+    }
     let image = broker.metadata.image();
     let names: Vec<String> = match &req.users {
         Some(users) if !users.is_empty() => users.iter().map(|u| u.name.to_string()).collect(),
@@ -76,9 +83,30 @@ pub async fn describe(
 
 pub async fn alter(
     broker: &Broker,
-    _ctx: &RequestContext,
+    ctx: &RequestContext,
     req: AlterUserScramCredentialsRequest,
 ) -> AlterUserScramCredentialsResponse {
+    // Kafka: ALTER on the cluster, answered for every user of the request.
+    if !authz::cluster(broker, ctx, Operation::Alter) {
+        let mut users: Vec<String> = req
+            .deletions
+            .iter()
+            .map(|d| d.name.to_string())
+            .chain(req.upsertions.iter().map(|u| u.name.to_string()))
+            .collect();
+        let mut seen = std::collections::BTreeSet::new();
+        users.retain(|u| seen.insert(u.clone()));
+        let denied = code(ResponseError::ClusterAuthorizationFailed);
+        let results = users
+            .into_iter()
+            .map(|u| {
+                AlterUserScramCredentialsResult::default()
+                    .with_user(StrBytes::from_string(u))
+                    .with_error_code(denied)
+            })
+            .collect();
+        return AlterUserScramCredentialsResponse::default().with_results(results);
+    }
     // Every (user, mechanism) at most once per request, as Kafka's controller checks.
     let mut seen: BTreeMap<(String, i8), usize> = BTreeMap::new();
     for (name, m) in req

@@ -250,6 +250,7 @@ mod tests {
                 name: "t".into(),
                 assignments: vec![vec![1, 2]],
                 configs: Default::default(),
+                id: 0,
             })
             .unwrap();
         let replication = ReplicaManager::new(1, ReplicationConfig::default(), logs.clone());
