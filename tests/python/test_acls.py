@@ -14,7 +14,8 @@ implementation, raw DescribeAcls/Metadata to each chosen broker.
 
 import uuid
 
-from confluent_kafka import KafkaError, Producer
+import pytest
+from confluent_kafka import KafkaError, KafkaException, Producer
 from confluent_kafka.admin import (
     AclBinding,
     AclBindingFilter,
@@ -253,3 +254,51 @@ def test_a_group_member_needs_read_on_its_group(cluster3):
         f = AclBindingFilter(ResourceType.GROUP, group, ResourcePatternType.LITERAL, None, None,
                              AclOperation.ANY, AclPermissionType.ANY)
         a.delete_acls([f], request_timeout=15)[f].result(timeout=WAIT)
+
+
+def test_cluster_alter_apis_need_alter_on_the_cluster(cluster3):
+    """ElectLeaders and AlterUserScramCredentials need ALTER on the cluster (DescribeUser-
+    ScramCredentials only DESCRIBE). Last in this module: the cluster ACLs it creates forbid
+    DeleteAcls and cluster-wide operations, so they stay until the module's cluster goes."""
+    from confluent_kafka import ElectionType, TopicPartition
+    from confluent_kafka.admin import (
+        ScramCredentialInfo,
+        ScramMechanism,
+        UserScramCredentialUpsertion,
+    )
+
+    b = cluster3.bootstrap
+    topic = topic_name("elect")
+    create_topic(b, topic, partitions=1, replication_factor=3)
+    a = admin(b)
+    user = topic_name("u")
+    upsert = UserScramCredentialUpsertion(
+        user, ScramCredentialInfo(ScramMechanism.SCRAM_SHA_256, 4096), b"pw-" + user.encode())
+    # Allowed while no ACL covers the cluster (allow.everyone.if.no.acl.found=true).
+    for f in a.alter_user_scram_credentials([upsert], request_timeout=15).values():
+        f.result(timeout=WAIT)
+    # Once an ACL covers the cluster, only what is allowed is: DESCRIBE yes, ALTER denied.
+    cluster_acls = [
+        AclBinding(ResourceType.BROKER, "kafka-cluster", ResourcePatternType.LITERAL, ANON, "*",
+                   op, perm)
+        for op, perm in ((AclOperation.ALTER, AclPermissionType.DENY),
+                         (AclOperation.DESCRIBE, AclPermissionType.ALLOW))
+    ]
+    for f in a.create_acls(cluster_acls, request_timeout=15).values():
+        f.result(timeout=WAIT)
+
+    def scram_refused():
+        try:
+            for f in a.alter_user_scram_credentials([upsert], request_timeout=15).values():
+                f.result(timeout=WAIT)
+        except KafkaException as e:
+            return err_code(e) == KafkaError.CLUSTER_AUTHORIZATION_FAILED
+        return False
+
+    wait_until(scram_refused, what="AlterUserScramCredentials refused without ALTER on the cluster")
+    with pytest.raises(KafkaException) as refused:
+        a.elect_leaders(ElectionType.PREFERRED, [TopicPartition(topic, 0)]).result(timeout=WAIT)
+    assert err_code(refused.value) == KafkaError.CLUSTER_AUTHORIZATION_FAILED, refused.value
+    # DESCRIBE is allowed: the credential created before the DENY is listed.
+    described = a.describe_user_scram_credentials([user], request_timeout=15)[user].result(timeout=WAIT)
+    assert [i.mechanism for i in described.scram_credential_infos] == [ScramMechanism.SCRAM_SHA_256]
