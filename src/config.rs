@@ -1306,7 +1306,7 @@ mod tests {
         .unwrap();
         assert_eq!(c.quorum_voters.len(), 2);
         assert_eq!(c.raft_listener.port(), 19093);
-        assert_eq!(c.quorum_election_timeout_ms, 300);
+        assert_eq!(c.quorum_election_timeout_ms, 200);
     }
 
     #[test]

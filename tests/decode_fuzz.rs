@@ -256,6 +256,15 @@ fn every_advertised_version_answers_with_a_well_formed_response() {
                     ApiKey::DeleteGroups => {
                         round_trip(&b, spec.key, v, DeleteGroupsRequest::default()).await
                     }
+                    ApiKey::DescribeAcls => {
+                        round_trip(&b, spec.key, v, DescribeAclsRequest::default()).await
+                    }
+                    ApiKey::CreateAcls => {
+                        round_trip(&b, spec.key, v, CreateAclsRequest::default()).await
+                    }
+                    ApiKey::DeleteAcls => {
+                        round_trip(&b, spec.key, v, DeleteAclsRequest::default()).await
+                    }
                     ApiKey::ElectLeaders => {
                         round_trip(&b, spec.key, v, ElectLeadersRequest::default()).await
                     }

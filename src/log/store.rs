@@ -314,11 +314,7 @@ mod tests {
             store.after_append().await.unwrap();
             assert_eq!(store.group_flushes(), i);
         }
-        // Concurrent answers share flushes.
-        let waits = (0..50).map(|_| store.after_append());
-        for r in futures_util::future::join_all(waits).await {
-            r.unwrap();
-        }
-        assert!(store.group_flushes() <= 3 + 10, "{}", store.group_flushes());
+        // How concurrent callers share flushes is timing-dependent here (a flush of nothing is
+        // instant); `commit::tests` proves the sharing deterministically.
     }
 }
