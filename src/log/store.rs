@@ -39,6 +39,9 @@ pub struct LogStore {
 /// A scratch tree for [`LogStore::release_space`].
 const PAD_TREE: &str = "sled_padding";
 
+/// Largest segment size for which [`LogStore::release_space`] writes padding.
+const PAD_MAX_SEGMENT: usize = 1 << 20;
+
 /// The padding [`LogStore::release_space`] writes for a segment size: values of three quarters
 /// of sled's inline limit (never a blob file themselves), enough of them to fill two segments.
 fn padding(segment_bytes: usize) -> (usize, usize) {
@@ -178,25 +181,33 @@ impl LogStore {
 
     /// Makes sled give back the disk space of data deleted since the last call.
     ///
-    /// sled 0.34 stores large tree nodes (our batches live in them) as blob files and
-    /// deletes a replaced node's blob only when the log segment holding the replacement is
-    /// sealed; with the data itself in blobs, sled's log grows by a few bytes per write, so
-    /// the segment stays open and deleted data keeps its disk space (measured without this:
-    /// 8 MB produced → 36 MB, retention to 1 MB → 40 MB, 8 MB more under retention → 86 MB). Writing two
-    /// segments' worth of padding (and removing it) seals that segment and the next (one was
-    /// not always enough; the padding is sized from the database's segment size): the blobs go now, and the padding's own space is reused by sled's
-    /// segment cleaner. Measured: 8 MB produced, 36.5 MB on disk; retention down to 1 MB →
-    /// 4.4 MB on disk (tests/python/test_retention.py prints the figures).
+    /// Small segments (sled's default 512 KiB, kept by data directories created with it):
+    /// sled stores large tree nodes as blob files and deletes a replaced node's blob only when
+    /// the log segment holding the replacement is sealed; with the data itself in blobs,
+    /// sled's log grows by a few bytes per write, so the segment stays open and deleted data
+    /// keeps its disk space (measured without this: 8 MB produced → 36 MB, retention to 1 MB
+    /// → 40 MB, 8 MB more under retention → 86 MB). Writing two segments' worth of padding
+    /// (and removing it) seals that segment and the next (one was not always enough): the
+    /// blobs go now, and the padding's own space is reused by sled's segment cleaner.
+    /// Measured: 8 MB produced, 36.5 MB on disk; retention down to 1 MB → 4.4 MB on disk
+    /// (tests/python/test_retention.py prints the figures).
+    ///
+    /// Segments above [`PAD_MAX_SEGMENT`] (the 16 MiB default): no blob files are written
+    /// (see `sled_config`), sled's own segment cleaner relocates what is live in a segment
+    /// that fell below half live and reuses its room, and padding would only grow the file
+    /// by two segments (measured: 22.9 MB → 70.3 MB with 16 MiB segments). So only a flush.
     pub fn release_space(&self) -> Result<(), LogError> {
         let _one_at_a_time = self.releasing.lock().unwrap_or_else(|p| p.into_inner());
-        let (pad_len, rounds) = padding(self.segment_bytes);
-        let tree = self.db.open_tree(PAD_TREE)?;
-        let pad = vec![0u8; pad_len];
-        for i in 0..rounds {
-            tree.insert(b"pad", &pad[..pad_len - i])?;
-            self.db.flush()?;
+        if self.segment_bytes <= PAD_MAX_SEGMENT {
+            let (pad_len, rounds) = padding(self.segment_bytes);
+            let tree = self.db.open_tree(PAD_TREE)?;
+            let pad = vec![0u8; pad_len];
+            for i in 0..rounds {
+                tree.insert(b"pad", &pad[..pad_len - i])?;
+                self.db.flush()?;
+            }
+            tree.remove(b"pad")?;
         }
-        tree.remove(b"pad")?;
         self.db.flush()?;
         self.space.space_freed();
         Ok(())
@@ -319,7 +330,8 @@ mod tests {
 
     #[test]
     fn release_space_pads_below_the_blob_limit_and_fills_two_segments() {
-        for seg in [SLED_DEFAULT_SEGMENT_BYTES, DEFAULT_SEGMENT_BYTES] {
+        const { assert!(PAD_MAX_SEGMENT < DEFAULT_SEGMENT_BYTES) };
+        for seg in [SLED_DEFAULT_SEGMENT_BYTES, PAD_MAX_SEGMENT] {
             let (pad, rounds) = padding(seg);
             assert!(pad + 64 < sled_config::inline_limit(seg), "{seg}");
             assert!(pad * rounds - rounds * rounds >= 2 * seg, "{seg}");
