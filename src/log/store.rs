@@ -71,7 +71,8 @@ impl LogStore {
                  (sled.segment.bytes applies to new data directories)"
             );
         }
-        Ok(Self::with_db(opened.db, flush_interval_messages).with_segment_bytes(opened.segment_bytes))
+        Ok(Self::with_db(opened.db, flush_interval_messages)
+            .with_segment_bytes(opened.segment_bytes))
     }
 
     /// Wraps an already open database (tests use a temporary one). `flush_interval_messages`
@@ -297,7 +298,11 @@ mod tests {
         let log = store.open_partition("t", 0).unwrap();
         // librdkafka's largest batch (message.max.bytes, 1048588) and a typical one under load.
         let large = batch_of(1000, 1037);
-        assert!(large.len() > 1_040_000 && large.len() <= 1_048_588, "{}", large.len());
+        assert!(
+            large.len() > 1_040_000 && large.len() <= 1_048_588,
+            "{}",
+            large.len()
+        );
         let typical = batch_of(100, 1000);
         for _ in 0..30 {
             log.append(&[large.clone()], 0).unwrap();
@@ -317,7 +322,9 @@ mod tests {
             offset = h.last_offset() + 1;
         }
         assert_eq!(sizes.len(), 90);
-        assert!(sizes.chunks(3).all(|c| c == [large.len(), typical.len(), typical.len()]));
+        assert!(sizes
+            .chunks(3)
+            .all(|c| c == [large.len(), typical.len(), typical.len()]));
         // The check sees blob files: the same batches stored whole under one key each do
         // become blobs (a sled leaf of 17 large values is far above a quarter segment).
         let control = store.db().open_tree("control").unwrap();
