@@ -36,16 +36,6 @@ fn main() {
     let cache = arg("--cache", 64 << 20);
     let batch = arg("--batch", 1).max(1);
     let every = arg("--every", 64);
-    // --collect-ms N: a thread drives crossbeam-epoch's collection every N ms (0: off)
-    let collect_ms = arg("--collect-ms", 0);
-    if collect_ms > 0 {
-        std::thread::spawn(move || loop {
-            std::thread::sleep(std::time::Duration::from_millis(collect_ms));
-            for _ in 0..16 {
-                crossbeam_epoch::pin().flush();
-            }
-        });
-    }
     let dir = tempfile::tempdir().expect("temp dir");
     let db = sled::Config::new()
         .path(dir.path())
