@@ -305,7 +305,7 @@ mod tests {
         );
         let typical = batch_of(100, 1000);
         for _ in 0..30 {
-            log.append(&[large.clone()], 0).unwrap();
+            log.append(std::slice::from_ref(&large), 0).unwrap();
             log.append(&[typical.clone(), typical.clone()], 0).unwrap();
         }
         store.flush().unwrap();
