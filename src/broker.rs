@@ -163,10 +163,14 @@ impl Broker {
             dir: config.data_dir.display().to_string(),
             source: LogError::Storage(sled::Error::Io(e)),
         })?;
+        let sled_settings = crate::log::sled_config::SledSettings {
+            cache_bytes: config.sled_cache_bytes,
+            segment_bytes: config.sled_segment_bytes,
+            flush_every_ms: config.flush_interval_ms,
+        };
         let logs = LogStore::open(
             &config.data_dir,
-            config.sled_cache_bytes,
-            config.flush_interval_ms,
+            &sled_settings,
             config.flush_interval_messages,
         )
         .map_err(|source| BrokerError::Storage {

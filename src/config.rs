@@ -129,6 +129,7 @@ pub const SETTINGS: &[SettingDef] = &[
     SettingDef { name: "log.level", default: "info", kind: ValueType::Str, doc: "Level of the broker's log (stderr): error, warn, info, debug or trace; libraries (openraft, tonic) stay at warn. RUST_LOG, in tracing's EnvFilter syntax, wins when set." },
     SettingDef { name: "log.format", default: "text", kind: ValueType::Str, doc: "Log line format: text, or json (one JSON object per line)." },
     SettingDef { name: "sled.cache.capacity.bytes", default: "67108864", kind: ValueType::Long, doc: "Size of sled's page cache (sled's own default is 1 GiB)." },
+    SettingDef { name: "sled.segment.bytes", default: "16777216", kind: ValueType::Int, doc: "sled log segment size for a new data directory: a power of two from 65536 to 16777216 (sled's default is 524288). Log entries above a quarter of it become blob files. An existing data directory keeps the size it was created with." },
 ];
 
 /// Looks up a setting definition by name.
@@ -299,6 +300,8 @@ pub struct BrokerConfig {
     /// `replica.high.watermark.checkpoint.interval.ms`.
     pub hw_checkpoint_interval_ms: u64,
     pub sled_cache_bytes: u64,
+    /// `sled.segment.bytes`: the sled segment size of a new data directory.
+    pub sled_segment_bytes: usize,
     pub retention_ms: i64,
     pub retention_bytes: i64,
     pub retention_check_interval_ms: u64,
@@ -532,6 +535,17 @@ impl BrokerConfig {
             hw_checkpoint_interval_ms: positive("replica.high.watermark.checkpoint.interval.ms")?
                 as u64,
             sled_cache_bytes: positive("sled.cache.capacity.bytes")? as u64,
+            sled_segment_bytes: match int("sled.segment.bytes")? {
+                // log::sled_config::{MIN,MAX}_SEGMENT_BYTES (sled refuses more than 16 MiB)
+                v if (65536..=16_777_216).contains(&v) && v.count_ones() == 1 => v as usize,
+                _ => {
+                    return Err(invalid(
+                        "sled.segment.bytes",
+                        &get("sled.segment.bytes"),
+                        "must be a power of two from 65536 to 16777216",
+                    ))
+                }
+            },
             retention_ms,
             retention_bytes: int("log.retention.bytes")?,
             retention_check_interval_ms: positive("log.retention.check.interval.ms")? as u64,

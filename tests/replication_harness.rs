@@ -101,7 +101,18 @@ impl Cluster {
             let dir = tempfile::tempdir().unwrap();
             logs.insert(
                 id,
-                Arc::new(LogStore::open(dir.path(), 8 << 20, 500, u64::MAX).unwrap()),
+                Arc::new(
+                    LogStore::open(
+                        dir.path(),
+                        &raftka::log::sled_config::SledSettings {
+                            cache_bytes: 8 << 20,
+                            segment_bytes: raftka::log::sled_config::DEFAULT_SEGMENT_BYTES,
+                            flush_every_ms: 500,
+                        },
+                        u64::MAX,
+                    )
+                    .unwrap(),
+                ),
             );
             dbs.push(dir);
             transports.insert(

@@ -26,7 +26,7 @@ use kafka_protocol::compression::{Compressor, Gzip, Lz4, Snappy, Zstd};
 
 use super::batch::{BatchHeader, HEADER_LEN};
 use super::decompress::Codec;
-use super::partition::{batch_key, PartitionLog};
+use super::partition::{batch_key, key_offset, PartitionLog};
 use super::validate::{stored_records, RecordView};
 use super::LogError;
 
@@ -223,12 +223,16 @@ impl PartitionLog {
         let start = self.first_batch_key(st.offsets.log_start)?;
         let mut batches = Vec::new();
         for kv in self.tree.range(batch_key(start)..batch_key(hw)) {
-            let (_, v) = kv?;
+            let (k, v) = kv?;
             let h = BatchHeader::read(&v)?;
             if h.last_offset() >= hw || (min_lag_ms > 0 && h.max_timestamp > young) {
                 break;
             }
-            batches.push((h.base_offset, Bytes::copy_from_slice(&v)));
+            // Appends wait for the partition lock held here, so every chunk is present.
+            let whole = super::chunks::whole(&self.tree, key_offset(&k), &v)?.ok_or_else(|| {
+                LogError::Corrupt(format!("batch {} lacks chunks", h.base_offset))
+            })?;
+            batches.push((h.base_offset, whole));
         }
         let (rewrites, removed_records) = plan(&batches, now_ms, delete_retention_ms)?;
         let mut stats = CompactionStats {
@@ -242,15 +246,15 @@ impl PartitionLog {
         for r in rewrites {
             match r {
                 Rewrite::Remove { old_base } => {
-                    write.remove(&batch_key(old_base));
+                    super::chunks::remove_one(&self.tree, &mut write, old_base)?;
                     stats.removed_batches += 1;
                 }
                 Rewrite::Replace { old_base, batch } => {
                     let new_base = BatchHeader::read(&batch)?.base_offset;
-                    if new_base != old_base {
-                        write.remove(&batch_key(old_base));
-                    }
-                    write.insert(&batch_key(new_base), batch.as_ref());
+                    // Later writes to a key in a sled batch win: the old batch and its
+                    // chunks go, except the keys the new batch rewrites.
+                    super::chunks::remove_one(&self.tree, &mut write, old_base)?;
+                    super::chunks::put(&mut write, new_base, &batch);
                     stats.rewritten_batches += 1;
                 }
             }

@@ -6,6 +6,7 @@
 //! Knows nothing about the network, the request codec or cluster metadata.
 
 pub mod batch;
+mod chunks;
 pub mod commit;
 pub mod compaction;
 pub mod decompress;
@@ -14,6 +15,7 @@ pub mod partition;
 pub mod producer;
 mod replica;
 pub mod retention;
+pub mod sled_config;
 pub mod space;
 pub mod store;
 mod timestamps;

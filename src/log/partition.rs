@@ -1,7 +1,9 @@
 //! One partition's log in its own sled tree.
 //!
-//! Keys: `b` + base offset (big-endian) → the stamped batch; `s` → log start, log end and
-//! high watermark; `h` → the high-watermark checkpoint; `p` + producer id → that producer's [`ProducerEntry`]; `e` + leader epoch →
+//! Keys: `b` + base offset (big-endian) → the stamped batch (batches above 192 KiB: its
+//! head, with the rest under `c` chunk keys; see `chunks.rs`); `s` → log start, log end and
+//! high watermark; `h` → the high-watermark checkpoint; `p` + producer id → that producer's
+//! [`ProducerEntry`]; `e` + leader epoch →
 //! the first offset written in that epoch (the leader-epoch cache used for truncation). An
 //! append writes the batches, the new offsets, producer entries and epoch entries in one
 //! atomic sled batch, so after a crash either all of them are there or none.
@@ -299,7 +301,7 @@ impl PartitionLog {
             all_duplicates = false;
             first_base.get_or_insert(next);
             let stamped = stamp(raw, next, leader_epoch);
-            write.insert(&batch_key(next), stamped.as_ref());
+            super::chunks::put(&mut write, next, &stamped);
             next += h.last_offset_delta as i64 + 1;
         }
         if all_duplicates {
@@ -457,11 +459,14 @@ impl PartitionLog {
             _ => offset,
         };
         for kv in self.tree.range(batch_key(start)..batch_key(limit)) {
-            let (_, v) = kv?;
-            if (!out.is_empty() || !min_one) && out.len() + v.len() > max_bytes {
+            let (k, v) = kv?;
+            let len = super::chunks::declared_len(&v);
+            if (!out.is_empty() || !min_one) && out.len() + len > max_bytes {
                 break;
             }
-            out.extend_from_slice(&v);
+            if !super::chunks::extend_whole(&self.tree, key_offset(&k), &v, &mut out)? {
+                break; // deleted meanwhile (see chunks::extend_whole)
+            }
         }
         Ok(ReadResult {
             records: out.freeze(),
@@ -478,14 +483,17 @@ impl PartitionLog {
             .tree
             .range(batch_key(first)..batch_key(offsets.high_watermark))
         {
-            let (_, v) = kv?;
+            let (k, v) = kv?;
             let h = BatchHeader::read(&v)?;
             if h.max_timestamp < ts {
                 continue;
             }
+            let Some(batch) = super::chunks::whole(&self.tree, key_offset(&k), &v)? else {
+                continue; // deleted meanwhile
+            };
             // Through the bounded reader: a stored batch that does not decode is an error,
             // never an unbounded allocation.
-            let recs = super::validate::stored_records(&Bytes::copy_from_slice(&v))?;
+            let recs = super::validate::stored_records(&batch)?;
             for r in recs.iter() {
                 let r = r?;
                 // On a LogAppendTime batch the broker's append time (the max timestamp)

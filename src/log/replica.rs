@@ -65,6 +65,7 @@ impl PartitionLog {
             let (k, _) = kv?;
             write.remove(k);
         }
+        super::chunks::remove_range(&self.tree, &mut write, cut, i64::MAX)?;
         let stale: Vec<i32> = st
             .epochs
             .range(..)
@@ -164,7 +165,7 @@ impl PartitionLog {
                 });
                 producer::record(entry, &h, h.base_offset, now);
             }
-            write.insert(&batch_key(h.base_offset), raw.as_ref());
+            super::chunks::put(&mut write, h.base_offset, raw);
             next = h.last_offset() + 1;
         }
         let mut offsets = st.offsets;

@@ -96,7 +96,7 @@ impl PartitionLog {
             out.push(BatchSpan {
                 base_offset: h.base_offset,
                 last_offset: h.last_offset(),
-                size: v.len() as u64,
+                size: super::chunks::declared_len(&v) as u64,
                 max_timestamp: h.max_timestamp,
             });
         }
@@ -167,6 +167,7 @@ impl PartitionLog {
             let (k, _) = kv?;
             write.remove(k);
         }
+        super::chunks::remove_range(&self.tree, &mut write, 0, keep_from)?;
         let offsets = Offsets {
             log_start: new_start,
             ..st.offsets

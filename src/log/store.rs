@@ -18,6 +18,7 @@ use tokio::sync::Notify;
 
 use super::commit::GroupCommit;
 use super::flush::FlushPolicy;
+use super::sled_config::{self, SledSettings, SLED_DEFAULT_SEGMENT_BYTES};
 use super::space::DiskSpace;
 use super::{LogError, PartitionLog};
 
@@ -27,6 +28,8 @@ pub type PartitionKey = (String, i32);
 /// All partition logs of this broker.
 pub struct LogStore {
     db: sled::Db,
+    /// The sled segment size `db` runs with.
+    segment_bytes: usize,
     partitions: RwLock<HashMap<PartitionKey, Arc<PartitionLog>>>,
     /// Notified when roles or metadata change, so every long poll re-checks (appends wake
     /// only the partition's own watches).
@@ -50,32 +53,50 @@ pub struct LogStore {
 /// A scratch tree for [`LogStore::release_space`].
 const PAD_TREE: &str = "sled_padding";
 
+/// Largest segment size for which [`LogStore::release_space`] writes padding.
+const PAD_MAX_SEGMENT: usize = 1 << 20;
+
+/// The padding [`LogStore::release_space`] writes for a segment size: values of three quarters
+/// of sled's inline limit (never a blob file themselves), enough of them to fill two segments.
+fn padding(segment_bytes: usize) -> (usize, usize) {
+    let pad_len = sled_config::inline_limit(segment_bytes) / 4 * 3;
+    (pad_len, 2 * segment_bytes / pad_len + 1)
+}
+
 fn tree_name(topic: &str, partition: i32) -> String {
     format!("log:{topic}:{partition}")
 }
 
 impl LogStore {
-    /// Opens the database at `dir`.
+    /// Opens the database at `dir` (see [`sled_config::open`]: a new directory gets
+    /// `settings.segment_bytes`, an existing one keeps the segment size it recorded).
     pub fn open(
         dir: &Path,
-        cache_bytes: u64,
-        flush_every_ms: u64,
+        settings: &SledSettings,
         flush_interval_messages: u64,
     ) -> Result<Self, LogError> {
-        let db = sled::Config::new()
-            .path(dir)
-            .cache_capacity(cache_bytes)
-            .flush_every_ms(Some(flush_every_ms))
-            .open()?;
-        Ok(Self::with_db(db, flush_interval_messages))
+        let opened = sled_config::open(dir, settings)?;
+        if opened.kept_recorded_size {
+            tracing::info!(
+                dir = %dir.display(),
+                recorded = opened.segment_bytes,
+                configured = settings.segment_bytes,
+                "the data directory keeps the sled segment size it was created with \
+                 (sled.segment.bytes applies to new data directories)"
+            );
+        }
+        Ok(Self::with_db(opened.db, flush_interval_messages)
+            .with_segment_bytes(opened.segment_bytes))
     }
 
     /// Wraps an already open database (tests use a temporary one). `flush_interval_messages`
-    /// is Kafka's `log.flush.interval.messages` (`u64::MAX`: never).
+    /// is Kafka's `log.flush.interval.messages` (`u64::MAX`: never). The segment size is
+    /// taken to be sled's default unless [`LogStore::with_segment_bytes`] says otherwise.
     pub fn with_db(db: sled::Db, flush_interval_messages: u64) -> Self {
         Self {
             commit: GroupCommit::start(db.clone()),
             db,
+            segment_bytes: SLED_DEFAULT_SEGMENT_BYTES,
             partitions: RwLock::new(HashMap::new()),
             appended: Notify::new(),
             flush: Arc::new(FlushPolicy::every(flush_interval_messages)),
@@ -91,6 +112,18 @@ impl LogStore {
     pub fn with_flush_before_ack(mut self, on: bool) -> Self {
         self.flush_before_ack = on;
         self
+    }
+
+    /// The segment size `db` was opened with (sled does not report it): sizes the padding of
+    /// [`LogStore::release_space`].
+    pub fn with_segment_bytes(mut self, segment_bytes: usize) -> Self {
+        self.segment_bytes = segment_bytes;
+        self
+    }
+
+    /// The segment size of the database.
+    pub fn segment_bytes(&self) -> usize {
+        self.segment_bytes
     }
 
     /// Keeps `min_free` bytes free on the file system of `dir`: appends to partitions opened
@@ -222,26 +255,33 @@ impl LogStore {
 
     /// Makes sled give back the disk space of data deleted since the last call.
     ///
-    /// sled 0.34 stores large tree nodes (our batches live in them) as blob files and
-    /// deletes a replaced node's blob only when the log segment holding the replacement is
-    /// sealed; with the data itself in blobs, sled's log grows by a few bytes per write, so
-    /// the segment stays open and deleted data keeps its disk space (measured without this:
-    /// 8 MB produced → 36 MB, retention to 1 MB → 40 MB, 8 MB more under retention → 86 MB). Writing two
-    /// segments' worth of padding (and removing it) seals that segment and the next (one was
-    /// not always enough): the blobs go now, and the padding's own space is reused by sled's
-    /// segment cleaner. Measured: 8 MB produced, 36.5 MB on disk; retention down to 1 MB →
-    /// 4.4 MB on disk (tests/python/test_retention.py prints the figures).
+    /// Small segments (sled's default 512 KiB, kept by data directories created with it):
+    /// sled stores large tree nodes as blob files and deletes a replaced node's blob only when
+    /// the log segment holding the replacement is sealed; with the data itself in blobs,
+    /// sled's log grows by a few bytes per write, so the segment stays open and deleted data
+    /// keeps its disk space (measured without this: 8 MB produced → 36 MB, retention to 1 MB
+    /// → 40 MB, 8 MB more under retention → 86 MB). Writing two segments' worth of padding
+    /// (and removing it) seals that segment and the next (one was not always enough): the
+    /// blobs go now, and the padding's own space is reused by sled's segment cleaner.
+    /// Measured: 8 MB produced, 36.5 MB on disk; retention down to 1 MB → 4.4 MB on disk
+    /// (tests/python/test_retention.py prints the figures).
+    ///
+    /// Segments above [`PAD_MAX_SEGMENT`] (the 16 MiB default): no blob files are written
+    /// (see `sled_config`), sled's own segment cleaner relocates what is live in a segment
+    /// that fell below half live and reuses its room, and padding would only grow the file
+    /// by two segments (measured: 22.9 MB → 70.3 MB with 16 MiB segments). So only a flush.
     pub fn release_space(&self) -> Result<(), LogError> {
         let _one_at_a_time = self.releasing.lock().unwrap_or_else(|p| p.into_inner());
-        const PAD: usize = 96 * 1024; // below sled's blob threshold (a quarter segment)
-        const SEGMENT: usize = 512 * 1024; // sled's default segment size
-        let tree = self.db.open_tree(PAD_TREE)?;
-        let pad = vec![0u8; PAD];
-        for i in 0..=(2 * SEGMENT / PAD) {
-            tree.insert(b"pad", &pad[..PAD - i])?;
-            self.db.flush()?;
+        if self.segment_bytes <= PAD_MAX_SEGMENT {
+            let (pad_len, rounds) = padding(self.segment_bytes);
+            let tree = self.db.open_tree(PAD_TREE)?;
+            let pad = vec![0u8; pad_len];
+            for i in 0..rounds {
+                tree.insert(b"pad", &pad[..pad_len - i])?;
+                self.db.flush()?;
+            }
+            tree.remove(b"pad")?;
         }
-        tree.remove(b"pad")?;
         self.db.flush()?;
         self.space.space_freed();
         Ok(())
@@ -277,6 +317,107 @@ impl LogStore {
 mod tests {
     use super::*;
     use crate::log::batch::tests::make_batch;
+    use crate::log::sled_config::DEFAULT_SEGMENT_BYTES;
+    use bytes::{Bytes, BytesMut};
+    use kafka_protocol::records::{
+        Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+    };
+
+    /// One uncompressed batch of `n` records with `value_len`-byte values.
+    fn batch_of(n: i32, value_len: usize) -> Bytes {
+        let records: Vec<Record> = (0..n)
+            .map(|i| Record {
+                transactional: false,
+                control: false,
+                partition_leader_epoch: 0,
+                producer_id: -1,
+                producer_epoch: 0,
+                timestamp_type: TimestampType::Creation,
+                offset: i as i64,
+                // One batch: offset - sequence constant (base sequence -1: not idempotent).
+                sequence: i - 1,
+                timestamp: 1_000,
+                key: None,
+                value: Some(Bytes::from(vec![b'x'; value_len])),
+                headers: Default::default(),
+            })
+            .collect();
+        let mut buf = BytesMut::new();
+        RecordBatchEncoder::encode(
+            &mut buf,
+            &records,
+            &RecordEncodeOptions {
+                version: 2,
+                compression: Compression::None,
+            },
+        )
+        .unwrap();
+        buf.freeze()
+    }
+
+    fn blob_files(dir: &Path) -> usize {
+        std::fs::read_dir(dir.join("blobs")).map_or(0, |d| d.count())
+    }
+
+    #[test]
+    fn batches_up_to_message_max_bytes_never_become_sled_blob_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = SledSettings {
+            cache_bytes: 8 << 20,
+            segment_bytes: DEFAULT_SEGMENT_BYTES,
+            flush_every_ms: 1000,
+        };
+        let store = LogStore::open(dir.path(), &settings, u64::MAX).unwrap();
+        assert_eq!(store.segment_bytes(), DEFAULT_SEGMENT_BYTES);
+        let log = store.open_partition("t", 0).unwrap();
+        // librdkafka's largest batch (message.max.bytes, 1048588) and a typical one under load.
+        let large = batch_of(1000, 1037);
+        assert!(
+            large.len() > 1_040_000 && large.len() <= 1_048_588,
+            "{}",
+            large.len()
+        );
+        let typical = batch_of(100, 1000);
+        for _ in 0..30 {
+            log.append(std::slice::from_ref(&large), 0).unwrap();
+            log.append(&[typical.clone(), typical.clone()], 0).unwrap();
+        }
+        store.flush().unwrap();
+        assert_eq!(blob_files(dir.path()), 0);
+        // Every batch reads back whole, chunked or not.
+        let mut offset = 0;
+        let mut sizes = Vec::new();
+        while offset < log.offsets().log_end {
+            let r = log.read(offset, 1, true).unwrap();
+            let h = crate::log::batch::BatchHeader::read(&r.records).unwrap();
+            assert_eq!(h.base_offset, offset);
+            sizes.push(r.records.len());
+            crate::log::validate::stored_records(&r.records).unwrap();
+            offset = h.last_offset() + 1;
+        }
+        assert_eq!(sizes.len(), 90);
+        assert!(sizes
+            .chunks(3)
+            .all(|c| c == [large.len(), typical.len(), typical.len()]));
+        // The check sees blob files: the same batches stored whole under one key each do
+        // become blobs (a sled leaf of 17 large values is far above a quarter segment).
+        let control = store.db().open_tree("control").unwrap();
+        for i in 0u32..30 {
+            control.insert(i.to_be_bytes(), large.as_ref()).unwrap();
+        }
+        store.flush().unwrap();
+        assert!(blob_files(dir.path()) > 0);
+    }
+
+    #[test]
+    fn release_space_pads_below_the_blob_limit_and_fills_two_segments() {
+        const { assert!(PAD_MAX_SEGMENT < DEFAULT_SEGMENT_BYTES) };
+        for seg in [SLED_DEFAULT_SEGMENT_BYTES, PAD_MAX_SEGMENT] {
+            let (pad, rounds) = padding(seg);
+            assert!(pad + 64 < sled_config::inline_limit(seg), "{seg}");
+            assert!(pad * rounds - rounds * rounds >= 2 * seg, "{seg}");
+        }
+    }
 
     #[tokio::test]
     async fn appends_are_flushed_once_n_messages_accumulate_in_a_partition() {

@@ -17,7 +17,10 @@ from confluent_kafka.admin import AlterConfigOpType, ConfigEntry, ConfigResource
 
 from helpers import admin, consume_to_end, consumer, produce_all, producer, topic_name, wait_until
 
-CLUSTER_ENV = {"RAFTKA_LOG_RETENTION_CHECK_INTERVAL_MS": "200"}
+# 512 KiB sled segments (sled's default; new data directories get 16 MiB): sled gives space
+# back to the file system in whole segments at the file's end, so the space-release checks
+# below, with a few MB of data, need small segments.
+CLUSTER_ENV = {"RAFTKA_LOG_RETENTION_CHECK_INTERVAL_MS": "200", "RAFTKA_SLED_SEGMENT_BYTES": "524288"}
 
 
 def watermarks(bootstrap, topic):

@@ -33,7 +33,10 @@ from helpers import (
 )
 
 # The cleaner runs every 200 ms so retention and compaction show up quickly.
-BROKER_ENV = {"RAFTKA_LOG_RETENTION_CHECK_INTERVAL_MS": "200"}
+# 512 KiB sled segments (sled's default; new data directories get 16 MiB): sled gives space
+# back to the file system in whole segments at the file's end, so the space-release checks
+# below, with a few MB of data, need small segments.
+BROKER_ENV = {"RAFTKA_LOG_RETENTION_CHECK_INTERVAL_MS": "200", "RAFTKA_SLED_SEGMENT_BYTES": "524288"}
 
 TOPIC_CONFIG = 1
 DYNAMIC_BROKER_CONFIG = 2
