@@ -266,7 +266,7 @@ impl LogStore {
     /// Measured: 8 MB produced, 36.5 MB on disk; retention down to 1 MB → 4.4 MB on disk
     /// (tests/python/test_retention.py prints the figures).
     ///
-    /// Segments above [`PAD_MAX_SEGMENT`] (the 16 MiB default): no blob files are written
+    /// Segments above `PAD_MAX_SEGMENT` (the 16 MiB default): no blob files are written
     /// (see `sled_config`), sled's own segment cleaner relocates what is live in a segment
     /// that fell below half live and reuses its room, and padding would only grow the file
     /// by two segments (measured: 22.9 MB → 70.3 MB with 16 MiB segments). So only a flush.
