@@ -13,16 +13,18 @@
 //! logged once with the reason, and its compaction skipped until the broker restarts; the
 //! pass goes on with the other partitions.
 //!
-//! May depend on: `broker` (configs, metadata image, logs, roles), `log`. Not on the network.
+//! May depend on: `broker` (metadata image, logs, roles), `topics` (effective topic configs),
+//! `log`. Not on the network.
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use crate::broker::Broker;
 use crate::log::retention::RetentionPolicy;
 use crate::log::{LogError, PartitionLog};
 use crate::metadata::TopicMeta;
+use crate::topics::Topics;
 
 /// The cleanup settings of one topic, resolved against the broker defaults.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,8 +40,8 @@ pub struct CleanupConfig {
 
 impl CleanupConfig {
     /// The effective cleanup settings of `topic` on this broker.
-    pub fn of(broker: &Broker, topic: &TopicMeta) -> Self {
-        let get = |k: &str| broker.topic_config_value(topic, k).unwrap_or_default();
+    pub fn of(topics: &Topics, topic: &TopicMeta) -> Self {
+        let get = |k: &str| topics.config_value(topic, k).unwrap_or_default();
         let num = |k: &str, default: i64| get(k).trim().parse::<i64>().unwrap_or(default);
         let policy = get("cleanup.policy");
         let has = |p: &str| policy.split(',').any(|x| x.trim() == p);
@@ -104,13 +106,8 @@ impl CleanerState {
     }
 }
 
-/// Milliseconds since the Unix epoch (record timestamps are in this clock).
-pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
+/// Milliseconds since the Unix epoch (record timestamps are in this clock): [`crate::clock::unix_ms`].
+pub use crate::clock::unix_ms as now_ms;
 
 /// One hosted partition as a pass sees it.
 pub struct Target {
@@ -127,7 +124,7 @@ pub fn pass(broker: &Broker, now: i64, state: &mut CleanerState) -> PassStats {
     let me = broker.config.node_id;
     let mut targets = Vec::new();
     for topic in image.topics.values() {
-        let cfg = CleanupConfig::of(broker, topic);
+        let cfg = CleanupConfig::of(&broker.topics, topic);
         for p in &topic.partitions {
             let Some(log) = broker.logs.partition(&topic.name, p.index) else {
                 continue;

@@ -1,90 +1,50 @@
-//! Builds a cluster member and runs its background loops: the metadata quorum with the
-//! `Cluster` gRPC service beside it, registration, heartbeats to the controller, the
-//! controller's own loop (leases and probes of overdue brokers' ports → fencing, unfencing,
-//! preferred leaders) while this broker leads the quorum, ISR proposals, and following every
-//! applied metadata image with the partition roles and logs.
+//! A cluster member's background loops and the controller's state: following every applied
+//! metadata image with the partition roles and logs, recording controller changes,
+//! registration, heartbeats to the controller, the controller's own loop (leases and probes
+//! of overdue brokers' ports → fencing, unfencing, preferred leaders) while this broker leads
+//! the quorum, and ISR proposals. `node` builds the broker and starts them ([`spawn`]).
 //!
-//! This is the one place that knows `quorum`, `rpc`, `replication` and `broker` together, so
-//! none of them depends on another's network code.
+//! The controller's leases ([`ControllerLeases`]) live here, shared by the controller loop and
+//! the answers to heartbeats (`node`'s `Cluster` handler and this broker's own heartbeats);
+//! the broker sees them only as [`HeardBrokers`] (DescribeQuorum, RemoveRaftVoter).
+//!
+//! May depend on: `broker`, `config`, `events`, `lease`, `metadata`, `quorum`,
+//! `replication`, `rpc::cluster` (heartbeats and their answers, the peers), `clock`.
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, OnceLock};
-use std::time::{Duration, Instant};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 
-use crate::broker::{Broker, BrokerError};
+use crate::broker::Broker;
 use crate::config::BrokerConfig;
 use crate::events::{self, Change};
-use crate::lease::{ClusterLiveness, Liveness};
-use crate::log::LogStore;
+use crate::lease::{HeardBrokers, Liveness};
 use crate::metadata::controller::{plan, to_probe, Leases, PlanInput, Timing};
 use crate::metadata::{ClusterImage, MetadataCommand, MetadataError};
-use crate::quorum::{MetadataQuorum, QuorumConfig, QuorumError};
-use crate::replication::manager::{BoxFuture, IsrProposer, ReplicaManager, ReplicaTransport};
-use crate::replication::{
-    FetchRefusal, PartitionFetchResult, ReplicaFetchRequest, ReplicaFetchResponse,
-};
-use crate::rpc::cluster::{
-    BrokerHeartbeat, ClusterHandler, ClusterPeers, ClusterService, HandlerSlot, HeartbeatAnswer,
-};
+use crate::replication::manager::{BoxFuture, IsrProposer};
+use crate::replication::PeerError;
+use crate::rpc::cluster::{BrokerHeartbeat, ClusterPeers, HeartbeatAnswer, HeartbeatRefusal};
 
-/// Opens a cluster member (called by `Broker::open` when `controller.quorum.voters` is set).
-pub async fn open(
-    config: BrokerConfig,
-    logs: Arc<LogStore>,
-    replication: Arc<ReplicaManager>,
-) -> Result<Arc<Broker>, BrokerError> {
-    let slot: HandlerSlot = Arc::new(OnceLock::new());
-    let quorum_config = QuorumConfig::from_broker(&config);
-    let auth = quorum_config.auth.clone();
-    let bind = config.raft_listener;
-    if !auth.enabled() {
-        tracing::warn!(
-            raft_listener = %bind,
-            narrowed_from_wildcard = config.raft_listener_narrowed,
-            "INTER-BROKER PORT UNAUTHENTICATED: no inter.broker.secret is set, so anyone who \
-             can reach the gRPC port can act as any broker (fake heartbeats, replica fetches, \
-             metadata writes). It binds to the Kafka listener's host; set inter.broker.secret \
-             (or inter.broker.secret.file) to the same random value on every broker"
-        );
-    }
-    let listener = TcpListener::bind(bind)
-        .await
-        .map_err(|source| QuorumError::Bind { addr: bind, source })?;
-    let quorum = MetadataQuorum::start_with(
-        quorum_config,
-        logs.db(),
-        listener,
-        Some(ClusterService::new(slot.clone(), auth.clone())),
-    )
-    .await?;
-    let addrs: BTreeMap<i32, String> = config
-        .quorum_voters
-        .iter()
-        .map(|v| (v.id, v.addr()))
-        .collect();
-    let peers = ClusterPeers::new(addrs, auth);
-    let liveness = Arc::new(ClusterLiveness::default());
-    let transport = Arc::new(WatchedTransport {
-        peers: peers.clone(),
-        liveness: liveness.clone(),
-    });
-    let broker = Arc::new(Broker::assemble(
-        config,
-        quorum,
-        logs,
-        replication,
-        transport,
-        liveness,
-    )?);
-    let handler: Arc<dyn ClusterHandler> = broker.clone();
-    let _ = slot.set(handler);
+/// Why a heartbeat renewed nothing (logged; the next tick tries again).
+#[derive(Debug, thiserror::Error)]
+enum HeartbeatFailed {
+    /// The controller this broker knew (or this broker itself) did not take it.
+    #[error(transparent)]
+    Refused(#[from] HeartbeatRefusal),
+    /// It did not reach the controller.
+    #[error(transparent)]
+    Peer(#[from] PeerError),
+}
+
+/// Starts the background loops of a built cluster member; they end with `broker.shutdown`.
+pub fn spawn(broker: Arc<Broker>, leases: Arc<ControllerLeases>, peers: Arc<ClusterPeers>) {
     tokio::spawn(follow_images(broker.clone()));
     tokio::spawn(watch_controller(broker.clone()));
     tokio::spawn(register(broker.clone()));
-    tokio::spawn(heartbeats(broker.clone(), peers));
-    tokio::spawn(controller(broker.clone()));
+    tokio::spawn(heartbeats(broker.clone(), peers, leases.clone()));
+    tokio::spawn(controller(broker.clone(), leases));
     // A stopping broker's inter-broker port may close before it exits, and a refusing port
     // gets a broker fenced at once: it must not count itself live meanwhile.
     let stopping = broker.clone();
@@ -98,29 +58,46 @@ pub async fn open(
         Duration::from_millis(250),
         broker.shutdown.clone(),
     ));
-    Ok(broker)
 }
 
-impl ClusterHandler for Broker {
-    fn heartbeat(&self, hb: &BrokerHeartbeat) -> Result<HeartbeatAnswer, String> {
-        let q = self.metadata.quorum().ok_or("not a cluster member")?;
+/// The controller's broker leases while this broker is the active controller (`None`
+/// otherwise): renewed by heartbeats, read and reset by the controller loop.
+#[derive(Debug, Default)]
+pub struct ControllerLeases(Mutex<Option<Leases>>);
+
+impl ControllerLeases {
+    fn lock(&self) -> MutexGuard<'_, Option<Leases>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Answers `hb` as the controller: renews the sender's lease and hands out the liveness
+    /// table; `Err` when this broker is not the controller.
+    pub fn answer_heartbeat(
+        &self,
+        broker: &Broker,
+        hb: &BrokerHeartbeat,
+    ) -> Result<HeartbeatAnswer, HeartbeatRefusal> {
+        let me = broker.config.node_id;
+        let q = broker
+            .metadata
+            .quorum()
+            .ok_or(HeartbeatRefusal::NotClusterMember(me))?;
         if !q.is_leader() {
-            return Err(format!(
-                "broker {} is not the controller (leader: {:?})",
-                self.config.node_id,
-                q.current_leader()
-            ));
+            return Err(HeartbeatRefusal::NotController {
+                me,
+                leader: q.current_leader(),
+            });
         }
         if let Ok(id) = u64::try_from(hb.broker) {
             q.admit_learner(id, &hb.raft_addr);
         }
         let applied = q.applied();
         let now = now_ms();
-        let mut leases = self.leases.lock().unwrap_or_else(|p| p.into_inner());
+        let mut leases = self.lock();
         let liveness = match leases.as_mut() {
             Some(l) => {
                 l.heartbeat(hb.broker, hb.incarnation, now);
-                l.table(&applied.image, now, timing(&self.config))
+                l.table(&applied.image, now, timing(&broker.config))
                     .into_iter()
                     .map(|r| Liveness {
                         broker: r.broker,
@@ -142,81 +119,17 @@ impl ClusterHandler for Broker {
             liveness,
         })
     }
-
-    fn replica_fetch(&self, req: ReplicaFetchRequest) -> BoxFuture<'_, ReplicaFetchResponse> {
-        // Only replicas of a partition may fetch it: anything else is answered without data
-        // (and never counts as the follower's progress).
-        let image = self.metadata.image();
-        let (mine, refused): (Vec<_>, Vec<_>) = req.partitions.iter().cloned().partition(|p| {
-            image
-                .topics
-                .get(&p.topic)
-                .and_then(|t| t.partitions.get(usize::try_from(p.partition).ok()?))
-                .is_some_and(|m| m.replicas.contains(&req.replica_id))
-        });
-        let req = ReplicaFetchRequest {
-            partitions: mine,
-            ..req
-        };
-        Box::pin(async move {
-            let mut resp = if req.partitions.is_empty() {
-                ReplicaFetchResponse {
-                    partitions: Vec::new(),
-                }
-            } else {
-                self.replication.handle_fetch(req).await
-            };
-            resp.partitions
-                .extend(refused.into_iter().map(|p| PartitionFetchResult {
-                    topic: p.topic,
-                    partition: p.partition,
-                    refusal: Some(FetchRefusal::UnknownPartition),
-                    high_watermark: -1,
-                    log_start: -1,
-                    diverging: None,
-                    records: Default::default(),
-                }));
-            resp
-        })
-    }
 }
 
-/// The follower fetch transport, watched: when a fetch from a partition leader fails, the
-/// leader's inter-broker port is probed, and a refusal marks it suspect on this broker (its
-/// partitions are answered without a leader until the controller fences it or it answers a
-/// fetch again). A leader killed under its followers is so known within milliseconds, before
-/// the controller notices its missing heartbeats.
-struct WatchedTransport {
-    peers: Arc<ClusterPeers>,
-    liveness: Arc<ClusterLiveness>,
-}
-
-impl ReplicaTransport for WatchedTransport {
-    fn fetch(
-        &self,
-        leader: i32,
-        req: ReplicaFetchRequest,
-    ) -> BoxFuture<'_, Result<ReplicaFetchResponse, String>> {
-        Box::pin(async move {
-            let result = self.peers.fetch(leader, req).await;
-            match &result {
-                Ok(_) => self.liveness.reachable(leader),
-                Err(_) => {
-                    if let Some(addr) = self.peers.addr(leader) {
-                        if refuses(&addr, Duration::from_millis(200)).await {
-                            self.liveness.refused(leader);
-                        }
-                    }
-                }
-            }
-            result
-        })
+impl HeardBrokers for ControllerLeases {
+    fn last_heard(&self) -> Option<HashMap<i32, u64>> {
+        self.lock().as_ref().map(Leases::last_heard)
     }
 }
 
 /// Whether a TCP connection to `addr` is refused (no process listens there). An accepted
 /// connection, a timeout or any other error is not a refusal.
-async fn refuses(addr: &str, wait: Duration) -> bool {
+pub(crate) async fn refuses(addr: &str, wait: Duration) -> bool {
     matches!(
         tokio::time::timeout(wait, TcpStream::connect(addr)).await,
         Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused
@@ -226,15 +139,8 @@ async fn refuses(addr: &str, wait: Duration) -> bool {
 struct Proposer(Arc<Broker>);
 
 impl IsrProposer for Proposer {
-    fn propose(&self, cmd: MetadataCommand) -> BoxFuture<'_, Result<(), String>> {
-        Box::pin(async move {
-            self.0
-                .metadata
-                .submit(&cmd)
-                .await
-                .map(|_| ())
-                .map_err(|e| e.to_string())
-        })
+    fn propose(&self, cmd: MetadataCommand) -> BoxFuture<'_, Result<(), MetadataError>> {
+        Box::pin(async move { self.0.metadata.submit(&cmd).await.map(|_| ()) })
     }
 }
 
@@ -243,14 +149,13 @@ fn timing(config: &BrokerConfig) -> Timing {
     Timing::new(config.session_timeout_ms, config.heartbeat_interval_ms)
 }
 
-/// Milliseconds on the controller's monotonic clock (the time base of `Leases`).
-pub(crate) fn now_ms() -> u64 {
-    static START: OnceLock<Instant> = OnceLock::new();
-    START.get_or_init(Instant::now).elapsed().as_millis() as u64
-}
+/// Milliseconds on the controller's monotonic clock (the time base of `Leases`):
+/// [`crate::clock::monotonic_ms`].
+use crate::clock::monotonic_ms as now_ms;
 
 /// Follows every applied image: opens logs of newly assigned partitions, drops logs of
-/// deleted topics, and takes up leader/follower roles.
+/// deleted topics and of replicas a reassignment moved away, and takes up leader/follower
+/// roles.
 async fn follow_images(broker: Arc<Broker>) {
     let Some(q) = broker.metadata.quorum() else {
         return;
@@ -261,25 +166,48 @@ async fn follow_images(broker: Arc<Broker>) {
         let image = rx.borrow_and_update().image.clone();
         record_changes(&broker, &prev, &image);
         prev = image.clone();
+        let registered = image
+            .brokers
+            .get(&broker.config.node_id)
+            .is_some_and(|b| b.incarnation == broker.incarnation);
         for topic in image.topics.values() {
-            if let Err(e) = broker.open_logs(topic) {
+            // Logs of an older topic of the same name (deleted while this broker was down or
+            // behind) go before any role is taken — only with an image holding this process's
+            // registration, i.e. newer than any log this broker wrote (a stale image read at
+            // start could name the older id of a topic whose newer log is here).
+            if registered {
+                if let Err(e) = broker.topics.drop_older_logs(topic) {
+                    tracing::error!(topic = %topic.name, error = %e, "cannot delete logs of an older topic");
+                }
+            }
+            if let Err(e) = broker.topics.open_logs(topic) {
                 tracing::error!(topic = %topic.name, error = %e, "cannot open partition logs");
             }
         }
         for (topic, partition) in broker.logs.open_partitions() {
-            let keep = image
+            let meta = image
                 .topics
                 .get(&topic)
-                .is_some_and(|t| t.partitions.iter().any(|p| p.index == partition));
-            if !keep {
-                if let Err(e) = broker.logs.delete_partition(&topic, partition) {
-                    tracing::error!(%topic, partition, error = %e, "cannot delete partition log");
+                .and_then(|t| t.partitions.iter().find(|p| p.index == partition));
+            // A replica a reassignment removed from this broker: stop serving it and delete
+            // its data — only with an image newer than this process's registration, so a
+            // stale image read at start (before a later move back here) deletes nothing.
+            if let Some(p) = meta {
+                if registered && !p.replicas.contains(&broker.config.node_id) {
+                    tracing::info!(%topic, partition, replicas = ?p.replicas, "replica moved off this broker: deleting its data");
+                    if let Err(e) = broker.logs.delete_partition(&topic, partition) {
+                        tracing::error!(%topic, partition, error = %e, "cannot delete partition log");
+                    }
                 }
-                // Every broker forgets the deleted topic's committed offsets in the offsets
-                // partitions it leads (tombstones), whoever handled the deletion.
-                if let Err(e) = broker.groups.topic_deleted(&topic) {
-                    tracing::warn!(%topic, error = %e, "cannot delete committed offsets of topic");
-                }
+                continue;
+            }
+            if let Err(e) = broker.logs.delete_partition(&topic, partition) {
+                tracing::error!(%topic, partition, error = %e, "cannot delete partition log");
+            }
+            // Every broker forgets the deleted topic's committed offsets in the offsets
+            // partitions it leads (tombstones), whoever handled the deletion.
+            if let Err(e) = broker.groups.topic_deleted(&topic) {
+                tracing::warn!(%topic, error = %e, "cannot delete committed offsets of topic");
             }
         }
         // A restarted broker takes up no role before the metadata holds its new registration:
@@ -287,10 +215,6 @@ async fn follow_images(broker: Arc<Broker>) {
         // it may have lost with the crash (unflushed), and followers would truncate to it.
         // The registration fences the old incarnation (new leaders, new epochs; see
         // `MetadataCommand::RegisterBroker`).
-        let registered = image
-            .brokers
-            .get(&broker.config.node_id)
-            .is_some_and(|b| b.incarnation == broker.incarnation);
         if !registered {
             tracing::debug!("waiting for this broker's registration before taking up roles");
         } else if let Err(e) = broker.sync_roles() {
@@ -377,7 +301,7 @@ async fn register(broker: Arc<Broker>) {
 }
 
 /// Renews this broker's lease with the controller every `broker.heartbeat.interval.ms`.
-async fn heartbeats(broker: Arc<Broker>, peers: Arc<ClusterPeers>) {
+async fn heartbeats(broker: Arc<Broker>, peers: Arc<ClusterPeers>, leases: Arc<ControllerLeases>) {
     let Some(q) = broker.metadata.quorum() else {
         return;
     };
@@ -418,14 +342,23 @@ async fn heartbeats(broker: Arc<Broker>, peers: Arc<ClusterPeers>) {
             // The controller renews its own self-lease only with a quorum's confirmation that
             // it still leads (a resumed, deposed leader believes it leads until it hears).
             match q.linearizable_image().await {
-                Ok(_) => broker.heartbeat(&hb),
-                Err(e) => Err(e.to_string()),
+                Ok(_) => leases
+                    .answer_heartbeat(&broker, &hb)
+                    .map_err(HeartbeatFailed::from),
+                Err(e) => Err(HeartbeatRefusal::NotConfirmed {
+                    me,
+                    reason: e.to_string(),
+                }
+                .into()),
             }
         } else {
             // Not shorter than half a second: a busy controller's answer still renews the
             // self-lease (a short interval must not make answers time out under load).
             let timeout = (period * 2).max(Duration::from_millis(500));
-            peers.heartbeat(controller, &hb, timeout).await
+            peers
+                .heartbeat(controller, &hb, timeout)
+                .await
+                .map_err(HeartbeatFailed::from)
         };
         match result {
             Ok(answer) => {
@@ -459,7 +392,7 @@ async fn heartbeats(broker: Arc<Broker>, peers: Arc<ClusterPeers>) {
 /// The controller's loop, active while this broker leads the quorum: fence brokers whose
 /// lease expired or that are overdue with a refusing inter-broker port, unfence those
 /// heartbeating again, restore preferred leaders (the rules are `metadata::controller`'s).
-async fn controller(broker: Arc<Broker>) {
+async fn controller(broker: Arc<Broker>, state: Arc<ControllerLeases>) {
     let Some(q) = broker.metadata.quorum() else {
         return;
     };
@@ -478,17 +411,16 @@ async fn controller(broker: Arc<Broker>) {
         }
         // Forget what this controller heard: it becomes active afresh (a new grace period for
         // unfenced brokers only; fenced ones stay fenced until they heartbeat to it).
-        let reset =
-            |broker: &Broker| *broker.leases.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        let reset = |state: &ControllerLeases| *state.lock() = None;
         // A long gap (the process was paused or starved) makes every lease look expired:
         // start afresh rather than fence brokers that were alive all along.
         let gap = now_ms().saturating_sub(last_tick);
         last_tick = now_ms();
         if gap > broker.config.session_timeout_ms / 2 {
-            reset(&broker);
+            reset(&state);
         }
         if !q.is_leader() {
-            reset(&broker);
+            reset(&state);
             continue;
         }
         // openraft 0.9 has no check-quorum: a leader cut off (or paused) still believes it
@@ -498,13 +430,13 @@ async fn controller(broker: Arc<Broker>) {
             Ok(applied) => applied.image,
             Err(e) => {
                 tracing::debug!(error = %e, "leadership not confirmed; controller idle");
-                reset(&broker);
+                reset(&state);
                 continue;
             }
         };
         let now = now_ms();
         let leases = {
-            let mut l = broker.leases.lock().unwrap_or_else(|p| p.into_inner());
+            let mut l = state.lock();
             let leases = l.get_or_insert_with(|| {
                 // Keep the liveness the previous controller could prove: when it last heard
                 // each broker, from the table this broker last received (overdue test only).
@@ -535,7 +467,7 @@ async fn controller(broker: Arc<Broker>) {
             (now, leases)
         } else {
             // Heartbeats that arrived while probing count (they beat the refusal).
-            let l = broker.leases.lock().unwrap_or_else(|p| p.into_inner());
+            let l = state.lock();
             match l.as_ref() {
                 Some(l) => (now_ms(), l.clone()),
                 None => continue,
@@ -565,12 +497,7 @@ async fn controller(broker: Arc<Broker>) {
             match broker.metadata.submit(&cmd).await {
                 Ok(_) => {
                     if let MetadataCommand::FenceBroker { id } = &cmd {
-                        if let Some(l) = broker
-                            .leases
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .as_mut()
-                        {
+                        if let Some(l) = state.lock().as_mut() {
                             l.fenced(*id);
                         }
                     }

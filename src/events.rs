@@ -7,7 +7,6 @@
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
@@ -207,9 +206,7 @@ pub struct Events {
 impl Events {
     /// Records `change` now.
     pub fn push(&self, change: Change) {
-        let at_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
+        let at_ms = crate::clock::unix_ms().max(0) as u64;
         let mut ring = self.ring.lock().unwrap_or_else(|p| p.into_inner());
         if ring.len() == CAPACITY {
             ring.pop_front();
@@ -264,6 +261,8 @@ mod tests {
                     leader,
                     leader_epoch: 1,
                     partition_epoch: 1,
+                    adding: Vec::new(),
+                    removing: Vec::new(),
                 }],
                 configs: Default::default(),
                 id: 0,

@@ -15,17 +15,23 @@
 //! the brokers whose inter-broker port this broker itself found refusing connections (a
 //! partition leader that died under its followers, known before the controller fences it).
 //!
-//! Depends on nothing but std.
+//! And [`HeardBrokers`]: when the active controller last heard each broker, as DescribeQuorum
+//! and RemoveRaftVoter read it through `Broker` (the controller's leases themselves belong to
+//! the controller loop in `cluster`).
+//!
+//! Depends on nothing but std and `clock` (std only).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use crate::clock::Stopwatch;
+
 /// See the module documentation.
 #[derive(Debug)]
 pub struct SelfLease {
-    epoch: Instant,
+    epoch: Stopwatch,
     /// Milliseconds after `epoch` until which the lease holds; 0: never renewed.
     valid_until_ms: AtomicU64,
     session_ms: u64,
@@ -39,7 +45,7 @@ impl SelfLease {
     /// An expired lease that [`SelfLease::renew`] extends by `session_ms` at a time.
     pub fn new(session_ms: u64) -> Self {
         Self {
-            epoch: Instant::now(),
+            epoch: Stopwatch::start(),
             valid_until_ms: AtomicU64::new(0),
             session_ms,
             revoked: AtomicBool::new(false),
@@ -48,7 +54,7 @@ impl SelfLease {
 
     /// The lease's clock now (pass it to [`SelfLease::renew`] for a heartbeat sent now).
     pub fn now_ms(&self) -> u64 {
-        self.epoch.elapsed().as_millis() as u64
+        self.epoch.elapsed_ms()
     }
 
     /// The controller answered a heartbeat sent at `sent_ms` and its metadata is applied.
@@ -163,6 +169,24 @@ impl ClusterLiveness {
             }
             None => Vec::new(),
         }
+    }
+}
+
+/// When the active controller last heard each broker's heartbeat, in milliseconds of
+/// [`crate::clock::monotonic_ms`] (the time base of the controller's leases).
+pub trait HeardBrokers: Send + Sync {
+    /// Broker id → its newest heartbeat's arrival, while this broker is the active
+    /// controller; `None` otherwise.
+    fn last_heard(&self) -> Option<HashMap<i32, u64>>;
+}
+
+/// A broker that is never the controller of a quorum (a single broker).
+#[derive(Debug, Default)]
+pub struct NoController;
+
+impl HeardBrokers for NoController {
+    fn last_heard(&self) -> Option<HashMap<i32, u64>> {
+        None
     }
 }
 

@@ -40,7 +40,10 @@ pub enum LogSetupError {
     #[error("setting `log.format`: invalid value `{0}`: expected text or json")]
     Format(String),
     #[error("environment RUST_LOG: {0}")]
-    RustLog(String),
+    RustLog(#[source] tracing_subscriber::filter::ParseError),
+    /// The directives built from `log.level` do not parse (a bug: every level is checked).
+    #[error("setting `log.level`: the filter built from it does not parse: {0}")]
+    LevelFilter(#[source] tracing_subscriber::filter::ParseError),
 }
 
 /// How log lines are written.
@@ -84,12 +87,11 @@ pub fn default_directives(level: &str) -> Result<String, LogSetupError> {
 pub fn init(level: &str, format: LogFormat) -> Result<(), LogSetupError> {
     let (filter, quiet) = match std::env::var("RUST_LOG") {
         Ok(v) if !v.trim().is_empty() => (
-            EnvFilter::try_new(&v).map_err(|e| LogSetupError::RustLog(e.to_string()))?,
+            EnvFilter::try_new(&v).map_err(LogSetupError::RustLog)?,
             false,
         ),
         _ => (
-            EnvFilter::try_new(default_directives(level)?)
-                .map_err(|e| LogSetupError::Level(e.to_string()))?,
+            EnvFilter::try_new(default_directives(level)?).map_err(LogSetupError::LevelFilter)?,
             true,
         ),
     };

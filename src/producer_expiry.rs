@@ -7,22 +7,28 @@
 //! clock); raftka uses the broker's clock at append, so a producer cannot keep its state
 //! alive forever with timestamps in the future.
 //!
-//! May depend on: `broker` (settings, logs), `log`. Not on the network.
+//! May depend on: `broker` (settings, logs), `log`, `clock`. Not on the network.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::broker::Broker;
-use crate::log::producer::now_ms;
+use crate::clock::unix_ms as now_ms;
 
 /// One expiry pass over every open partition log; returns how many entries were dropped.
 pub fn expire_all(broker: &Broker, now_ms: i64) -> usize {
     let mut dropped = 0;
+    let expiration_ms = crate::broker_dynamic::millis(
+        broker,
+        "producer.id.expiration.ms",
+        u64::try_from(broker.config.producer_id_expiration_ms).unwrap_or(u64::MAX),
+    );
+    let expiration_ms = i64::try_from(expiration_ms).unwrap_or(i64::MAX);
     for (topic, partition) in broker.logs.open_partitions() {
         let Some(log) = broker.logs.partition(&topic, partition) else {
             continue;
         };
-        match log.expire_producers(now_ms, broker.config.producer_id_expiration_ms) {
+        match log.expire_producers(now_ms, expiration_ms) {
             Ok(n) => dropped += n,
             Err(e) => {
                 tracing::warn!(%topic, partition, error = %e, "cannot expire producer ids")

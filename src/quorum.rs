@@ -6,6 +6,12 @@
 //! It sits above both `raft` and `rpc` so that neither depends on the other's side of the
 //! wiring (`rpc` uses `raft` types; `raft` and `metadata` know nothing of the network).
 //!
+//! # Opening and serving
+//! [`MetadataQuorum::open`] starts the Raft node without serving; the [`RaftServer`] it returns
+//! serves the Raft gRPC service — and the broker's `Cluster` service beside it — once the
+//! caller has built the broker that service answers for (`node`). The caller binds the
+//! listener first, so the port is taken meanwhile; [`MetadataQuorum::start`] does both at once.
+//!
 //! # Bootstrap and restart
 //! Every voter listed in `controller.quorum.voters` calls `initialize` with the membership
 //! built from that list alone — identical on every voter, which openraft documents as safe —
@@ -136,7 +142,7 @@ impl QuorumConfig {
             ..Default::default()
         }
         .validate()
-        .map_err(|e| QuorumError::Config(e.to_string()))
+        .map_err(|e| QuorumError::Config(Box::new(e)))
     }
 
     fn is_voter(&self) -> bool {
@@ -150,10 +156,23 @@ pub enum QuorumError {
     /// The command was committed but refused by the state machine (the image is unchanged).
     #[error(transparent)]
     Rejected(#[from] MetadataError),
-    #[error("invalid metadata quorum settings: {0}")]
-    Config(String),
-    #[error("cannot open the metadata quorum's storage: {0}")]
-    Storage(String),
+    #[error(
+        "invalid metadata quorum settings (raft.election.timeout.ms, metadata.snapshot.*): {0}"
+    )]
+    Config(#[source] Box<openraft::ConfigError>),
+    /// The Raft log tree could not be opened.
+    #[error("cannot open the metadata quorum's log (sled tree `raft_log`): {0}; check the data directory's disk")]
+    OpenLog(#[source] sled::Error),
+    /// The state machine could not be loaded.
+    #[error(
+        "cannot load the metadata quorum's state machine: {0}; check the data directory's disk"
+    )]
+    OpenStateMachine(#[source] Box<crate::raft::types::StorageError>),
+    /// Initializing the group with the static voters failed.
+    #[error("cannot bootstrap the metadata quorum with the voters of quorum.voters: {0}")]
+    Bootstrap(#[source] Box<RaftError<NodeId, InitializeError<NodeId, BrokerNode>>>),
+    #[error("cannot set up mutual TLS on the inter-broker port: {0}")]
+    Tls(String),
     #[error("cannot bind raft.listener {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -169,7 +188,16 @@ pub enum QuorumError {
     Forward(#[from] ForwardError),
     /// The Raft node stopped (storage failure or shutdown).
     #[error("the metadata quorum node has stopped: {0}")]
-    Fatal(String),
+    Fatal(#[source] Box<openraft::error::Fatal<NodeId>>),
+    /// A membership change (adding or promoting a broker) was refused.
+    #[error("the metadata quorum refused the membership change: {0}")]
+    Membership(#[source] Box<openraft::error::ChangeMembershipError<NodeId>>),
+}
+
+impl From<openraft::error::Fatal<NodeId>> for QuorumError {
+    fn from(e: openraft::error::Fatal<NodeId>) -> Self {
+        QuorumError::Fatal(Box::new(e))
+    }
 }
 
 /// A committed and applied command.
@@ -190,9 +218,12 @@ pub struct MetadataQuorum {
     raft_addr: SocketAddr,
     submit_timeout: Duration,
     server_stop: CancellationToken,
-    server: JoinHandle<Result<(), tonic::transport::Error>>,
+    /// The gRPC server task, once [`RaftServer::serve`] started it.
+    server: ServerTask,
     /// Learners whose `add_learner` is in flight (see [`MetadataQuorum::admit_learner`]).
     joining: Arc<std::sync::Mutex<BTreeSet<NodeId>>>,
+    /// Signs calls to other brokers (requests forwarded to the leader).
+    auth: Arc<RpcAuth>,
 }
 
 impl MetadataQuorum {
@@ -208,53 +239,54 @@ impl MetadataQuorum {
         Self::start(config, db, listener).await
     }
 
-    /// Opens the Raft log and state machine in `db` (trees `raft_log`, `raft_sm`), serves the
-    /// Raft gRPC service on `listener`, and bootstraps the group if this voter never was.
+    /// Opens the node (see [`MetadataQuorum::open`]) and serves the Raft gRPC service on
+    /// `listener` at once.
     pub async fn start(
         config: QuorumConfig,
         db: &sled::Db,
         listener: TcpListener,
     ) -> Result<Self, QuorumError> {
-        Self::start_with(config, db, listener, None).await
+        let raft_addr = local_addr(&listener)?;
+        let (quorum, server) = Self::open(config, db, raft_addr).await?;
+        server.serve(listener, None);
+        Ok(quorum)
     }
 
-    /// Like [`MetadataQuorum::start`], also serving the broker's `Cluster` service on the same
-    /// gRPC listener.
-    pub async fn start_with(
+    /// Opens the Raft log and state machine in `db` (trees `raft_log`, `raft_sm`), starts the
+    /// Raft node and bootstraps the group if this voter never was — without serving: the
+    /// returned [`RaftServer`] serves the Raft gRPC service (and the broker's `Cluster`
+    /// service beside it) once the caller has built what the `Cluster` service needs.
+    /// `raft_addr` is where the listener it will be given is bound; bind it before calling, so
+    /// the port is taken and peers' connections wait in its backlog meanwhile (openraft
+    /// retries a peer that does not answer for a moment).
+    pub async fn open(
         config: QuorumConfig,
         db: &sled::Db,
-        listener: TcpListener,
-        cluster: Option<crate::rpc::cluster::ClusterService>,
-    ) -> Result<Self, QuorumError> {
+        raft_addr: SocketAddr,
+    ) -> Result<(Self, RaftServer), QuorumError> {
         let id = config.node_id;
         let raft_config = Arc::new(config.raft_config()?);
-        let log = LogStore::open(db).map_err(|e| QuorumError::Storage(e.to_string()))?;
-        let sm = StateMachine::open(db).map_err(|e| QuorumError::Storage(e.to_string()))?;
+        let log = LogStore::open(db).map_err(QuorumError::OpenLog)?;
+        let sm = StateMachine::open(db).map_err(|e| QuorumError::OpenStateMachine(Box::new(e)))?;
         let images = sm.subscribe();
         let peers = Peers::new(
             Duration::from_millis(config.election_timeout_min_ms),
             config.auth.clone(),
         );
         let network = NetworkFactory::new(id, peers.clone());
-        let raft = MetadataRaft::new(id, raft_config, network, log, sm)
-            .await
-            .map_err(|e| QuorumError::Fatal(e.to_string()))?;
-        let raft_addr = listener.local_addr().map_err(|source| QuorumError::Bind {
-            addr: SocketAddr::from(([0, 0, 0, 0], 0)),
-            source,
-        })?;
+        let raft = MetadataRaft::new(id, raft_config, network, log, sm).await?;
         let server_stop = CancellationToken::new();
-        let server = tokio::spawn(crate::rpc::serve(
-            listener,
-            RaftService::new(
+        let running = Arc::new(std::sync::Mutex::new(None));
+        let server = RaftServer {
+            service: RaftService::new(
                 id,
                 raft.clone(),
                 config.voters.keys().copied().collect(),
                 config.auth.clone(),
             ),
-            cluster,
-            server_stop.clone(),
-        ));
+            stop: server_stop.clone(),
+            running: running.clone(),
+        };
         tokio::spawn(log_leader_changes(raft.metrics()));
         tracing::info!(node_id = id, %raft_addr, voters = ?config.voters, "metadata quorum node started");
 
@@ -266,8 +298,9 @@ impl MetadataQuorum {
             raft_addr,
             submit_timeout: config.submit_timeout,
             server_stop,
-            server,
+            server: running,
             joining: Arc::default(),
+            auth: config.auth.clone(),
         };
         if config.is_voter() {
             quorum.bootstrap(&config).await?;
@@ -277,16 +310,12 @@ impl MetadataQuorum {
                 "not in controller.quorum.voters: waiting to be added by the quorum leader"
             );
         }
-        Ok(quorum)
+        Ok((quorum, server))
     }
 
     /// Initializes the group with the static voters, once (see the module docs).
     async fn bootstrap(&self, config: &QuorumConfig) -> Result<(), QuorumError> {
-        let initialized = self
-            .raft
-            .is_initialized()
-            .await
-            .map_err(|e| QuorumError::Fatal(e.to_string()))?;
+        let initialized = self.raft.is_initialized().await?;
         if initialized {
             tracing::info!(node_id = self.id, "metadata quorum state found; rejoining");
             return Ok(());
@@ -305,9 +334,7 @@ impl MetadataQuorum {
                 tracing::info!(node_id = self.id, "metadata quorum already bootstrapped");
                 Ok(())
             }
-            Err(e) => Err(QuorumError::Config(format!(
-                "cannot bootstrap the metadata quorum: {e}"
-            ))),
+            Err(e) => Err(QuorumError::Bootstrap(Box::new(e))),
         }
     }
 
@@ -401,6 +428,11 @@ impl MetadataQuorum {
         });
     }
 
+    /// Signs this broker's calls to other brokers with the cluster secret.
+    pub fn auth(&self) -> &Arc<RpcAuth> {
+        &self.auth
+    }
+
     /// The openraft handle, for membership changes (`add_learner`, `change_membership`).
     pub fn raft(&self) -> &MetadataRaft {
         &self.raft
@@ -491,9 +523,9 @@ impl MetadataQuorum {
                     }
                 }
                 Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e))) => {
-                    return Err(QuorumError::Fatal(e.to_string()))
+                    return Err(QuorumError::Membership(Box::new(e)))
                 }
-                Err(RaftError::Fatal(e)) => return Err(QuorumError::Fatal(e.to_string())),
+                Err(RaftError::Fatal(e)) => return Err(e.into()),
             }
         }
     }
@@ -509,7 +541,7 @@ impl MetadataQuorum {
             tokio::time::timeout_at(deadline, rx.wait_for(|a| a.applied_index() >= index)).await;
         match waited {
             Ok(Ok(a)) => Ok(a.clone()),
-            Ok(Err(_)) => Err(QuorumError::Fatal("the state machine is gone".into())),
+            Ok(Err(_)) => Err(openraft::error::Fatal::Stopped.into()),
             Err(_) => Err(QuorumError::Timeout(self.submit_timeout)),
         }
     }
@@ -535,7 +567,7 @@ impl MetadataQuorum {
                 QuorumError::NotLeader { leader: None },
             )
             .inspect_err(|_| tracing::debug!(error = %e, "leadership not confirmed by a quorum")),
-            Err(RaftError::Fatal(e)) => Err(QuorumError::Fatal(e.to_string())),
+            Err(RaftError::Fatal(e)) => Err(e.into()),
         }
     }
 
@@ -545,16 +577,57 @@ impl MetadataQuorum {
             tracing::warn!(error = %e, "metadata quorum node did not stop cleanly");
         }
         self.server_stop.cancel();
-        let mut server = self.server;
-        // Open peer connections may hold the graceful stop; don't wait long for them.
-        if tokio::time::timeout(Duration::from_secs(2), &mut server)
-            .await
-            .is_err()
-        {
-            server.abort();
+        let server = self.server.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(mut server) = server {
+            // Open peer connections may hold the graceful stop; don't wait long for them.
+            if tokio::time::timeout(Duration::from_secs(2), &mut server)
+                .await
+                .is_err()
+            {
+                server.abort();
+            }
         }
         tracing::info!(node_id = self.id, "metadata quorum node stopped");
     }
+}
+
+/// The gRPC server task of a quorum node, shared by [`RaftServer::serve`] (which starts it)
+/// and [`MetadataQuorum::shutdown`] (which stops it).
+type ServerTask = Arc<std::sync::Mutex<Option<JoinHandle<Result<(), tonic::transport::Error>>>>>;
+
+/// The Raft gRPC service of an opened quorum node, not served yet (see
+/// [`MetadataQuorum::open`]).
+#[must_use = "the quorum node answers no peer until its RaftServer serves"]
+pub struct RaftServer {
+    service: RaftService,
+    stop: CancellationToken,
+    running: ServerTask,
+}
+
+impl RaftServer {
+    /// Serves the Raft service, and the broker's `Cluster` service when given, on `listener`
+    /// until [`MetadataQuorum::shutdown`].
+    pub fn serve(
+        self,
+        listener: TcpListener,
+        cluster: Option<crate::rpc::cluster::ClusterService>,
+    ) {
+        let task = tokio::spawn(crate::rpc::serve(
+            listener,
+            self.service,
+            cluster,
+            self.stop,
+        ));
+        *self.running.lock().unwrap_or_else(|p| p.into_inner()) = Some(task);
+    }
+}
+
+/// The address `listener` is bound to (the Raft address of a node started on it).
+pub fn local_addr(listener: &TcpListener) -> Result<SocketAddr, QuorumError> {
+    listener.local_addr().map_err(|source| QuorumError::Bind {
+        addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+        source,
+    })
 }
 
 /// Waits up to `max` for the metrics to change; fails once the Raft node has stopped.
@@ -563,7 +636,7 @@ async fn wait_change(
     max: Duration,
 ) -> Result<(), QuorumError> {
     match tokio::time::timeout(max, metrics.changed()).await {
-        Ok(Err(_)) => Err(QuorumError::Fatal("the raft node has shut down".into())),
+        Ok(Err(_)) => Err(openraft::error::Fatal::Stopped.into()),
         _ => Ok(()),
     }
 }

@@ -13,9 +13,8 @@ use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
-use kafka_protocol::records::{
-    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-};
+use kafka_protocol::records::RecordBatchDecoder;
+use raftka::protocol::batch_builder::BatchBuilder;
 
 fn connect(b: &BrokerProcess) -> TcpStream {
     let s = TcpStream::connect(b.addr()).expect("connect");
@@ -25,35 +24,11 @@ fn connect(b: &BrokerProcess) -> TcpStream {
 }
 
 fn batch(values: &[&[u8]]) -> Bytes {
-    let records: Vec<Record> = values
-        .iter()
-        .enumerate()
-        .map(|(i, v)| Record {
-            transactional: false,
-            control: false,
-            partition_leader_epoch: -1,
-            producer_id: -1,
-            producer_epoch: -1,
-            timestamp_type: TimestampType::Creation,
-            offset: i as i64,
-            sequence: i as i32 - 1, // one batch, base sequence -1
-            timestamp: 1,
-            key: None,
-            value: Some(Bytes::copy_from_slice(v)),
-            headers: Default::default(),
-        })
-        .collect();
-    let mut buf = BytesMut::new();
-    RecordBatchEncoder::encode(
-        &mut buf,
-        &records,
-        &RecordEncodeOptions {
-            version: 2,
-            compression: Compression::None,
-        },
-    )
-    .unwrap();
-    buf.freeze()
+    BatchBuilder::new()
+        .timestamp(1)
+        .values(values)
+        .build()
+        .unwrap()
 }
 
 fn produce(topic: &str, records: Bytes) -> ProduceRequest {

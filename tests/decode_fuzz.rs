@@ -22,7 +22,7 @@ fn broker() -> (Arc<Broker>, tempfile::TempDir) {
         dir.path().display().to_string(),
     )])
     .unwrap();
-    let b = runtime().block_on(Broker::open(config)).unwrap();
+    let b = runtime().block_on(raftka::node::open(config)).unwrap();
     (b, dir)
 }
 
@@ -141,6 +141,28 @@ fn every_advertised_api_is_routed() {
     });
 }
 
+#[test]
+fn acks_zero_produce_gets_no_reply_and_acks_one_a_reply() {
+    use kafka_protocol::messages::ProduceRequest;
+    let (b, _dir) = broker();
+    let rt = runtime();
+    rt.block_on(async {
+        for (acks, wants_reply) in [(0i16, false), (1, true), (-1, true)] {
+            let mut buf = header(ApiKey::Produce, 9);
+            ProduceRequest::default()
+                .with_acks(acks)
+                .encode(&mut buf, 9)
+                .unwrap();
+            let out = dispatch(&b, buf.freeze()).await.unwrap();
+            assert_eq!(
+                matches!(out, Outcome::Reply(_)),
+                wants_reply,
+                "acks={acks}: {out:?}"
+            );
+        }
+    });
+}
+
 /// Sends a default request of type `R` at `version` through the dispatcher and decodes the
 /// answer with the codec at the same version: the header must carry the correlation id and
 /// the body must decode to exactly the bytes sent (no missing or extra fields).
@@ -247,6 +269,12 @@ fn every_advertised_version_answers_with_a_well_formed_response() {
                     ApiKey::OffsetDelete => {
                         round_trip(&b, spec.key, v, OffsetDeleteRequest::default()).await
                     }
+                    ApiKey::TxnOffsetCommit => {
+                        round_trip(&b, spec.key, v, TxnOffsetCommitRequest::default()).await
+                    }
+                    ApiKey::DescribeProducers => {
+                        round_trip(&b, spec.key, v, DescribeProducersRequest::default()).await
+                    }
                     ApiKey::DescribeGroups => {
                         round_trip(&b, spec.key, v, DescribeGroupsRequest::default()).await
                     }
@@ -274,9 +302,26 @@ fn every_advertised_version_answers_with_a_well_formed_response() {
                     ApiKey::DescribeQuorum => {
                         round_trip(&b, spec.key, v, DescribeQuorumRequest::default()).await
                     }
+                    ApiKey::AddRaftVoter => {
+                        round_trip(&b, spec.key, v, AddRaftVoterRequest::default()).await
+                    }
+                    ApiKey::RemoveRaftVoter => {
+                        round_trip(&b, spec.key, v, RemoveRaftVoterRequest::default()).await
+                    }
                     ApiKey::DescribeTopicPartitions => {
                         let req = DescribeTopicPartitionsRequest::default();
                         round_trip(&b, spec.key, v, req).await
+                    }
+                    ApiKey::AlterPartitionReassignments => {
+                        let req = AlterPartitionReassignmentsRequest::default();
+                        round_trip(&b, spec.key, v, req).await
+                    }
+                    ApiKey::ListPartitionReassignments => {
+                        let req = ListPartitionReassignmentsRequest::default();
+                        round_trip(&b, spec.key, v, req).await
+                    }
+                    ApiKey::UnregisterBroker => {
+                        round_trip(&b, spec.key, v, UnregisterBrokerRequest::default()).await
                     }
                     ApiKey::SaslHandshake => {
                         round_trip(&b, spec.key, v, SaslHandshakeRequest::default()).await
@@ -290,6 +335,26 @@ fn every_advertised_version_answers_with_a_well_formed_response() {
                     }
                     ApiKey::AlterUserScramCredentials => {
                         let req = AlterUserScramCredentialsRequest::default();
+                        round_trip(&b, spec.key, v, req).await
+                    }
+                    ApiKey::AddPartitionsToTxn => {
+                        let req = AddPartitionsToTxnRequest::default();
+                        round_trip(&b, spec.key, v, req).await
+                    }
+                    ApiKey::AddOffsetsToTxn => {
+                        let req = AddOffsetsToTxnRequest::default();
+                        round_trip(&b, spec.key, v, req).await
+                    }
+                    ApiKey::EndTxn => round_trip(&b, spec.key, v, EndTxnRequest::default()).await,
+                    ApiKey::DescribeTransactions => {
+                        let req =
+                            DescribeTransactionsRequest::default().with_transactional_ids(vec![
+                                TransactionalId(StrBytes::from_static_str("fuzz-txn")),
+                            ]);
+                        round_trip(&b, spec.key, v, req).await
+                    }
+                    ApiKey::ListTransactions => {
+                        let req = ListTransactionsRequest::default();
                         round_trip(&b, spec.key, v, req).await
                     }
                     other => panic!("{other:?} is advertised but has no round-trip case here"),

@@ -26,7 +26,6 @@ const ILLEGAL_GENERATION: i16 = 22;
 const INCONSISTENT_GROUP_PROTOCOL: i16 = 23;
 const UNKNOWN_MEMBER_ID: i16 = 25;
 const INVALID_REQUEST: i16 = 42;
-const TRANSACTIONAL_ID_AUTHORIZATION_FAILED: i16 = 53;
 const NON_EMPTY_GROUP: i16 = 68;
 const GROUP_ID_NOT_FOUND: i16 = 69;
 const MEMBER_ID_REQUIRED: i16 = 79;
@@ -42,7 +41,7 @@ async fn broker() -> (Arc<Broker>, tempfile::TempDir) {
         ("test".into(), "num.partitions".into(), "2".into()),
     ])
     .unwrap();
-    (Broker::open(config).await.unwrap(), dir)
+    (raftka::node::open(config).await.unwrap(), dir)
 }
 
 async fn call<R>(b: &Arc<Broker>, version: i16, req: &R) -> R::Response
@@ -119,9 +118,21 @@ async fn find_coordinator_every_version_and_key_type() {
     let txn = FindCoordinatorRequest::default()
         .with_key(s("tx"))
         .with_key_type(1);
+    // Transactional ids: the leader of their __transaction_state partition (created now).
     let r = call(&b, 3, &txn).await;
-    assert_eq!(r.error_code, TRANSACTIONAL_ID_AUTHORIZATION_FAILED);
-    assert_eq!(r.node_id.0, -1);
+    assert_eq!(r.error_code, NONE);
+    assert_eq!(r.node_id.0, 1);
+    let batched_txn = FindCoordinatorRequest::default()
+        .with_key_type(1)
+        .with_coordinator_keys(vec![s("tx"), s("ty")]);
+    let r = call(&b, 4, &batched_txn).await;
+    assert_eq!(
+        r.coordinators
+            .iter()
+            .map(|c| (c.key.as_str(), c.node_id.0, c.error_code))
+            .collect::<Vec<_>>(),
+        vec![("tx", 1, NONE), ("ty", 1, NONE)]
+    );
     let batched = FindCoordinatorRequest::default().with_coordinator_keys(vec![s("a"), s("b")]);
     let r = call(&b, 4, &batched).await;
     assert_eq!(
@@ -265,7 +276,7 @@ fn commit(group: &str, topic: &str, offsets: &[(i32, i64)]) -> OffsetCommitReque
 #[tokio::test(start_paused = true)]
 async fn offsets_commit_fetch_list_and_delete_groups() {
     let (b, _dir) = broker().await;
-    b.auto_create("t").await.unwrap();
+    b.topics.auto_create("t").await.unwrap();
     // Admin-style commits (generation -1, no member) at old and new versions.
     for v in [0, 2, 8] {
         let r = call(&b, v, &commit("og", "t", &[(0, 10 + v as i64), (5, 1)])).await;

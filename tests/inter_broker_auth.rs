@@ -11,12 +11,13 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use raftka::broker::{Broker, CreateTopicSpec};
+use raftka::broker::Broker;
 use raftka::metadata::{BrokerMeta, MetadataCommand};
 use raftka::rpc::auth::{method, RpcAuth};
 use raftka::rpc::pb::cluster_client::ClusterClient;
 use raftka::rpc::pb::raft_client::RaftClient;
 use raftka::rpc::pb::{self, HeartbeatRequest, RaftRequest};
+use raftka::topics::CreateTopicSpec;
 use raftka::BrokerConfig;
 use tonic::{Code, Request};
 
@@ -52,7 +53,7 @@ async fn broker() -> (Arc<Broker>, tempfile::TempDir, String) {
         set("inter.broker.secret", SECRET.into()),
     ])
     .unwrap();
-    let b = Broker::open(config).await.unwrap();
+    let b = raftka::node::open(config).await.unwrap();
     let q = b.metadata.quorum().unwrap();
     eventually("broker 1 to lead the quorum and register", || {
         q.is_leader() && b.metadata.image().brokers.contains_key(&1)
@@ -87,8 +88,10 @@ fn fetch(replica_id: i32, topic: &str) -> pb::ReplicaFetchRequest {
             leader_epoch: 0,
             fetch_offset: 0,
             last_fetched_epoch: -1,
+            topic_id: Vec::new(),
         }],
         partition_max_bytes: 0,
+        ..Default::default()
     }
 }
 
@@ -115,15 +118,16 @@ async fn the_grpc_port_refuses_callers_without_the_secret_or_speaking_for_others
         .await
         .unwrap();
     for (name, replicas) in [("t", vec![1, 2]), ("solo", vec![1])] {
-        b.create_topic(&CreateTopicSpec {
-            name: name.into(),
-            num_partitions: -1,
-            replication_factor: -1,
-            assignments: vec![replicas],
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+        b.topics
+            .create(&CreateTopicSpec {
+                name: name.into(),
+                num_partitions: -1,
+                replication_factor: -1,
+                assignments: vec![replicas],
+                ..Default::default()
+            })
+            .await
+            .unwrap();
     }
     let image_before = b.metadata.image();
     let members_before = q.members();
@@ -328,4 +332,103 @@ async fn the_grpc_port_refuses_callers_without_the_secret_or_speaking_for_others
         pb::FetchRefusal::UnknownPartition as i32
     );
     b.shutdown.cancel();
+}
+
+fn markers(coordinator_id: i32) -> pb::WriteTxnMarkersRequest {
+    pb::WriteTxnMarkersRequest {
+        coordinator_id,
+        markers: vec![pb::TxnMarkerWrite {
+            topic: "m".into(),
+            partition: 0,
+            producer_id: 77,
+            producer_epoch: 0,
+            coordinator_epoch: 0,
+            commit: false,
+        }],
+        timeout_ms: 10_000,
+    }
+}
+
+/// Transaction markers (which end any producer's transaction in a partition) and KIP-890
+/// verifications are taken only with the secret, from the coordinator they name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn transaction_markers_need_the_secret_and_the_sender_they_name() {
+    let (b, _dir, url) = broker().await;
+    b.topics
+        .create(&CreateTopicSpec {
+            name: "m".into(),
+            num_partitions: -1,
+            replication_factor: -1,
+            assignments: vec![vec![1]],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let end = || b.logs.partition("m", 0).unwrap().offsets().log_end;
+    eventually("m-0 led here", || {
+        b.replication
+            .leader_term(
+                "m",
+                0,
+                b.metadata.image().topics["m"].partitions[0].leader_epoch,
+            )
+            .is_some()
+    })
+    .await;
+    let before = end();
+    let mut cluster = ClusterClient::connect(url).await.unwrap();
+    let wrong = Some("another-secret-of-the-right-size");
+    for (who, secret, as_coordinator, expected) in [
+        (3, None, 3, Code::Unauthenticated),
+        (3, wrong, 3, Code::Unauthenticated),
+        (2, Some(SECRET), 3, Code::PermissionDenied),
+    ] {
+        let r = cluster
+            .write_txn_markers(signed(
+                markers(as_coordinator),
+                who,
+                secret,
+                method::WRITE_TXN_MARKERS,
+            ))
+            .await;
+        assert_eq!(code(r), expected, "markers as {as_coordinator} from {who}");
+        let v = pb::VerifyTxnPartitionsRequest {
+            sender_id: as_coordinator,
+            transactional_id: "tx".into(),
+            producer_id: 77,
+            producer_epoch: 0,
+            partitions: vec![pb::TxnPartition {
+                topic: "m".into(),
+                partition: 0,
+            }],
+        };
+        let r = cluster
+            .verify_txn_partitions(signed(v, who, secret, method::VERIFY_TXN_PARTITIONS))
+            .await;
+        assert_eq!(
+            code(r),
+            expected,
+            "verification as {as_coordinator} from {who}"
+        );
+    }
+    assert_eq!(end(), before, "a refused marker was written");
+    // The same marker from the coordinator it names is written.
+    let r = cluster
+        .write_txn_markers(signed(
+            markers(2),
+            2,
+            Some(SECRET),
+            method::WRITE_TXN_MARKERS,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.results.len(), 1);
+    assert_eq!(
+        r.results[0].outcome,
+        pb::TxnMarkerOutcome::MarkerWritten as i32,
+        "{:?}",
+        r.results[0]
+    );
+    assert_eq!(end(), before + 1);
 }

@@ -20,9 +20,8 @@ use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
-use kafka_protocol::records::{
-    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-};
+use kafka_protocol::records::RecordBatchDecoder;
+use raftka::protocol::batch_builder::BatchBuilder;
 
 const POLICY_VIOLATION: i16 = 44;
 const INVALID_REPLICATION_FACTOR: i16 = 38;
@@ -41,33 +40,10 @@ fn name(n: &str) -> TopicName {
 /// A batch of `count` records of `size` bytes, from producer `pid` starting at `seq`
 /// (pid -1: not idempotent).
 fn batch(count: usize, size: usize, pid: i64, seq: i32) -> Bytes {
-    let records: Vec<Record> = (0..count)
-        .map(|i| Record {
-            transactional: false,
-            control: false,
-            partition_leader_epoch: -1,
-            producer_id: pid,
-            producer_epoch: if pid < 0 { -1 } else { 0 },
-            timestamp_type: TimestampType::Creation,
-            offset: i as i64,
-            sequence: if pid < 0 { -1 } else { seq + i as i32 },
-            timestamp: 1,
-            key: None,
-            value: Some(Bytes::from(vec![b'v'; size])),
-            headers: Default::default(),
-        })
-        .collect();
-    let mut buf = BytesMut::new();
-    RecordBatchEncoder::encode(
-        &mut buf,
-        &records,
-        &RecordEncodeOptions {
-            version: 2,
-            compression: Compression::None,
-        },
-    )
-    .unwrap();
-    buf.freeze()
+    let value = vec![b'v'; size];
+    let b = BatchBuilder::new().timestamp(1);
+    let b = if pid < 0 { b } else { b.producer(pid, 0, seq) };
+    b.values((0..count).map(|_| &value)).build().unwrap()
 }
 
 /// Produces one batch with acks=all; returns (error code, base offset).

@@ -501,3 +501,79 @@ fn create_topic_then_duplicate_is_rejected() {
         );
     }
 }
+
+/// The values `isolation` reads from partition 0 of `topic` from the start until its position
+/// passes `end` (markers take offsets but are no records).
+fn read_values(bootstrap: &str, topic: &str, isolation: &str, end: i64) -> Vec<Vec<u8>> {
+    let c: BaseConsumer = client_config(bootstrap)
+        .set("group.id", "raftka-rdkafka-txn")
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "false")
+        .set("isolation.level", isolation)
+        .create()
+        .expect("consumer");
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, 0, Offset::Beginning)
+        .unwrap();
+    c.assign(&tpl).expect("assign");
+    let deadline = Instant::now() + WAIT;
+    let mut out = Vec::new();
+    loop {
+        let pos = c.position().expect("position");
+        let at = pos.elements()[0].offset();
+        if matches!(at, Offset::Offset(o) if o >= end) {
+            return out;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{isolation}: at {at:?} of {end}, read {out:?}"
+        );
+        match c.poll(Duration::from_millis(100)) {
+            Some(Ok(m)) => out.push(m.payload().unwrap_or_default().to_vec()),
+            Some(Err(e)) => panic!("consume error: {e}"),
+            None => {}
+        }
+    }
+}
+
+/// librdkafka's transactional producer through the rdkafka crate: a committed transaction is
+/// read by read_committed, an aborted one only by read_uncommitted.
+#[test]
+fn transactions_commit_and_abort() {
+    let broker = Broker::start();
+    let bs = broker.bootstrap();
+    create_topic(&bs, "txn", 1).expect("create");
+    let p: BaseProducer = client_config(&bs)
+        .set("transactional.id", "rdkafka-txn")
+        .set("linger.ms", "5")
+        .create()
+        .expect("producer");
+    p.init_transactions(WAIT).expect("init_transactions");
+    for (values, commit) in [(&["c1", "c2", "c3"][..], true), (&["a1", "a2"][..], false)] {
+        p.begin_transaction().expect("begin");
+        for v in values {
+            p.send(BaseRecord::<(), str>::to("txn").partition(0).payload(*v))
+                .expect("send");
+        }
+        p.flush(WAIT).expect("flush");
+        if commit {
+            p.commit_transaction(WAIT).expect("commit");
+        } else {
+            p.abort_transaction(WAIT).expect("abort");
+        }
+    }
+    // 5 records and 2 markers.
+    let c = consumer(&bs);
+    let end = c.fetch_watermarks("txn", 0, WAIT).expect("watermarks").1;
+    assert_eq!(end, 7, "broker log:\n{}", broker.log());
+    let committed: Vec<Vec<u8>> = ["c1", "c2", "c3"]
+        .iter()
+        .map(|v| v.as_bytes().to_vec())
+        .collect();
+    assert_eq!(read_values(&bs, "txn", "read_committed", end), committed);
+    let all: Vec<Vec<u8>> = ["c1", "c2", "c3", "a1", "a2"]
+        .iter()
+        .map(|v| v.as_bytes().to_vec())
+        .collect();
+    assert_eq!(read_values(&bs, "txn", "read_uncommitted", end), all);
+}

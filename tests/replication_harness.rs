@@ -2,28 +2,53 @@
 //! logs, a fake transport that calls the leader's manager directly (and can cut a broker
 //! off), and a controller that applies commands to one shared metadata image. It checks
 //! that acknowledged (high-watermark) records survive a leader failure, that the deposed
-//! leader's uncommitted tail is truncated, and that the ISR shrinks and grows.
+//! leader's uncommitted tail is truncated, that the ISR shrinks and grows, that a
+//! partition reassignment under continuous acks=all writes completes and keeps them all, and
+//! that fetch sessions carry only active partitions while idle followers stay in sync.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
-use kafka_protocol::records::{
-    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-};
+use bytes::Bytes;
 use raftka::log::batch::split_batches;
 use raftka::log::LogStore;
-use raftka::metadata::{BrokerMeta, ClusterImage, MetadataCommand};
+use raftka::metadata::{ClusterImage, MetadataCommand, MetadataError};
+use raftka::protocol::batch_builder::BatchBuilder;
 use raftka::replication::manager::{
     BoxFuture, IsrProposer, ReplicaManager, ReplicaTransport, ReplicationConfig,
 };
-use raftka::replication::{ReplicaFetchRequest, ReplicaFetchResponse};
+use raftka::replication::{PeerError, ReplicaFetchRequest, ReplicaFetchResponse};
 use tokio_util::sync::CancellationToken;
 
 struct Net {
     managers: Mutex<HashMap<i32, Arc<ReplicaManager>>>,
     down: Mutex<HashSet<i32>>,
+    /// How long a replica fetch's answer travels (network latency; 0 by default).
+    latency_ms: std::sync::atomic::AtomicU64,
+    /// Per topic: partitions named in fetch requests and in their answers.
+    carried: Mutex<HashMap<String, (usize, usize)>>,
+}
+
+impl Net {
+    fn count(&self, req: &ReplicaFetchRequest, resp: &ReplicaFetchResponse) {
+        let mut carried = self.carried.lock().unwrap();
+        for p in &req.partitions {
+            carried.entry(p.topic.clone()).or_default().0 += 1;
+        }
+        for p in &resp.partitions {
+            carried.entry(p.topic.clone()).or_default().1 += 1;
+        }
+    }
+
+    fn carried(&self, topic: &str) -> (usize, usize) {
+        self.carried
+            .lock()
+            .unwrap()
+            .get(topic)
+            .copied()
+            .unwrap_or_default()
+    }
 }
 
 struct Transport {
@@ -31,29 +56,49 @@ struct Transport {
     net: Arc<Net>,
 }
 
+/// A fetch over a link the test cut: what a timed-out gRPC call reports.
+fn unreachable(broker: i32) -> PeerError {
+    PeerError::Call {
+        broker,
+        call: "ReplicaFetch",
+        code: 14,
+        message: "unreachable (the test cut the link)".into(),
+    }
+}
+
 impl ReplicaTransport for Transport {
     fn fetch(
         &self,
         leader: i32,
         req: ReplicaFetchRequest,
-    ) -> BoxFuture<'_, Result<ReplicaFetchResponse, String>> {
+    ) -> BoxFuture<'_, Result<ReplicaFetchResponse, PeerError>> {
         Box::pin(async move {
             let down = self.net.down.lock().unwrap().clone();
             if down.contains(&leader) || down.contains(&self.me) {
                 tokio::time::sleep(Duration::from_millis(20)).await;
-                return Err("unreachable".into());
+                return Err(unreachable(leader));
             }
             let m = self.net.managers.lock().unwrap().get(&leader).cloned();
+            let named = req.clone();
             let resp = match m {
                 Some(m) => m.handle_fetch(req).await,
-                None => return Err("no such broker".into()),
+                None => return Err(PeerError::UnknownBroker(leader)),
             };
+            // The answer travels for `latency_ms`.
+            let latency = self
+                .net
+                .latency_ms
+                .load(std::sync::atomic::Ordering::Relaxed);
+            if latency > 0 {
+                tokio::time::sleep(Duration::from_millis(latency)).await;
+            }
             // A long poll answered after the link went down never arrives (a leader's appends
             // wake its followers' polls at once, so the answer can come while it is cut off).
             let down = self.net.down.lock().unwrap().clone();
             if down.contains(&leader) || down.contains(&self.me) {
-                return Err("unreachable".into());
+                return Err(unreachable(leader));
             }
+            self.net.count(&named, &resp);
             Ok(resp)
         })
     }
@@ -65,14 +110,25 @@ struct Cluster {
     logs: HashMap<i32, Arc<LogStore>>,
     transports: HashMap<i32, Arc<dyn ReplicaTransport>>,
     shutdown: HashMap<i32, CancellationToken>,
+    /// How long an ISR change takes to commit (a Raft round trip; 0 by default).
+    propose_delay_ms: std::sync::atomic::AtomicU64,
     _dbs: Vec<tempfile::TempDir>,
 }
 
 struct Proposer(Arc<Cluster>);
 
 impl IsrProposer for Proposer {
-    fn propose(&self, cmd: MetadataCommand) -> BoxFuture<'_, Result<(), String>> {
-        Box::pin(async move { self.0.submit(cmd) })
+    fn propose(&self, cmd: MetadataCommand) -> BoxFuture<'_, Result<(), MetadataError>> {
+        Box::pin(async move {
+            let delay = self
+                .0
+                .propose_delay_ms
+                .load(std::sync::atomic::Ordering::Relaxed);
+            if delay > 0 {
+                tokio::time::sleep(Duration::from_millis(delay)).await;
+            }
+            self.0.submit(cmd)
+        })
     }
 }
 
@@ -81,23 +137,14 @@ impl Cluster {
         let net = Arc::new(Net {
             managers: Mutex::new(HashMap::new()),
             down: Mutex::new(HashSet::new()),
+            latency_ms: Default::default(),
+            carried: Mutex::new(HashMap::new()),
         });
-        let mut image = ClusterImage::default();
+        let mut image = ClusterImage::with_brokers(1..=3);
         let mut logs = HashMap::new();
         let mut transports: HashMap<i32, Arc<dyn ReplicaTransport>> = HashMap::new();
         let mut dbs = Vec::new();
         for id in 1..=3 {
-            image
-                .apply(&MetadataCommand::RegisterBroker(BrokerMeta {
-                    id,
-                    host: "127.0.0.1".into(),
-                    port: 0,
-                    rack: None,
-                    fenced: false,
-                    incarnation: 0,
-                    endpoints: Vec::new(),
-                }))
-                .unwrap();
             let dir = tempfile::tempdir().unwrap();
             logs.insert(
                 id,
@@ -150,6 +197,7 @@ impl Cluster {
             logs,
             transports,
             shutdown,
+            propose_delay_ms: Default::default(),
             _dbs: dbs,
         });
         for id in 1..=3 {
@@ -180,12 +228,8 @@ impl Cluster {
         }
     }
 
-    fn submit(&self, cmd: MetadataCommand) -> Result<(), String> {
-        self.image
-            .lock()
-            .unwrap()
-            .apply(&cmd)
-            .map_err(|e| e.to_string())?;
+    fn submit(&self, cmd: MetadataCommand) -> Result<(), MetadataError> {
+        self.image.lock().unwrap().apply(&cmd)?;
         self.publish();
         Ok(())
     }
@@ -214,35 +258,11 @@ impl Cluster {
 }
 
 fn batch(values: &[&str]) -> Bytes {
-    let records: Vec<Record> = values
-        .iter()
-        .enumerate()
-        .map(|(i, v)| Record {
-            transactional: false,
-            control: false,
-            partition_leader_epoch: -1,
-            producer_id: -1,
-            producer_epoch: -1,
-            timestamp_type: TimestampType::Creation,
-            offset: i as i64,
-            sequence: i as i32 - 1,
-            timestamp: 1,
-            key: None,
-            value: Some(Bytes::copy_from_slice(v.as_bytes())),
-            headers: Default::default(),
-        })
-        .collect();
-    let mut buf = BytesMut::new();
-    RecordBatchEncoder::encode(
-        &mut buf,
-        &records,
-        &RecordEncodeOptions {
-            version: 2,
-            compression: Compression::None,
-        },
-    )
-    .unwrap();
-    buf.freeze()
+    BatchBuilder::new()
+        .timestamp(1)
+        .values(values)
+        .build()
+        .unwrap()
 }
 
 fn values(logs: &LogStore) -> Vec<String> {
@@ -344,6 +364,148 @@ async fn a_dead_follower_leaves_the_isr_so_writes_continue() {
     wait_until("broker 3 rejoins", || c.partition().isr.contains(&3)).await;
     wait_until("broker 3 sees the high watermark", || hw(&c, 3) == 2).await;
     assert_eq!(values(&c.logs[&3]), vec!["a", "b"]);
+    for id in 1..=3 {
+        c.shutdown[&id].cancel();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_partitions_are_not_carried_by_fetches_and_stay_in_sync() {
+    let c = Cluster::new();
+    c.submit(MetadataCommand::CreateTopic {
+        name: "idle".into(),
+        assignments: vec![vec![1, 2, 3]; 50],
+        configs: Default::default(),
+        id: 0,
+    })
+    .unwrap();
+    c.produce_acked(&["a"]).await;
+    // Fetch sessions are open once the followers have learnt the high watermark.
+    wait_until("followers see the high watermark", || {
+        hw(&c, 2) == 1 && hw(&c, 3) == 1
+    })
+    .await;
+    let before = c.net.carried("idle");
+    let t_before = c.net.carried("t");
+    for i in 0..20 {
+        c.produce_acked(&[&format!("v{i}")]).await;
+    }
+    // Longer than replica.lag.time.max.ms (400 ms) with nothing written to "idle".
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    // 20 acks=all writes to "t" took fetches of "t" only: the 50 idle partitions were
+    // neither named nor answered (sessionless, every fetch carries all 51 both ways) ...
+    assert_eq!(c.net.carried("idle"), before);
+    let t = c.net.carried("t");
+    assert!(t.0 - t_before.0 >= 20 && t.1 - t_before.1 >= 20, "{t:?}");
+    // ... and their followers still count as caught up: nobody left their ISR.
+    let image = c.image.lock().unwrap().clone();
+    for p in &image.topics["idle"].partitions {
+        assert_eq!(p.isr.len(), 3, "partition {} isr {:?}", p.index, p.isr);
+    }
+    assert_eq!(c.partition().isr.len(), 3);
+    for id in 1..=3 {
+        c.shutdown[&id].cancel();
+    }
+}
+
+/// One acks=all write to whoever leads now: true when the high watermark covered it within
+/// half a second (a write that lands on a broker losing its leadership is never acknowledged).
+async fn try_produce(c: &Cluster, v: &str) -> bool {
+    let p = c.partition();
+    if p.leader < 0 || !c.manager(p.leader).is_leading("t", 0, p.leader_epoch) {
+        return false;
+    }
+    let Some(log) = c.logs[&p.leader].partition("t", 0) else {
+        return false;
+    };
+    let Ok(out) = log.append_as_leader(&[batch(&[v])], p.leader_epoch, false) else {
+        return false;
+    };
+    c.manager(p.leader).after_leader_append("t", 0).unwrap();
+    let mut hw = log.watch_high_watermark();
+    let covered = tokio::time::timeout(
+        Duration::from_millis(500),
+        hw.wait_for(|h| *h >= out.log_end),
+    )
+    .await;
+    matches!(covered, Ok(Ok(_)))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_move_under_continuous_writes_completes_and_keeps_every_acknowledged_record() {
+    let c = Cluster::new();
+    // ISR changes commit 30 ms after the leader decided them, while writes go on: the joining
+    // replica must hold the high watermark from its deciding fetch on, or the leader would
+    // acknowledge records it lacks before it takes over.
+    c.propose_delay_ms
+        .store(30, std::sync::atomic::Ordering::Relaxed);
+    // And a fetch answer travels 5 ms, about half the time between two writes (10 ms), so a
+    // commit often lands while the follower still lacks the newest acknowledged record.
+    c.net
+        .latency_ms
+        .store(5, std::sync::atomic::Ordering::Relaxed);
+    c.produce_acked(&["a"]).await;
+    // Down to one replica on broker 1: a removal only, complete at once.
+    c.submit(MetadataCommand::AlterReassignment {
+        topic: "t".into(),
+        partition: 0,
+        target: Some(vec![1]),
+    })
+    .unwrap();
+    assert_eq!(c.partition().replicas, vec![1]);
+    // A writer acknowledges record after record (the leader alone is the ISR) while broker 2
+    // is added, catches up, joins the ISR and takes over.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let acked = Arc::new(Mutex::new(vec!["a".to_string()]));
+    let writer = {
+        let (c, stop, acked) = (c.clone(), stop.clone(), acked.clone());
+        tokio::spawn(async move {
+            let mut i = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let v = format!("v{i}");
+                i += 1;
+                if try_produce(&c, &v).await {
+                    acked.lock().unwrap().push(v);
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+    };
+    wait_until("writes before the move", || {
+        acked.lock().unwrap().len() > 50
+    })
+    .await;
+    c.submit(MetadataCommand::AlterReassignment {
+        topic: "t".into(),
+        partition: 0,
+        target: Some(vec![2]),
+    })
+    .unwrap();
+    assert_eq!(c.partition().adding, vec![2]);
+    wait_until("the move completes", || {
+        let p = c.partition();
+        p.replicas == vec![2] && p.leader == 2
+    })
+    .await;
+    let n = acked.lock().unwrap().len();
+    wait_until("writes acknowledged by the new leader", || {
+        acked.lock().unwrap().len() > n + 20
+    })
+    .await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    writer.await.unwrap();
+    // Every acknowledged record is in the new leader's log, in order.
+    let log = values(&c.logs[&2]);
+    let acked = acked.lock().unwrap().clone();
+    let mut pos = log.iter();
+    for v in &acked {
+        assert!(
+            pos.any(|l| l == v),
+            "acknowledged {v} missing from broker 2 (or out of order): {} acked, log {:?}",
+            acked.len(),
+            &log[log.len().saturating_sub(20)..]
+        );
+    }
     for id in 1..=3 {
         c.shutdown[&id].cancel();
     }

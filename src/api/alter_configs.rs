@@ -34,7 +34,7 @@ pub async fn handle(
                         })
                         .collect();
                     match ops {
-                        Ok(ops) => alter(broker, res, ops, true, req.validate_only).await,
+                        Ok(ops) => alter(&broker.topics, res, ops, true, req.validate_only).await,
                         Err(e) => (
                             super::errors::metadata_code(&e),
                             Some(kafka_protocol::protocol::StrBytes::from_string(

@@ -4,8 +4,9 @@
 //! Features: `metadata.version` is supported and finalized at level 7 (Kafka 3.3-IV3, the
 //! oldest level Kafka 4 tools still know): raftka's metadata is its own Raft log, not KRaft
 //! records, so the level only tells tools which Kafka generation to expect. `kraft.version`
-//! is supported at 0 only: the metadata quorum's voters are static (KIP-853's level 1 means
-//! dynamic voters). Features that switch client behaviour (`group.version` for KIP-848
+//! is supported at 0 only: the voters start from `controller.quorum.voters` and change only
+//! through AddRaftVoter/RemoveRaftVoter (`quorum_admin`), not through KRaft's voter records
+//! that level 1 stands for. Features that switch client behaviour (`group.version` for KIP-848
 //! consumers, `transaction.version`) are deliberately absent. The finalized epoch is 0: the
 //! features never change.
 
@@ -18,6 +19,7 @@ use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 
 use super::{RequestContext, APIS};
+use crate::broker::Broker;
 use crate::protocol::response::encode_with_header_version;
 
 /// Kafka's `MetadataVersion.IBP_3_3_IV3` feature level.
@@ -34,7 +36,11 @@ fn table() -> Vec<ApiVersion> {
         .collect()
 }
 
-pub async fn handle(_ctx: &RequestContext, _req: ApiVersionsRequest) -> ApiVersionsResponse {
+pub async fn handle(
+    _broker: &Broker,
+    _ctx: &RequestContext,
+    _req: ApiVersionsRequest,
+) -> ApiVersionsResponse {
     let supported = vec![
         SupportedFeatureKey::default()
             .with_name(StrBytes::from_static_str("kraft.version"))

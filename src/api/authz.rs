@@ -101,7 +101,7 @@ pub fn operations(
 
 /// Whether `name` is an internal topic no client may delete, re-partition or reconfigure.
 pub fn is_internal_topic(name: &str) -> bool {
-    name == crate::offsets_topic::OFFSETS_TOPIC
+    name == crate::offsets_topic::OFFSETS_TOPIC || name == crate::txn::TXN_TOPIC
 }
 
 /// Produce: TRANSACTIONAL_ID_AUTHORIZATION_FAILED for every partition when the request has a

@@ -5,11 +5,12 @@
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 
-use super::errors::{code, metadata_code};
+use super::errors::{code, topics_code};
 use super::{authz, RequestContext};
 use crate::broker::Broker;
 use crate::metadata::config_ops::{ConfigOp, ConfigResource};
 use crate::security::acl::Operation;
+use crate::topics::Topics;
 
 /// Kafka's ConfigResource.Type values.
 pub const TOPIC: i8 = 2;
@@ -68,20 +69,17 @@ pub fn alterable_resource(
 
 /// Applies (or with `validate_only` only checks) one resource's operations.
 pub async fn alter(
-    broker: &Broker,
+    topics: &Topics,
     resource: ConfigResource,
     ops: Vec<(String, ConfigOp)>,
     replace: bool,
     validate_only: bool,
 ) -> ResourceOutcome {
-    match broker
+    match topics
         .alter_configs(resource, ops, replace, validate_only)
         .await
     {
         Ok(()) => (0, None),
-        Err(e) => (
-            metadata_code(&e),
-            Some(StrBytes::from_string(e.to_string())),
-        ),
+        Err(e) => (topics_code(&e), Some(StrBytes::from_string(e.to_string()))),
     }
 }

@@ -5,10 +5,11 @@ use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicR
 use kafka_protocol::messages::{CreatePartitionsRequest, CreatePartitionsResponse};
 use kafka_protocol::protocol::StrBytes;
 
-use super::errors::metadata_code;
+use super::errors::{metadata_code, topics_code};
 use super::{authz, RequestContext};
 use crate::broker::Broker;
 use crate::metadata::check_record_count;
+use crate::topics::CreatePartitionsSpec;
 
 pub async fn handle(
     broker: &Broker,
@@ -59,12 +60,15 @@ pub async fn handle(
             );
             continue;
         }
-        if let Err(e) = broker
-            .create_partitions(t.name.0.as_str(), t.count, assignments, req.validate_only)
-            .await
-        {
+        let spec = CreatePartitionsSpec {
+            name: t.name.0.to_string(),
+            count: t.count,
+            assignments,
+            validate_only: req.validate_only,
+        };
+        if let Err(e) = broker.topics.create_partitions(spec).await {
             r = r
-                .with_error_code(metadata_code(&e))
+                .with_error_code(topics_code(&e))
                 .with_error_message(Some(StrBytes::from_string(e.to_string())));
         }
         results.push(r);

@@ -13,10 +13,11 @@ use kafka_protocol::protocol::StrBytes;
 use super::describe_configs::{topic_entries, EntryOptions};
 use kafka_protocol::ResponseError;
 
-use super::errors::{code, metadata_code};
+use super::errors::{code, topics_code};
 use super::{authz, RequestContext};
-use crate::broker::{topic_records, Broker, CreateTopicSpec};
+use crate::broker::Broker;
 use crate::metadata::{check_record_count, MetadataError};
+use crate::topics::{topic_records, CreateTopicSpec, TopicsError};
 
 pub async fn handle(
     broker: &Broker,
@@ -41,6 +42,7 @@ pub async fn handle(
         .sum();
     if let Err(e) = check_record_count(records, broker.config.max_records_per_user_op) {
         tracing::info!(records, error = %e, "CreateTopics refused");
+        let e = TopicsError::from(e);
         let results = req
             .topics
             .into_iter()
@@ -90,8 +92,8 @@ pub async fn handle(
             validate_only: req.validate_only,
         };
         let outcome = match bad_config {
-            Some(e) => Err(e),
-            None => broker.create_topic(&spec).await,
+            Some(e) => Err(e.into()),
+            None => broker.topics.create(&spec).await,
         };
         let mut r = CreatableTopicResult::default().with_name(t.name);
         match outcome {
@@ -149,10 +151,10 @@ fn unauthorized(ctx: &RequestContext, name: TopicName) -> CreatableTopicResult {
 }
 
 /// The result of a topic that is not created, with the error message from v1 on.
-fn refused(ctx: &RequestContext, name: TopicName, e: &MetadataError) -> CreatableTopicResult {
+fn refused(ctx: &RequestContext, name: TopicName, e: &TopicsError) -> CreatableTopicResult {
     let r = CreatableTopicResult::default()
         .with_name(name)
-        .with_error_code(metadata_code(e));
+        .with_error_code(topics_code(e));
     if ctx.api_version >= 1 {
         r.with_error_message(Some(StrBytes::from_string(e.to_string())))
     } else {

@@ -7,7 +7,7 @@ use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 use uuid::Uuid;
 
-use super::errors::{code, metadata_code};
+use super::errors::{code, topics_code};
 use super::{authz, topic_ids, RequestContext};
 use crate::broker::Broker;
 use crate::security::acl::Operation;
@@ -60,9 +60,10 @@ pub async fn handle(
                         .with_topic_id(topic_ids::of(meta));
                 }
                 broker
-                    .delete_topic(&topic)
+                    .topics
+                    .delete(&topic)
                     .await
-                    .map_err(|e| (metadata_code(&e), e.to_string()))
+                    .map_err(|e| (topics_code(&e), e.to_string()))
             }
             Err(e) => Err(e),
         };

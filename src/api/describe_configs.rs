@@ -12,7 +12,6 @@ use super::errors::code;
 use super::{authz, RequestContext};
 use crate::broker::Broker;
 use crate::config::{Source, ValueType, SETTINGS};
-use crate::metadata::config_ops::DYNAMIC_BROKER_CONFIGS;
 use crate::metadata::topic_config::{default_synonyms, DynamicConfigs, TOPIC_CONFIGS};
 use crate::metadata::TopicMeta;
 use crate::security::acl::Operation;
@@ -150,7 +149,7 @@ pub fn topic_entries(
 }
 
 fn is_dynamic(name: &str) -> bool {
-    DYNAMIC_BROKER_CONFIGS.iter().any(|(b, _)| *b == name)
+    crate::metadata::config_ops::is_dynamic_broker_config(name)
 }
 
 /// This broker's settings: dynamic values (this broker's, then the cluster-wide default)

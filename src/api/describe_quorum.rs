@@ -9,32 +9,28 @@
 //! raftka has none).
 //!
 //! Only the quorum leader can answer; any other broker forwards the request once to the leader
-//! over the leader's Kafka listener of the same name (client id [`FORWARDED`]), as a KRaft broker
-//! forwards it to the active controller. A forwarded request reaching a non-leader, or no known
-//! leader, answers NOT_LEADER_OR_FOLLOWER. A broker without a quorum answers as a one-voter
+//! over the authenticated inter-broker gRPC service (`api::quorum_admin`; it works whatever
+//! the security of the client listeners), as a KRaft broker forwards it to the active
+//! controller. A forwarded request reaching a non-leader, or no known leader, answers
+//! NOT_LEADER_OR_FOLLOWER. A broker without a quorum answers as a one-voter
 //! quorum of itself at epoch 0, its log empty.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use kafka_protocol::messages::describe_quorum_response::{
     Listener, Node, PartitionData, ReplicaState, TopicData,
 };
 use kafka_protocol::messages::{
-    BrokerId, DescribeQuorumRequest, DescribeQuorumResponse, TopicName,
+    ApiKey, BrokerId, DescribeQuorumRequest, DescribeQuorumResponse, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
-use openraft::ServerState;
 
 use super::errors::code;
 use super::{authz, RequestContext};
 use crate::broker::Broker;
-use crate::cli::client::{host_port, Connection};
 use crate::metadata::ClusterImage;
 use crate::security::acl::Operation;
-
-/// The client id of a DescribeQuorum one broker forwards to the quorum leader.
-pub const FORWARDED: &str = "raftka-forwarded-describe-quorum";
 
 /// KRaft's metadata topic, which DescribeQuorum describes.
 const METADATA_TOPIC: &str = "__cluster_metadata";
@@ -50,92 +46,71 @@ pub async fn handle(
             .with_error_code(code(ResponseError::ClusterAuthorizationFailed));
     }
     let Some(q) = broker.metadata.quorum() else {
-        return single_broker(broker, ctx);
+        return single_broker(broker, ctx.api_version);
     };
-    let (leader, term, is_leader) = {
-        let m = q.metrics();
-        let m = m.borrow();
-        (
-            m.current_leader,
-            m.current_term,
-            m.state == ServerState::Leader && m.current_leader == Some(q.node_id()),
-        )
-    };
-    if is_leader {
-        return from_leader(broker, ctx);
+    if is_leader(broker) {
+        return from_leader(broker, ctx.api_version);
     }
-    let refused = || {
-        let p = PartitionData::default()
-            .with_error_code(code(ResponseError::NotLeaderOrFollower))
-            .with_leader_id(BrokerId(
-                leader.and_then(|l| i32::try_from(l).ok()).unwrap_or(-1),
-            ))
-            .with_leader_epoch(i32::try_from(term).unwrap_or(i32::MAX));
-        response(vec![p], Vec::new())
-    };
-    if ctx.client_id.as_deref() == Some(FORWARDED) {
-        return refused();
-    }
-    let Some(leader) = leader.and_then(|l| i32::try_from(l).ok()) else {
-        return refused();
-    };
-    match forward(broker, ctx, leader, &req).await {
+    let forwarded = super::quorum_admin::forward(
+        broker,
+        ApiKey::DescribeQuorum,
+        ctx.api_version,
+        &req,
+        Duration::from_secs(5),
+    )
+    .await;
+    match forwarded {
         Ok(resp) => resp,
         Err(e) => {
-            tracing::debug!(leader, error = %e, "forwarding DescribeQuorum failed");
-            refused()
+            tracing::debug!(leader = ?q.current_leader(), error = %e, "forwarding DescribeQuorum failed");
+            refused(broker)
         }
     }
 }
 
-/// Sends the request to the quorum leader's Kafka listener and returns its answer.
-async fn forward(
-    broker: &Broker,
-    ctx: &RequestContext,
-    leader: i32,
-    req: &DescribeQuorumRequest,
-) -> Result<DescribeQuorumResponse, String> {
-    let image = broker.metadata.image();
-    let b = image
-        .brokers
-        .get(&leader)
-        .ok_or_else(|| format!("leader {leader} is not registered"))?;
-    let (host, port) = b
-        .endpoint(ctx.listener.as_deref())
-        .ok_or_else(|| format!("leader {leader} has no listener {:?}", ctx.listener))?;
-    let timeout = Duration::from_secs(5);
-    let mut conn = Connection::connect(&host_port(host, port), timeout)
-        .await
-        .map_err(|e| e.to_string())?
-        .with_client_id(FORWARDED);
-    conn.send(req, ctx.api_version, Duration::ZERO)
-        .await
-        .map_err(|e| e.to_string())
+fn is_leader(broker: &Broker) -> bool {
+    super::quorum_admin::is_quorum_leader(broker)
 }
 
-fn wall_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+/// NOT_LEADER_OR_FOLLOWER with the leader and epoch this broker knows.
+fn refused(broker: &Broker) -> DescribeQuorumResponse {
+    let (leader, term) = broker.metadata.quorum().map_or((None, 0), |q| {
+        let m = q.metrics();
+        let m = m.borrow();
+        (m.current_leader, m.current_term)
+    });
+    let p = PartitionData::default()
+        .with_error_code(code(ResponseError::NotLeaderOrFollower))
+        .with_leader_id(BrokerId(
+            leader.and_then(|l| i32::try_from(l).ok()).unwrap_or(-1),
+        ))
+        .with_leader_epoch(i32::try_from(term).unwrap_or(i32::MAX));
+    response(vec![p], Vec::new())
+}
+
+/// The answer to a DescribeQuorum forwarded by another broker: the leader's view, or
+/// NOT_LEADER_OR_FOLLOWER when this broker no longer leads (never forwarded again).
+pub fn leader_answer(broker: &Broker, api_version: i16) -> DescribeQuorumResponse {
+    if is_leader(broker) {
+        from_leader(broker, api_version)
+    } else {
+        refused(broker)
+    }
 }
 
 /// The answer of the quorum leader, from openraft's metrics and the controller's leases.
-fn from_leader(broker: &Broker, ctx: &RequestContext) -> DescribeQuorumResponse {
+fn from_leader(broker: &Broker, api_version: i16) -> DescribeQuorumResponse {
     let Some(q) = broker.metadata.quorum() else {
-        return single_broker(broker, ctx);
+        return single_broker(broker, api_version);
     };
     let metrics = q.metrics();
     let m = metrics.borrow().clone();
     let me = q.node_id();
     let log_end = m.last_log_index.map_or(0, |i| i as i64 + 1);
     let high_watermark = m.last_applied.map_or(0, |l| l.index as i64 + 1);
-    let now_wall = wall_ms();
-    let now_mono = crate::cluster::now_ms();
-    let leases = broker
-        .leases
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .clone();
+    let now_wall = crate::clock::unix_ms();
+    let now_mono = crate::clock::monotonic_ms();
+    let heard = broker.heard_brokers.last_heard();
     let state = |id: u64| -> ReplicaState {
         let node = i32::try_from(id).unwrap_or(-1);
         let end = if id == me {
@@ -149,9 +124,9 @@ fn from_leader(broker: &Broker, ctx: &RequestContext) -> DescribeQuorumResponse 
         let fetched = if id == me {
             Some(now_wall)
         } else {
-            leases
+            heard
                 .as_ref()
-                .and_then(|l| l.last_heard_ms(node))
+                .and_then(|h| h.get(&node).copied())
                 .map(|at| now_wall - now_mono.saturating_sub(at) as i64)
         };
         let caught_up = if end >= log_end { fetched } else { None };
@@ -171,7 +146,7 @@ fn from_leader(broker: &Broker, ctx: &RequestContext) -> DescribeQuorumResponse 
         .with_current_voters(voters.iter().map(|v| state(*v)).collect())
         .with_observers(observers.iter().map(|o| state(*o)).collect());
     let image = broker.metadata.image();
-    let nodes = if ctx.api_version >= 2 {
+    let nodes = if api_version >= 2 {
         voters
             .iter()
             .chain(&observers)
@@ -185,19 +160,19 @@ fn from_leader(broker: &Broker, ctx: &RequestContext) -> DescribeQuorumResponse 
 }
 
 /// A broker without a quorum: a quorum of one, itself, with nothing in its log.
-fn single_broker(broker: &Broker, ctx: &RequestContext) -> DescribeQuorumResponse {
+fn single_broker(broker: &Broker, api_version: i16) -> DescribeQuorumResponse {
     let id = broker.config.node_id;
     let me = ReplicaState::default()
         .with_replica_id(BrokerId(id))
         .with_log_end_offset(0)
-        .with_last_fetch_timestamp(wall_ms())
-        .with_last_caught_up_timestamp(wall_ms());
+        .with_last_fetch_timestamp(crate::clock::unix_ms())
+        .with_last_caught_up_timestamp(crate::clock::unix_ms());
     let partition = PartitionData::default()
         .with_leader_id(BrokerId(id))
         .with_leader_epoch(0)
         .with_high_watermark(0)
         .with_current_voters(vec![me]);
-    let nodes = if ctx.api_version >= 2 {
+    let nodes = if api_version >= 2 {
         vec![node(&broker.metadata.image(), id)]
     } else {
         Vec::new()

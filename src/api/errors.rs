@@ -6,6 +6,7 @@ use crate::broker::LeaderError;
 use crate::group::GroupError;
 use crate::log::{batch::BatchError, validate::RecordError, LogError};
 use crate::metadata::MetadataError;
+use crate::topics::TopicsError;
 
 /// Kafka error codes of SASL and SCRAM credential management (newer or absent in the codec
 /// crate's table under these names).
@@ -36,10 +37,21 @@ pub fn metadata_code(e: &MetadataError) -> i16 {
         MetadataError::ElectionNotNeeded(_) => E::ElectionNotNeeded,
         MetadataError::PreferredLeaderNotAvailable(_) => E::PreferredLeaderNotAvailable,
         MetadataError::EligibleLeadersNotAvailable(_) => E::EligibleLeadersNotAvailable,
+        MetadataError::BrokerHostsReplicas { .. } => E::InvalidRequest,
+        MetadataError::NoReassignmentInProgress(_) => E::NoReassignmentInProgress,
         MetadataError::QuorumUnavailable(_) => E::RequestTimedOut,
         MetadataError::Storage(_) => E::KafkaStorageError,
     }
     .code()
+}
+
+/// The Kafka error code for a topic admin error: a refusal answers as its metadata error; a
+/// committed change this broker's logs or group offsets could not follow is a storage error.
+pub fn topics_code(e: &TopicsError) -> i16 {
+    match e {
+        TopicsError::Metadata(e) => metadata_code(e),
+        TopicsError::Log(_) | TopicsError::Groups(_) => E::KafkaStorageError.code(),
+    }
 }
 
 /// The Kafka error code for a log error.
@@ -47,7 +59,8 @@ pub fn log_code(e: &LogError) -> i16 {
     match e {
         LogError::Batch(BatchError::TooLarge { .. }) => E::MessageTooLarge,
         LogError::Batch(BatchError::OldMagic(_)) => E::UnsupportedForMessageFormat,
-        LogError::Batch(BatchError::Transactional) => E::InvalidRecord,
+        LogError::Batch(BatchError::ControlBatch) => E::InvalidRecord,
+        LogError::Batch(BatchError::TransactionalWithoutProducerId) => E::InvalidRecord,
         LogError::Batch(BatchError::Invalid(_)) => E::InvalidRecord,
         LogError::Batch(_) => E::CorruptMessage,
         LogError::Records(RecordError::ZstdNeedsV7(_)) => E::UnsupportedCompressionType,
@@ -55,6 +68,9 @@ pub fn log_code(e: &LogError) -> i16 {
         LogError::OffsetOutOfRange { .. } => E::OffsetOutOfRange,
         LogError::OutOfOrderSequence { .. } => E::OutOfOrderSequenceNumber,
         LogError::InvalidProducerEpoch { .. } => E::InvalidProducerEpoch,
+        LogError::CoordinatorFenced { .. } => E::TransactionCoordinatorFenced,
+        LogError::InvalidTxnState { .. } | LogError::TxnNotVerified { .. } => E::InvalidTxnState,
+        LogError::InconsistentTopicId { .. } => E::InconsistentTopicId,
         LogError::Storage(_)
         | LogError::Flush(_)
         | LogError::Corrupt(_)
@@ -94,6 +110,8 @@ pub fn group_code(e: &GroupError) -> i16 {
         GroupError::OffsetMetadataTooLarge { .. } => E::OffsetMetadataTooLarge,
         // Retriable for clients, as Kafka answers when the offsets log cannot be written.
         GroupError::Storage(_) => E::CoordinatorNotAvailable,
+        GroupError::InvalidProducerEpoch(_) => E::InvalidProducerEpoch,
+        GroupError::TransactionsUnsupported => E::CoordinatorNotAvailable,
     }
     .code()
 }
@@ -107,4 +125,29 @@ pub const NONE: i16 = 0;
 
 pub fn code(e: E) -> i16 {
     e.code()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A refused topic operation answers as its metadata error; a committed change this
+    /// broker's logs or group offsets could not follow is a storage error, whatever the lower
+    /// error's own code would be (as when these failures were `MetadataError::Storage`).
+    #[test]
+    fn topics_errors_keep_their_kafka_codes() {
+        let exists = TopicsError::from(MetadataError::TopicExists("t".into()));
+        assert_eq!(topics_code(&exists), E::TopicAlreadyExists.code());
+        let quorum = TopicsError::from(MetadataError::QuorumUnavailable("down".into()));
+        assert_eq!(topics_code(&quorum), E::RequestTimedOut.code());
+        let log = TopicsError::from(LogError::InconsistentTopicId {
+            recorded: 1,
+            expected: 2,
+        });
+        assert_eq!(topics_code(&log), E::KafkaStorageError.code());
+        let corrupt = TopicsError::from(LogError::Corrupt("bad".into()));
+        assert_eq!(topics_code(&corrupt), E::KafkaStorageError.code());
+        let groups = TopicsError::from(GroupError::Storage("disk".into()));
+        assert_eq!(topics_code(&groups), E::KafkaStorageError.code());
+    }
 }

@@ -10,24 +10,57 @@
 //! the replica id into `replica_state` and v16/v17 add fields for brokers and KIP-853 that a
 //! consumer's fetch leaves empty.
 //!
-//! Fetch sessions (KIP-227) are not kept: every response carries session id 0, which tells
-//! clients to send full fetch requests, as Kafka does when it has no session slot free.
+//! `isolation_level` 1 (read_committed, KIP-98) reads only below the last stable offset,
+//! answers the aborted transactions overlapping the returned batches (clients drop their
+//! records) and wakes long polls when the last stable offset moves (a marker), not the high
+//! watermark; every answer carries the last stable offset, as Kafka's.
+//!
+//! Fetch sessions (KIP-227, v7+) are kept in [`super::fetch_session`]: an incremental request
+//! reads every partition of its session and answers only those that changed.
 
 use std::time::Duration;
 
-use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+use kafka_protocol::messages::fetch_response::{
+    AbortedTransaction, FetchableTopicResponse, PartitionData,
+};
 use kafka_protocol::messages::{FetchRequest, FetchResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 use tokio::time::Instant;
 
 use super::errors::{code, leader_code, log_code};
+use super::fetch_session::Begin;
 use super::{authz, RequestContext};
 use crate::broker::Broker;
 use crate::log::wake::Readiness;
 use crate::security::acl::Operation;
 
 pub async fn handle(broker: &Broker, ctx: &RequestContext, req: FetchRequest) -> FetchResponse {
+    if ctx.api_version < 7 {
+        return serve(broker, ctx, &req).await;
+    }
+    let by_id = ctx.api_version >= 13;
+    let sessions = &broker.fetch_sessions;
+    match sessions.begin(&req, by_id, sessions.now_ms()) {
+        Begin::Sessionless => serve(broker, ctx, &req).await.with_session_id(0),
+        Begin::Full => {
+            let resp = serve(broker, ctx, &req).await;
+            let id = sessions.create(&req, &resp, by_id, sessions.now_ms());
+            resp.with_session_id(id)
+        }
+        Begin::Incremental(inc) => {
+            let resp = serve(broker, ctx, &inc.request).await;
+            sessions.finish_incremental(&inc, resp)
+        }
+        Begin::Error(e) => FetchResponse::default()
+            .with_error_code(code(e))
+            .with_session_id(0),
+    }
+}
+
+/// Reads `req`'s partitions, long-polling until `min_bytes` are there, an error, or the
+/// deadline.
+async fn serve(broker: &Broker, ctx: &RequestContext, req: &FetchRequest) -> FetchResponse {
     let wait = Duration::from_millis(req.max_wait_ms.max(0) as u64);
     let deadline = Instant::now() + wait;
     loop {
@@ -36,7 +69,7 @@ pub async fn handle(broker: &Broker, ctx: &RequestContext, req: FetchRequest) ->
         tokio::pin!(notified);
         notified.as_mut().enable();
         let mut ready = Readiness::new();
-        let (resp, bytes, had_error) = read(broker, ctx, &req, Some(&mut ready));
+        let (resp, bytes, had_error) = read(broker, ctx, req, Some(&mut ready));
         if bytes >= req.min_bytes.max(0) as usize || had_error || Instant::now() >= deadline {
             return counted(broker, resp);
         }
@@ -47,7 +80,7 @@ pub async fn handle(broker: &Broker, ctx: &RequestContext, req: FetchRequest) ->
         };
         if !woken {
             // Timed out: answer with whatever is there now.
-            return counted(broker, read(broker, ctx, &req, None).0);
+            return counted(broker, read(broker, ctx, req, None).0);
         }
     }
 }
@@ -87,6 +120,7 @@ fn read(
     let mut responses = Vec::with_capacity(req.topics.len());
     // v13+ names topics by id (KIP-516): an id no topic has is UNKNOWN_TOPIC_ID.
     let by_id = ctx.api_version >= 13;
+    let read_committed = req.isolation_level == 1;
     for ft in &req.topics {
         let topic = if by_id {
             super::topic_ids::find(&image, &ft.topic_id)
@@ -143,17 +177,40 @@ fn read(
                 }
             }
             if let Some(r) = ready.as_deref_mut() {
-                r.add(log.watch_high_watermark());
+                r.add(if read_committed {
+                    log.watch_last_stable_offset()
+                } else {
+                    log.watch_high_watermark()
+                });
             }
             let budget =
                 (fp.partition_max_bytes.max(0) as usize).min(response_max.saturating_sub(total));
-            match log.read(fp.fetch_offset, budget, total == 0) {
+            let read = if read_committed {
+                log.read_committed(fp.fetch_offset, budget, total == 0)
+            } else {
+                log.read(fp.fetch_offset, budget, total == 0)
+            };
+            match read {
                 Ok(r) => {
                     total += r.records.len();
+                    let aborted =
+                        read_committed.then(|| match crate::log::batch::end_offset(&r.records) {
+                            Some(end) => log
+                                .aborted_transactions(fp.fetch_offset, end)
+                                .into_iter()
+                                .map(|a| {
+                                    AbortedTransaction::default()
+                                        .with_producer_id(a.producer_id.into())
+                                        .with_first_offset(a.first_offset)
+                                })
+                                .collect(),
+                            None => Vec::new(),
+                        });
                     pd = pd
                         .with_high_watermark(r.offsets.high_watermark)
-                        .with_last_stable_offset(r.offsets.high_watermark)
+                        .with_last_stable_offset(r.last_stable_offset)
                         .with_log_start_offset(r.offsets.log_start)
+                        .with_aborted_transactions(aborted)
                         .with_records(Some(r.records));
                 }
                 Err(e) => {
@@ -162,7 +219,7 @@ fn read(
                     pd = pd
                         .with_error_code(log_code(&e))
                         .with_high_watermark(o.high_watermark)
-                        .with_last_stable_offset(o.high_watermark)
+                        .with_last_stable_offset(log.last_stable_offset())
                         .with_log_start_offset(o.log_start);
                 }
             }

@@ -1,8 +1,8 @@
-//! FindCoordinator (key 10): which broker coordinates a group. v4 answers a batch of keys.
-//! Groups (key type 0) are placed by the group coordinator's `Placement` (in a cluster: the
-//! leader of the group's `__consumer_offsets` partition; the first lookup creates the topic); transactions (key
-//! type 1) are not supported, so their lookups fail with the same error InitProducerId gives
-//! a transactional id: clients fail fast instead of retrying forever.
+//! FindCoordinator (key 10): which broker coordinates a group or a transactional id. v4
+//! answers a batch of keys. Groups (key type 0) are placed by the group coordinator's
+//! `Placement` (in a cluster: the leader of the group's `__consumer_offsets` partition; the
+//! first lookup creates the topic); transactional ids (key type 1) by the leader of their
+//! `__transaction_state` partition (the first lookup creates that topic, see `txn`).
 
 use kafka_protocol::messages::find_coordinator_response::Coordinator;
 use kafka_protocol::messages::{BrokerId, FindCoordinatorRequest, FindCoordinatorResponse};
@@ -82,12 +82,13 @@ async fn lookup(broker: &Broker, ctx: &RequestContext, key: &str, key_type: i8) 
             )
         }
         GROUP => {}
-        TRANSACTION => {
+        TRANSACTION if !authz::transactional_id(broker, ctx, Operation::Describe, key) => {
             return Found::error(
                 ResponseError::TransactionalIdAuthorizationFailed,
-                "transactions are not supported by raftka",
+                "Authorization failed: DESCRIBE on the transactional id is required",
             )
         }
+        TRANSACTION => return transaction_coordinator(broker, ctx, key).await,
         _ => {
             return Found::error(
                 ResponseError::InvalidRequest,
@@ -98,7 +99,7 @@ async fn lookup(broker: &Broker, ctx: &RequestContext, key: &str, key_type: i8) 
     if broker.metadata.quorum().is_some() {
         // The first lookup in a cluster creates the offsets topic (as Kafka does); its
         // partitions have leaders a moment later, until then clients retry.
-        if let Err(e) = broker.ensure_offsets_topic().await {
+        if let Err(e) = broker.topics.ensure_offsets_topic().await {
             tracing::debug!(error = %e, "cannot create the offsets topic yet");
             return Found::error(
                 ResponseError::CoordinatorNotAvailable,
@@ -112,6 +113,38 @@ async fn lookup(broker: &Broker, ctx: &RequestContext, key: &str, key_type: i8) 
             "no broker coordinates this group yet",
         );
     };
+    address_of(broker, ctx, node)
+}
+
+/// The leader of the `__transaction_state` partition of transactional id `key`.
+async fn transaction_coordinator(broker: &Broker, ctx: &RequestContext, key: &str) -> Found {
+    let topic = match broker.topics.ensure_txn_topic().await {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::debug!(error = %e, "cannot create the transaction state topic yet");
+            return Found::error(
+                ResponseError::CoordinatorNotAvailable,
+                "the transaction state topic cannot be created yet",
+            );
+        }
+    };
+    let p = crate::txn::partition_for(key, topic.partitions.len());
+    let leader = usize::try_from(p)
+        .ok()
+        .and_then(|i| topic.partitions.get(i))
+        .map(|m| m.leader);
+    let image = broker.metadata.image();
+    match leader.filter(|l| image.brokers.get(l).is_some_and(|b| !b.fenced)) {
+        Some(node) => address_of(broker, ctx, node),
+        None => Found::error(
+            ResponseError::CoordinatorNotAvailable,
+            "the transactional id's __transaction_state partition has no leader yet",
+        ),
+    }
+}
+
+/// Where clients reach broker `node` on the request's listener.
+fn address_of(broker: &Broker, ctx: &RequestContext, node: i32) -> Found {
     let image = broker.metadata.image();
     match image
         .brokers

@@ -61,7 +61,7 @@ pub async fn handle(
             });
         let (error_code, error_message) = match parsed {
             Err(outcome) => outcome,
-            Ok((res, ops)) => alter(broker, res, ops, false, req.validate_only).await,
+            Ok((res, ops)) => alter(&broker.topics, res, ops, false, req.validate_only).await,
         };
         responses.push(
             AlterConfigsResourceResponse::default()

@@ -1,8 +1,10 @@
-//! InitProducerId (key 22): hands out producer ids for idempotent producers. An id is this
-//! broker's `node.id` in the top 16 bits and a number from sled's durable id generator below,
-//! so ids never repeat across restarts nor between brokers (each broker allocates alone, no
-//! round trip to the controller; Kafka uses controller-allocated blocks for the same goal).
-//! Transactions are not supported: a transactional id is refused.
+//! InitProducerId (key 22): hands out producer ids. An id is this broker's `node.id` in the
+//! top 16 bits and a number from sled's durable id generator below, so ids never repeat
+//! across restarts nor between brokers (each broker allocates alone, no round trip to the
+//! controller; Kafka uses controller-allocated blocks for the same goal).
+//!
+//! With a transactional id the transaction coordinator answers (see `txn::coordinator`): the
+//! id's producer id with its epoch bumped, an ongoing transaction aborted first.
 
 use kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse, ProducerId};
 use kafka_protocol::ResponseError;
@@ -17,8 +19,11 @@ pub async fn handle(
     ctx: &RequestContext,
     req: InitProducerIdRequest,
 ) -> InitProducerIdResponse {
+    if let Some(id) = req.transactional_id.as_ref().filter(|t| !t.0.is_empty()) {
+        return transactional(broker, ctx, &id.0, &req).await;
+    }
     // An idempotent producer needs IDEMPOTENT_WRITE on the cluster or WRITE on some topic
-    // (Kafka 3.x); transactional ids are refused below whatever the ACLs say.
+    // (Kafka 3.x).
     if !authz::cluster(broker, ctx, Operation::IdempotentWrite)
         && !authz::any_of_type(broker, ctx, Operation::Write, ResourceType::Topic)
     {
@@ -27,19 +32,9 @@ pub async fn handle(
             .with_producer_id(ProducerId(-1))
             .with_producer_epoch(-1);
     }
-    if req
-        .transactional_id
-        .as_ref()
-        .is_some_and(|t| !t.0.is_empty())
-    {
-        return InitProducerIdResponse::default()
-            .with_error_code(code(ResponseError::TransactionalIdAuthorizationFailed))
-            .with_producer_id(ProducerId(-1))
-            .with_producer_epoch(-1);
-    }
-    match broker.logs.db().generate_id() {
+    match allocate(broker) {
         Ok(id) => InitProducerIdResponse::default()
-            .with_producer_id(ProducerId(producer_id(broker.config.node_id, id)))
+            .with_producer_id(ProducerId(id))
             .with_producer_epoch(0),
         Err(e) => {
             tracing::error!(error = %e, "cannot allocate a producer id");
@@ -47,6 +42,55 @@ pub async fn handle(
                 .with_error_code(code(ResponseError::KafkaStorageError))
                 .with_producer_id(ProducerId(-1))
                 .with_producer_epoch(-1)
+        }
+    }
+}
+
+/// A new producer id.
+fn allocate(broker: &Broker) -> Result<i64, String> {
+    broker
+        .logs
+        .db()
+        .generate_id()
+        .map(|id| producer_id(broker.config.node_id, id))
+        .map_err(|e| e.to_string())
+}
+
+/// How long InitProducerId waits for the abort of a previous transaction before answering
+/// CONCURRENT_TRANSACTIONS (the client retries).
+const ABORT_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// InitProducerId for transactional id `id`: WRITE on it is required.
+async fn transactional(
+    broker: &Broker,
+    ctx: &RequestContext,
+    id: &str,
+    req: &InitProducerIdRequest,
+) -> InitProducerIdResponse {
+    let fail = |error: i16| {
+        InitProducerIdResponse::default()
+            .with_error_code(error)
+            .with_producer_id(ProducerId(-1))
+            .with_producer_epoch(-1)
+    };
+    if !authz::transactional_id(broker, ctx, Operation::Write, id) {
+        return fail(code(ResponseError::TransactionalIdAuthorizationFailed));
+    }
+    // v3+ (KIP-360): a producer re-initialising names its current id and epoch.
+    let expected = (req.producer_id.0 >= 0).then_some((req.producer_id.0, req.producer_epoch));
+    let alloc = || allocate(broker);
+    match broker
+        .txns
+        .init_producer_id(id, req.transaction_timeout_ms, expected, &alloc, ABORT_WAIT)
+        .await
+    {
+        Ok((pid, epoch)) => InitProducerIdResponse::default()
+            .with_producer_id(ProducerId(pid))
+            .with_producer_epoch(epoch),
+        Err(e) => {
+            tracing::debug!(transactional_id = %id, error = %e, "InitProducerId refused");
+            // PRODUCER_FENCED exists from v4 on.
+            fail(e.code_for(ctx.api_version, 4))
         }
     }
 }

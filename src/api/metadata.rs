@@ -1,5 +1,7 @@
 //! Metadata (key 3): brokers, controller, and topics with partition leadership.
-//! Creates unknown topics when the broker and the request allow it.
+//! Creates unknown topics when the broker and the request allow it. Topics may be asked for
+//! by id (v10+, KIP-516): a known id is answered with its topic, an unknown one with
+//! UNKNOWN_TOPIC_ID.
 //!
 //! Authorization as in Kafka: listing all topics shows only those the principal may
 //! DESCRIBE; a named topic it may not describe is answered TOPIC_AUTHORIZATION_FAILED
@@ -26,8 +28,9 @@ use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 use std::collections::BTreeSet;
 use std::time::Duration;
+use uuid::Uuid;
 
-use super::errors::{code, metadata_code};
+use super::errors::{code, metadata_code, topics_code};
 use super::{authorized_ops, authz, RequestContext};
 use crate::broker::Broker;
 use crate::metadata::{validate_topic_name, TopicMeta};
@@ -39,6 +42,16 @@ pub async fn handle(
     req: MetadataRequest,
 ) -> MetadataResponse {
     let v = ctx.api_version;
+    // v10+: topics may be named by id instead (name null), as Kafka 3.x answers them: a known
+    // id with its topic, an unknown one with UNKNOWN_TOPIC_ID; never auto-created.
+    let by_id: Vec<Uuid> = match &req.topics {
+        Some(t) if v >= 10 => t
+            .iter()
+            .filter(|t| t.name.is_none() && !t.topic_id.is_nil())
+            .map(|t| t.topic_id)
+            .collect(),
+        _ => Vec::new(),
+    };
     // v0: an empty list means all topics; v1+: null means all, empty means none.
     let requested: Option<Vec<String>> = match req.topics {
         None => None,
@@ -94,10 +107,10 @@ pub async fn handle(
                         Ok(()) if allow_auto && !authz::create_topic(broker, ctx, &name) => {
                             error_entry(&name, denied)
                         }
-                        Ok(()) if allow_auto => match broker.auto_create(&name).await {
+                        Ok(()) if allow_auto => match broker.topics.auto_create(&name).await {
                             Ok(t) => topic_entry(&t, &leaders)
                                 .with_topic_authorized_operations(topic_ops(&name)),
-                            Err(e) => error_entry(&name, metadata_code(&e)),
+                            Err(e) => error_entry(&name, topics_code(&e)),
                         },
                         Ok(()) => error_entry(&name, code(ResponseError::UnknownTopicOrPartition)),
                     },
@@ -107,6 +120,20 @@ pub async fn handle(
         }
     }
     let image = broker.metadata.image();
+    for id in by_id {
+        let entry = match super::topic_ids::find(&image, &id) {
+            Some(t) if describable(&t.name) => {
+                topic_entry(t, &leaders).with_topic_authorized_operations(topic_ops(&t.name))
+            }
+            Some(_) => MetadataResponseTopic::default()
+                .with_topic_id(id)
+                .with_error_code(code(ResponseError::TopicAuthorizationFailed)),
+            None => MetadataResponseTopic::default()
+                .with_topic_id(id)
+                .with_error_code(code(ResponseError::UnknownTopicId)),
+        };
+        topics.push(entry);
+    }
     // Fenced brokers are left out, as Kafka does, except dead ones for a while (see the module
     // docs); none leads. Brokers without the listener this client came through are left out:
     // it could not reach them.

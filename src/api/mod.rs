@@ -4,10 +4,14 @@
 //! May depend on: `protocol`, `broker` (and through it `metadata`, `log`), the codec's
 //! message types. Not on sockets: [`dispatch`] turns one request frame into one response frame.
 
+mod add_offsets_to_txn;
+mod add_partitions_to_txn;
 mod alter_configs;
+mod alter_partition_reassignments;
 mod api_versions;
 mod authorized_ops;
 pub mod authz;
+mod commit_plan;
 mod config_resources;
 mod create_acls;
 mod create_partitions;
@@ -21,11 +25,15 @@ mod describe_cluster;
 mod describe_configs;
 mod describe_groups;
 mod describe_log_dirs;
+mod describe_producers;
 mod describe_quorum;
 mod describe_topic_partitions;
+mod describe_transactions;
 mod elect_leaders;
+mod end_txn;
 pub mod errors;
 mod fetch;
+pub mod fetch_session;
 mod find_coordinator;
 mod heartbeat;
 mod incremental_alter_configs;
@@ -34,23 +42,29 @@ mod join_group;
 mod leave_group;
 mod list_groups;
 mod list_offsets;
+mod list_partition_reassignments;
+mod list_transactions;
 mod metadata;
 mod offset_commit;
 mod offset_delete;
 mod offset_fetch;
 mod produce;
+pub mod quorum_admin;
 mod sasl;
 mod scram_credentials;
 mod sync_group;
 mod topic_ids;
+pub mod turn;
+mod txn_offset_commit;
+mod txn_verify;
+mod unregister_broker;
 
-use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::*;
-use kafka_protocol::protocol::{Decodable, Request};
+use kafka_protocol::protocol::Decodable;
 
 use crate::broker::Broker;
 use crate::protocol::header::{decode_header, peek_header, HeaderError};
@@ -64,71 +78,130 @@ pub struct ApiSpec {
     pub max: i16,
 }
 
-const fn api(key: ApiKey, min: i16, max: i16) -> ApiSpec {
-    ApiSpec { key, min, max }
+/// Generates, from one list of `Key min..=max => handler[, no_reply_if predicate];` lines,
+/// both [`APIS`] (what ApiVersions advertises, in list order) and `route` (the dispatch
+/// `match`), so an API is added, or its versions changed, in one line. Every handler is an
+/// `async fn(&Broker, &RequestContext, Request) -> Response`; the request type is inferred
+/// from it. `no_reply_if` names a `fn(&Request) -> bool` for requests Kafka does not answer
+/// (acks=0 produce).
+macro_rules! apis {
+    ($(
+        $key:ident $min:literal ..= $max:literal => $handler:path $(, no_reply_if $silent:path)?;
+    )*) => {
+        /// Every API raftka handles. Ranges start as low as the codec decodes (old librdkafka
+        /// only enables features when old versions are advertised) and stop where raftka fills
+        /// in every field the version carries.
+        pub const APIS: &[ApiSpec] = &[$(
+            ApiSpec { key: ApiKey::$key, min: $min, max: $max },
+        )*];
+
+        /// Decodes the body of a `key` request (its header already read), runs its handler
+        /// and encodes the response.
+        async fn route(
+            key: ApiKey,
+            broker: &Arc<Broker>,
+            ctx: &RequestContext,
+            mut frame: Bytes,
+        ) -> Result<Outcome, DispatchError> {
+            match key {
+                $(ApiKey::$key => {
+                    let req = decode(key, &mut frame, ctx.api_version)?;
+                    let silent = false $(|| $silent(&req))?;
+                    let resp = $handler(broker, ctx, req).await;
+                    if silent {
+                        return Ok(Outcome::NoReply);
+                    }
+                    reply(key, ctx, &resp)
+                })*
+                other => Err(DispatchError::UnknownApi(other as i16)),
+            }
+        }
+    };
 }
 
-/// Every API raftka handles. Ranges start as low as the codec decodes (old librdkafka only
-/// enables features when old versions are advertised) and stop where raftka fills in every
-/// field the version carries.
-pub const APIS: &[ApiSpec] = &[
-    api(ApiKey::Produce, 0, 11),
+/// Kafka sends nothing back to an acks=0 produce.
+fn acks_zero(req: &ProduceRequest) -> bool {
+    req.acks == 0
+}
+
+// The list: comments say why a range starts or stops where it does.
+apis! {
+    Produce 0..=11 => produce::handle, no_reply_if acks_zero;
     // From 4, as Kafka 4.0 (KIP-896): v0-v3 responses carry message sets of format v0/v1,
     // which cannot hold the v2 batches raftka stores (no down-conversion), so an old client
     // must fail at once instead of reading batches it cannot parse. v13+ by topic id.
-    api(ApiKey::Fetch, 4, 17),
+    Fetch 4..=17 => fetch::handle;
     // v7: max timestamp (-3); v8: earliest local (-4); v9: latest tiered (-5).
-    api(ApiKey::ListOffsets, 0, 9),
-    api(ApiKey::Metadata, 0, 12),
-    api(ApiKey::ApiVersions, 0, 3),
-    api(ApiKey::CreateTopics, 0, 7),
-    api(ApiKey::DeleteTopics, 0, 6),
-    api(ApiKey::InitProducerId, 0, 4),
-    api(ApiKey::DescribeConfigs, 0, 4),
-    api(ApiKey::AlterConfigs, 0, 2),
-    api(ApiKey::IncrementalAlterConfigs, 0, 1),
-    api(ApiKey::DeleteRecords, 0, 2),
-    api(ApiKey::CreatePartitions, 0, 3),
-    api(ApiKey::DescribeCluster, 0, 1),
+    ListOffsets 0..=9 => list_offsets::handle;
+    Metadata 0..=12 => metadata::handle;
+    ApiVersions 0..=3 => api_versions::handle;
+    CreateTopics 0..=7 => create_topics::handle;
+    DeleteTopics 0..=6 => delete_topics::handle;
+    InitProducerId 0..=4 => init_producer_id::handle;
+    DescribeConfigs 0..=4 => describe_configs::handle;
+    AlterConfigs 0..=2 => alter_configs::handle;
+    IncrementalAlterConfigs 0..=1 => incremental_alter_configs::handle;
+    DeleteRecords 0..=2 => delete_records::handle;
+    CreatePartitions 0..=3 => create_partitions::handle;
+    DescribeCluster 0..=1 => describe_cluster::handle;
     // Consumer groups (the classic protocol). v4 batches coordinator keys; v5+ only adds
     // error semantics of transactions and v6 share groups.
-    api(ApiKey::FindCoordinator, 0, 4),
+    FindCoordinator 0..=4 => find_coordinator::handle;
     // v9 lets a static leader skip re-assignment; raftka never asks it to (always valid).
-    api(ApiKey::JoinGroup, 0, 9),
-    api(ApiKey::SyncGroup, 0, 5),
-    api(ApiKey::Heartbeat, 0, 4),
-    api(ApiKey::LeaveGroup, 0, 5),
+    JoinGroup 0..=9 => join_group::handle;
+    SyncGroup 0..=5 => sync_group::handle;
+    Heartbeat 0..=4 => heartbeat::handle;
+    LeaveGroup 0..=5 => leave_group::handle;
     // Up to 8: v9 is for KIP-848 consumer groups (member epochs), not implemented.
-    api(ApiKey::OffsetCommit, 0, 8),
-    api(ApiKey::OffsetFetch, 0, 8),
-    api(ApiKey::OffsetDelete, 0, 0),
-    api(ApiKey::DescribeGroups, 0, 5),
+    OffsetCommit 0..=8 => offset_commit::handle;
+    OffsetFetch 0..=8 => offset_fetch::handle;
+    OffsetDelete 0..=0 => offset_delete::handle;
+    // Transactions, partition side (issue 14): v3 adds the group member (KIP-447); v4 is
+    // KIP-890's server-side verification, not advertised.
+    TxnOffsetCommit 0..=3 => txn_offset_commit::handle;
+    DescribeProducers 0..=0 => describe_producers::handle;
+    DescribeGroups 0..=5 => describe_groups::handle;
     // v5 filters by group type (KIP-848); every group here is a classic one.
-    api(ApiKey::ListGroups, 0, 5),
-    api(ApiKey::DeleteGroups, 0, 2),
+    ListGroups 0..=5 => list_groups::handle;
+    DeleteGroups 0..=2 => delete_groups::handle;
     // ACLs in the metadata quorum (SECURITY_DISABLED without authorizer.class.name).
-    api(ApiKey::DescribeAcls, 0, 3),
-    api(ApiKey::CreateAcls, 0, 3),
-    api(ApiKey::DeleteAcls, 0, 3),
+    DescribeAcls 0..=3 => describe_acls::handle;
+    CreateAcls 0..=3 => create_acls::handle;
+    DeleteAcls 0..=3 => delete_acls::handle;
     // Operator APIs (issue 15).
-    api(ApiKey::ElectLeaders, 0, 2),
-    api(ApiKey::DescribeLogDirs, 0, 4),
-    api(ApiKey::DescribeQuorum, 0, 2),
-    api(ApiKey::DescribeTopicPartitions, 0, 0),
+    ElectLeaders 0..=2 => elect_leaders::handle;
+    DescribeLogDirs 0..=4 => describe_log_dirs::handle;
+    DescribeQuorum 0..=2 => describe_quorum::handle;
+    AddRaftVoter 0..=0 => quorum_admin::handle_add;
+    RemoveRaftVoter 0..=0 => quorum_admin::handle_remove;
+    DescribeTopicPartitions 0..=0 => describe_topic_partitions::handle;
+    // Partition reassignment (KIP-455) and broker decommission.
+    AlterPartitionReassignments 0..=0 => alter_partition_reassignments::handle;
+    ListPartitionReassignments 0..=0 => list_partition_reassignments::handle;
+    UnregisterBroker 0..=0 => unregister_broker::handle;
     // SASL (the exchange runs in server::auth; here they answer ILLEGAL_SASL_STATE).
-    api(ApiKey::SaslHandshake, 0, 1),
-    api(ApiKey::SaslAuthenticate, 0, 2),
-    api(ApiKey::DescribeUserScramCredentials, 0, 0),
-    api(ApiKey::AlterUserScramCredentials, 0, 0),
-];
+    SaslHandshake 0..=1 => sasl::handshake;
+    SaslAuthenticate 0..=2 => sasl::authenticate;
+    DescribeUserScramCredentials 0..=0 => scram_credentials::describe;
+    AlterUserScramCredentials 0..=0 => scram_credentials::alter;
+    // Transactions (the coordinator, see `txn`). AddPartitionsToTxn v4+ is the brokers'
+    // batched/verify form (CLUSTER_ACTION); the KIP-890 part 2 versions (AddPartitionsToTxn
+    // v5, AddOffsetsToTxn v4, EndTxn v4-5) are not advertised: clients would expect the
+    // epoch bump per transaction they announce.
+    AddPartitionsToTxn 0..=4 => add_partitions_to_txn::handle;
+    AddOffsetsToTxn 0..=3 => add_offsets_to_txn::handle;
+    EndTxn 0..=3 => end_txn::handle;
+    DescribeTransactions 0..=0 => describe_transactions::handle;
+    ListTransactions 0..=1 => list_transactions::handle;
+}
 
-/// The spec for an API key, if raftka handles that API.
 /// The name of API `key` as Kafka's request metrics label it ("Produce"); "Unknown" for keys
 /// raftka does not serve.
 pub fn api_name(key: i16) -> String {
     spec(key).map_or_else(|| "Unknown".to_string(), |s| format!("{:?}", s.key))
 }
 
+/// The spec for an API key, if raftka handles that API.
 pub fn spec(key: i16) -> Option<&'static ApiSpec> {
     APIS.iter().find(|s| s.key as i16 == key)
 }
@@ -182,6 +255,9 @@ pub struct RequestContext {
     pub listener: Option<Arc<str>>,
     /// Who sent the request (`User:ANONYMOUS` until the connection authenticates).
     pub principal: crate::security::Principal,
+    /// The request's place in its connection's append order, when the connection pipelines
+    /// it (Produce only; see [`turn`]).
+    pub append_turn: Option<Arc<turn::AppendTurn>>,
 }
 
 /// Whether the ACL APIs may run for this request: SECURITY_DISABLED without an authorizer
@@ -234,10 +310,23 @@ pub async fn dispatch_from(
 /// connection layer passes its TLS or SASL identity; `User:ANONYMOUS` otherwise).
 pub async fn dispatch_as(
     broker: &Arc<Broker>,
+    frame: Bytes,
+    peer: Option<SocketAddr>,
+    listener: Option<Arc<str>>,
+    principal: crate::security::Principal,
+) -> Result<Outcome, DispatchError> {
+    dispatch_in_turn(broker, frame, peer, listener, principal, None).await
+}
+
+/// [`dispatch_as`] for a request that may be in progress together with later requests of its
+/// connection: a Produce appends only in `turn` (after every earlier request appended).
+pub async fn dispatch_in_turn(
+    broker: &Arc<Broker>,
     mut frame: Bytes,
     peer: Option<SocketAddr>,
     listener: Option<Arc<str>>,
     principal: crate::security::Principal,
+    turn: Option<Arc<turn::AppendTurn>>,
 ) -> Result<Outcome, DispatchError> {
     let prefix = peek_header(&frame)?;
     let spec = spec(prefix.api_key).ok_or(DispatchError::UnknownApi(prefix.api_key))?;
@@ -264,152 +353,9 @@ pub async fn dispatch_as(
         client_host: peer.map(|p| format!("/{}", p.ip())).unwrap_or_default(),
         listener,
         principal,
+        append_turn: turn,
     };
-    let b = broker;
-    match spec.key {
-        ApiKey::Produce => {
-            let req: ProduceRequest = decode(spec.key, &mut frame, version)?;
-            let acks = req.acks;
-            let resp = produce::handle(b, &ctx, req).await;
-            if acks == 0 {
-                return Ok(Outcome::NoReply);
-            }
-            reply(spec.key, &ctx, &resp)
-        }
-        ApiKey::Fetch => serve(spec.key, &ctx, frame, |r| fetch::handle(b, &ctx, r)).await,
-        ApiKey::ListOffsets => {
-            serve(spec.key, &ctx, frame, |r| list_offsets::handle(b, &ctx, r)).await
-        }
-        ApiKey::Metadata => serve(spec.key, &ctx, frame, |r| metadata::handle(b, &ctx, r)).await,
-        ApiKey::ApiVersions => {
-            serve(spec.key, &ctx, frame, |r| api_versions::handle(&ctx, r)).await
-        }
-        ApiKey::CreateTopics => {
-            serve(spec.key, &ctx, frame, |r| create_topics::handle(b, &ctx, r)).await
-        }
-        ApiKey::DeleteTopics => {
-            serve(spec.key, &ctx, frame, |r| delete_topics::handle(b, &ctx, r)).await
-        }
-        ApiKey::InitProducerId => {
-            serve(spec.key, &ctx, frame, |r| {
-                init_producer_id::handle(b, &ctx, r)
-            })
-            .await
-        }
-        ApiKey::DescribeConfigs => {
-            serve(spec.key, &ctx, frame, |r| {
-                describe_configs::handle(b, &ctx, r)
-            })
-            .await
-        }
-        ApiKey::AlterConfigs => {
-            serve(spec.key, &ctx, frame, |r| alter_configs::handle(b, &ctx, r)).await
-        }
-        ApiKey::IncrementalAlterConfigs => {
-            serve(spec.key, &ctx, frame, |r| {
-                incremental_alter_configs::handle(b, &ctx, r)
-            })
-            .await
-        }
-        ApiKey::DeleteRecords => {
-            serve(spec.key, &ctx, frame, |r| {
-                delete_records::handle(b, &ctx, r)
-            })
-            .await
-        }
-        ApiKey::CreatePartitions => {
-            serve(spec.key, &ctx, frame, |r| {
-                create_partitions::handle(b, &ctx, r)
-            })
-            .await
-        }
-        ApiKey::DescribeCluster => {
-            serve(spec.key, &ctx, frame, |r| {
-                describe_cluster::handle(b, &ctx, r)
-            })
-            .await
-        }
-        ApiKey::FindCoordinator => {
-            serve(spec.key, &ctx, frame, |r| {
-                find_coordinator::handle(b, &ctx, r)
-            })
-            .await
-        }
-        ApiKey::JoinGroup => serve(spec.key, &ctx, frame, |r| join_group::handle(b, &ctx, r)).await,
-        ApiKey::SyncGroup => serve(spec.key, &ctx, frame, |r| sync_group::handle(b, &ctx, r)).await,
-        ApiKey::Heartbeat => serve(spec.key, &ctx, frame, |r| heartbeat::handle(b, &ctx, r)).await,
-        ApiKey::LeaveGroup => {
-            serve(spec.key, &ctx, frame, |r| leave_group::handle(b, &ctx, r)).await
-        }
-        ApiKey::OffsetCommit => {
-            serve(spec.key, &ctx, frame, |r| offset_commit::handle(b, &ctx, r)).await
-        }
-        ApiKey::OffsetFetch => {
-            serve(spec.key, &ctx, frame, |r| offset_fetch::handle(b, &ctx, r)).await
-        }
-        ApiKey::OffsetDelete => {
-            serve(spec.key, &ctx, frame, |r| offset_delete::handle(b, &ctx, r)).await
-        }
-        ApiKey::DescribeGroups => {
-            serve(spec.key, &ctx, frame, |r| {
-                describe_groups::handle(b, &ctx, r)
-            })
-            .await
-        }
-        ApiKey::ListGroups => {
-            serve(spec.key, &ctx, frame, |r| list_groups::handle(b, &ctx, r)).await
-        }
-        ApiKey::DeleteGroups => {
-            serve(spec.key, &ctx, frame, |r| delete_groups::handle(b, &ctx, r)).await
-        }
-        ApiKey::DescribeAcls => {
-            serve(spec.key, &ctx, frame, |r| describe_acls::handle(b, &ctx, r)).await
-        }
-        ApiKey::CreateAcls => {
-            serve(spec.key, &ctx, frame, |r| create_acls::handle(b, &ctx, r)).await
-        }
-        ApiKey::DeleteAcls => {
-            serve(spec.key, &ctx, frame, |r| delete_acls::handle(b, &ctx, r)).await
-        }
-        ApiKey::ElectLeaders => {
-            serve(spec.key, &ctx, frame, |r| elect_leaders::handle(b, &ctx, r)).await
-        }
-        ApiKey::DescribeLogDirs => {
-            serve(spec.key, &ctx, frame, |r| {
-                describe_log_dirs::handle(b, &ctx, r)
-            })
-            .await
-        }
-        ApiKey::DescribeQuorum => {
-            serve(spec.key, &ctx, frame, |r| {
-                describe_quorum::handle(b, &ctx, r)
-            })
-            .await
-        }
-        ApiKey::DescribeTopicPartitions => {
-            serve(spec.key, &ctx, frame, |r| {
-                describe_topic_partitions::handle(b, &ctx, r)
-            })
-            .await
-        }
-        ApiKey::SaslHandshake => serve(spec.key, &ctx, frame, |r| sasl::handshake(&ctx, r)).await,
-        ApiKey::SaslAuthenticate => {
-            serve(spec.key, &ctx, frame, |r| sasl::authenticate(&ctx, r)).await
-        }
-        ApiKey::DescribeUserScramCredentials => {
-            serve(spec.key, &ctx, frame, |r| {
-                scram_credentials::describe(b, &ctx, r)
-            })
-            .await
-        }
-        ApiKey::AlterUserScramCredentials => {
-            serve(spec.key, &ctx, frame, |r| {
-                scram_credentials::alter(b, &ctx, r)
-            })
-            .await
-        }
-        other => Err(DispatchError::UnknownApi(other as i16)),
-    }
+    route(spec.key, broker, &ctx, frame).await
 }
 
 fn decode<T: Decodable>(key: ApiKey, frame: &mut Bytes, version: i16) -> Result<T, DispatchError> {
@@ -437,18 +383,89 @@ where
         .map_err(|e| encode_error(key, ctx.api_version, e))
 }
 
-async fn serve<Req, F, Fut>(
-    key: ApiKey,
-    ctx: &RequestContext,
-    mut frame: Bytes,
-    handler: F,
-) -> Result<Outcome, DispatchError>
-where
-    Req: Request,
-    F: FnOnce(Req) -> Fut,
-    Fut: Future<Output = Req::Response>,
-{
-    let req: Req = decode(key, &mut frame, ctx.api_version)?;
-    let resp = handler(req).await;
-    reply(key, ctx, &resp)
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The table as it stood before `apis!` generated it (key, min, max, in order): the
+    /// ApiVersions answer (built from `APIS` in order) must not change with the macro.
+    const BEFORE_THE_MACRO: &[(ApiKey, i16, i16)] = &[
+        (ApiKey::Produce, 0, 11),
+        (ApiKey::Fetch, 4, 17),
+        (ApiKey::ListOffsets, 0, 9),
+        (ApiKey::Metadata, 0, 12),
+        (ApiKey::ApiVersions, 0, 3),
+        (ApiKey::CreateTopics, 0, 7),
+        (ApiKey::DeleteTopics, 0, 6),
+        (ApiKey::InitProducerId, 0, 4),
+        (ApiKey::DescribeConfigs, 0, 4),
+        (ApiKey::AlterConfigs, 0, 2),
+        (ApiKey::IncrementalAlterConfigs, 0, 1),
+        (ApiKey::DeleteRecords, 0, 2),
+        (ApiKey::CreatePartitions, 0, 3),
+        (ApiKey::DescribeCluster, 0, 1),
+        (ApiKey::FindCoordinator, 0, 4),
+        (ApiKey::JoinGroup, 0, 9),
+        (ApiKey::SyncGroup, 0, 5),
+        (ApiKey::Heartbeat, 0, 4),
+        (ApiKey::LeaveGroup, 0, 5),
+        (ApiKey::OffsetCommit, 0, 8),
+        (ApiKey::OffsetFetch, 0, 8),
+        (ApiKey::OffsetDelete, 0, 0),
+        (ApiKey::TxnOffsetCommit, 0, 3),
+        (ApiKey::DescribeProducers, 0, 0),
+        (ApiKey::DescribeGroups, 0, 5),
+        (ApiKey::ListGroups, 0, 5),
+        (ApiKey::DeleteGroups, 0, 2),
+        (ApiKey::DescribeAcls, 0, 3),
+        (ApiKey::CreateAcls, 0, 3),
+        (ApiKey::DeleteAcls, 0, 3),
+        (ApiKey::ElectLeaders, 0, 2),
+        (ApiKey::DescribeLogDirs, 0, 4),
+        (ApiKey::DescribeQuorum, 0, 2),
+        (ApiKey::AddRaftVoter, 0, 0),
+        (ApiKey::RemoveRaftVoter, 0, 0),
+        (ApiKey::DescribeTopicPartitions, 0, 0),
+        (ApiKey::AlterPartitionReassignments, 0, 0),
+        (ApiKey::ListPartitionReassignments, 0, 0),
+        (ApiKey::UnregisterBroker, 0, 0),
+        (ApiKey::SaslHandshake, 0, 1),
+        (ApiKey::SaslAuthenticate, 0, 2),
+        (ApiKey::DescribeUserScramCredentials, 0, 0),
+        (ApiKey::AlterUserScramCredentials, 0, 0),
+        (ApiKey::AddPartitionsToTxn, 0, 4),
+        (ApiKey::AddOffsetsToTxn, 0, 3),
+        (ApiKey::EndTxn, 0, 3),
+        (ApiKey::DescribeTransactions, 0, 0),
+        (ApiKey::ListTransactions, 0, 1),
+    ];
+
+    #[test]
+    fn the_advertised_table_is_the_one_before_the_macro() {
+        let now: Vec<(ApiKey, i16, i16)> = APIS.iter().map(|s| (s.key, s.min, s.max)).collect();
+        assert_eq!(now, BEFORE_THE_MACRO);
+    }
+
+    #[test]
+    fn the_unsupported_version_answer_is_byte_identical() {
+        // The v0 ApiVersions body (UNSUPPORTED_VERSION + table), as the pre-macro table gave it.
+        let expected = {
+            use kafka_protocol::messages::api_versions_response::ApiVersion;
+            let body = ApiVersionsResponse::default()
+                .with_error_code(kafka_protocol::ResponseError::UnsupportedVersion.code())
+                .with_api_keys(
+                    BEFORE_THE_MACRO
+                        .iter()
+                        .map(|(k, min, max)| {
+                            ApiVersion::default()
+                                .with_api_key(*k as i16)
+                                .with_min_version(*min)
+                                .with_max_version(*max)
+                        })
+                        .collect(),
+                );
+            crate::protocol::response::encode_with_header_version(7, 0, 0, &body).unwrap()
+        };
+        assert_eq!(api_versions::unsupported(7).unwrap(), expected);
+    }
 }

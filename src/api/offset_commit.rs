@@ -6,13 +6,12 @@ use kafka_protocol::messages::offset_commit_response::{
     OffsetCommitResponsePartition, OffsetCommitResponseTopic,
 };
 use kafka_protocol::messages::{OffsetCommitRequest, OffsetCommitResponse};
-use kafka_protocol::ResponseError;
 
-use super::errors::{code, group_code, NONE};
+use super::commit_plan::CommitPlan;
 use super::{authz, RequestContext};
 use crate::broker::Broker;
 use crate::group::coordinator::CommitRequest;
-use crate::group::{CommittedOffset, MemberRef, TopicPartition};
+use crate::group::{CommittedOffset, MemberRef};
 use crate::security::acl::Operation;
 
 pub async fn handle(
@@ -24,40 +23,23 @@ pub async fn handle(
     let image = broker.metadata.image();
     // Per topic: (name, [(partition, error code)]); codes of committed partitions are
     // filled in after the commit, through `slots`.
-    let mut topics: Vec<(_, Vec<(i32, i16)>)> = Vec::with_capacity(req.topics.len());
-    let mut offsets = Vec::new();
-    let mut slots = Vec::new();
     // READ on the group for the whole request, READ on each topic.
     let group_ok = authz::group(broker, ctx, Operation::Read, &req.group_id.0);
-    for (ti, t) in req.topics.into_iter().enumerate() {
-        let meta = image.topics.get(t.name.0.as_str());
-        let denied = if !group_ok {
-            Some(authz::group_denied())
-        } else if !authz::topic(broker, ctx, Operation::Read, &t.name.0) {
-            Some(authz::topic_denied())
-        } else {
-            None
-        };
-        let mut parts = Vec::with_capacity(t.partitions.len());
-        for (pi, p) in t.partitions.into_iter().enumerate() {
-            if let Some(error) = denied {
-                parts.push((p.partition_index, error));
-                continue;
+    let mut plan = CommitPlan::new(
+        &image,
+        req.topics.into_iter().map(|t| (t.name, t.partitions)),
+        |topic| {
+            if !group_ok {
+                Some(authz::group_denied())
+            } else if !authz::topic(broker, ctx, Operation::Read, topic) {
+                Some(authz::topic_denied())
+            } else {
+                None
             }
-            let exists = meta.is_some_and(|m| {
-                usize::try_from(p.partition_index).is_ok_and(|i| i < m.partitions.len())
-            });
-            if !exists {
-                parts.push((
-                    p.partition_index,
-                    code(ResponseError::UnknownTopicOrPartition),
-                ));
-                continue;
-            }
-            parts.push((p.partition_index, NONE));
-            slots.push((ti, pi));
-            offsets.push((
-                TopicPartition::new(t.name.0.as_str(), p.partition_index),
+        },
+        |p| {
+            (
+                p.partition_index,
                 CommittedOffset {
                     offset: p.committed_offset,
                     leader_epoch: if v >= 6 { p.committed_leader_epoch } else { -1 },
@@ -68,10 +50,10 @@ pub async fn handle(
                     // Only v1 carries a commit time; -1 means "now".
                     commit_timestamp: if v == 1 { p.commit_timestamp } else { -1 },
                 },
-            ));
-        }
-        topics.push((t.name, parts));
-    }
+            )
+        },
+    );
+    let offsets = plan.take_offsets();
     if !offsets.is_empty() {
         let commit = CommitRequest {
             group_id: req.group_id.0.to_string(),
@@ -82,15 +64,10 @@ pub async fn handle(
             generation_id: req.generation_id_or_member_epoch,
             offsets,
         };
-        let results = broker.groups.commit_offsets(commit).await;
-        for ((ti, pi), (_, r)) in slots.into_iter().zip(results) {
-            if let Err(e) = r {
-                topics[ti].1[pi].1 = group_code(&e);
-            }
-        }
+        plan.apply(broker.groups.commit_offsets(commit).await);
     }
     OffsetCommitResponse::default().with_topics(
-        topics
+        plan.topics
             .into_iter()
             .map(|(name, parts)| {
                 OffsetCommitResponseTopic::default()

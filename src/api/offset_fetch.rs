@@ -1,6 +1,8 @@
 //! OffsetFetch (key 9): a group's committed offsets. v0-7 ask for one group, v8+ for several;
 //! null topics (v2+) mean every committed offset of the group. Partitions without a commit
-//! answer offset -1.
+//! answer offset -1. With `require_stable` (v7+) a partition with transactional offsets
+//! still waiting for their transaction answers UNSTABLE_OFFSET_COMMIT, as in Kafka (clients
+//! retry until the transaction ends).
 
 use kafka_protocol::messages::offset_fetch_response::{
     OffsetFetchResponseGroup, OffsetFetchResponsePartition, OffsetFetchResponsePartitions,
@@ -9,11 +11,13 @@ use kafka_protocol::messages::offset_fetch_response::{
 use kafka_protocol::messages::{OffsetFetchRequest, OffsetFetchResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
 
-use super::errors::{group_code, NONE};
+use kafka_protocol::ResponseError;
+
+use super::errors::{code, group_code, NONE};
 use super::{authz, RequestContext};
 use crate::broker::Broker;
 use crate::group::coordinator::TopicOffsets;
-use crate::group::CommittedOffset;
+use crate::group::{CommittedOffset, TopicPartition};
 use crate::security::acl::Operation;
 
 /// One partition's answer: (partition, offset, leader epoch, metadata, error).
@@ -25,6 +29,7 @@ pub async fn handle(
     req: OffsetFetchRequest,
 ) -> OffsetFetchResponse {
     let v = ctx.api_version;
+    let stable = v >= 7 && req.require_stable;
     if v >= 8 {
         let groups = req
             .groups
@@ -36,7 +41,7 @@ pub async fn handle(
                         .collect()
                 });
                 let group = OffsetFetchResponseGroup::default().with_group_id(g.group_id.clone());
-                match fetch(broker, ctx, &g.group_id.0, topics) {
+                match fetch(broker, ctx, &g.group_id.0, topics, stable) {
                     Ok(rows) => group.with_topics(
                         rows.into_iter()
                             .map(|(name, parts)| {
@@ -69,7 +74,7 @@ pub async fn handle(
             .map(|t| (t.name.0.to_string(), t.partition_indexes))
             .collect()
     });
-    let (rows, error) = match fetch(broker, ctx, &req.group_id.0, requested.clone()) {
+    let (rows, error) = match fetch(broker, ctx, &req.group_id.0, requested.clone(), stable) {
         Ok(rows) => (rows, NONE),
         // v0-1 have no top-level error: every requested partition carries it.
         Err(code) if v < 2 => (
@@ -122,6 +127,7 @@ fn fetch(
     ctx: &RequestContext,
     group_id: &str,
     topics: Option<Vec<(String, Vec<i32>)>>,
+    require_stable: bool,
 ) -> Result<Vec<(String, Vec<Row>)>, i16> {
     if !authz::group(broker, ctx, Operation::Describe, group_id) {
         return Err(authz::group_denied());
@@ -131,6 +137,14 @@ fn fetch(
         .groups
         .fetch_offsets(group_id, topics)
         .map_err(|e| group_code(&e))?;
+    let unstable = if require_stable {
+        broker
+            .groups
+            .pending_txn_offsets(group_id)
+            .map_err(|e| group_code(&e))?
+    } else {
+        Vec::new()
+    };
     Ok(found
         .into_iter()
         .filter_map(|(topic, parts)| {
@@ -151,6 +165,9 @@ fn fetch(
             let rows = parts
                 .into_iter()
                 .map(|(p, o)| match o {
+                    _ if unstable.contains(&TopicPartition::new(&topic, p)) => {
+                        no_offset(p, code(ResponseError::UnstableOffsetCommit))
+                    }
                     Some(CommittedOffset {
                         offset,
                         leader_epoch,

@@ -7,6 +7,12 @@
 //! appending, NOT_ENOUGH_REPLICAS_AFTER_APPEND when the ISR shrank below it while waiting), the
 //! leadership of the append's epoch (NOT_LEADER_OR_FOLLOWER the moment it ends) and the
 //! request's timeout (REQUEST_TIMED_OUT).
+//!
+//! Transactional batches (KIP-98) need the request's transactional id, which the principal
+//! must be allowed to WRITE (else TRANSACTIONAL_ID_AUTHORIZATION_FAILED, as Kafka); control
+//! batches (transaction markers) from clients are refused with INVALID_RECORD. A producer's
+//! first transactional batch in a partition is verified with its transaction coordinator first
+//! (KIP-890 part 1, `txn_verify`).
 
 use kafka_protocol::messages::produce_response::{
     BatchIndexAndErrorMessage, PartitionProduceResponse, TopicProduceResponse,
@@ -17,10 +23,11 @@ use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 
-use super::errors::{code, leader_code, log_code, metadata_code};
+use super::errors::{code, leader_code, log_code, metadata_code, topics_code};
 use super::{authz, RequestContext};
 use crate::broker::Broker;
 use crate::log::batch::with_log_append_time;
+use crate::log::txn::VerificationGuard;
 use crate::log::validate::{produced_batches, ProduceRules, RecordError};
 use crate::log::LogError;
 use crate::metadata::{validate_topic_name, TopicMeta};
@@ -37,6 +44,8 @@ pub async fn handle(broker: &Broker, ctx: &RequestContext, req: ProduceRequest) 
     let mut jobs: Vec<(usize, usize, u64, Job)> = Vec::new();
     let mut refusals: Vec<(usize, usize, Refused)> = Vec::new();
     let txn_denied = authz::produce_transactional_id_denied(broker, ctx, &req);
+    let has_txn_id = req.transactional_id.is_some();
+    let txn_id = req.transactional_id.clone();
     for topic_data in req.topic_data {
         let name = topic_data.name.0.to_string();
         let topic = if let Some(denied) = txn_denied {
@@ -45,7 +54,7 @@ pub async fn handle(broker: &Broker, ctx: &RequestContext, req: ProduceRequest) 
             resolve_topic(broker, ctx, &name).await.map(|t| {
                 // The topic's configs, resolved once for all its partitions.
                 let policy = TopicPolicy::resolve(
-                    |k| broker.topic_config_value(&t, k),
+                    |k| broker.topics.config_value(&t, k),
                     broker.config.message_max_bytes as usize,
                 );
                 (t, policy)
@@ -67,6 +76,7 @@ pub async fn handle(broker: &Broker, ctx: &RequestContext, req: ProduceRequest) 
                     req.acks,
                     ctx.api_version,
                     pd.records,
+                    has_txn_id,
                 ),
             };
             match result {
@@ -85,6 +95,36 @@ pub async fn handle(broker: &Broker, ctx: &RequestContext, req: ProduceRequest) 
                 .with_partition_responses(partitions),
         );
     }
+    // Pipelined requests of one connection append in request order (`api::turn`): wait for
+    // the earlier ones here (before the transaction check, which reads what they appended),
+    // pass the turn on right after appending, before the flush and replication waits.
+    if let Some(turn) = &ctx.append_turn {
+        turn.wait().await;
+    }
+    if let (Some(id), None) = (&txn_id, txn_denied) {
+        // KIP-890 part 1 (see `txn_verify`).
+        let mut v = super::txn_verify::verify(
+            broker,
+            &id.0,
+            jobs.iter()
+                .map(|(_, _, _, j)| (j.topic.as_str(), j.partition, j.batches.as_slice())),
+        )
+        .await;
+        let mut kept = Vec::with_capacity(jobs.len());
+        for (i, mut job) in jobs.into_iter().enumerate() {
+            match v.refused.remove(&i) {
+                Some((code, msg)) => refusals.push((job.0, job.1, Refused::new(code, Some(msg)))),
+                None => {
+                    // Every append of a transactional request checks its guards, so a
+                    // transaction that ended since the verification (or since it was found
+                    // open) is caught under the partition's lock.
+                    job.3.verified = Some(v.guards.remove(&i).into_iter().collect());
+                    kept.push(job);
+                }
+            }
+        }
+        jobs = kept;
+    }
     for (t, p, r) in refusals {
         responses[t].partition_responses[p] =
             std::mem::take(&mut responses[t].partition_responses[p])
@@ -92,7 +132,11 @@ pub async fn handle(broker: &Broker, ctx: &RequestContext, req: ProduceRequest) 
                 .with_error_message(r.message.map(StrBytes::from_string))
                 .with_record_errors(r.record_errors);
     }
-    for (t, p, bytes, result) in append_all(broker, jobs).await {
+    let appends = append_all(broker, jobs).await;
+    if let Some(turn) = &ctx.append_turn {
+        turn.pass();
+    }
+    for (t, p, bytes, result) in appends {
         match result {
             Ok(a) => {
                 appended |= a.wrote;
@@ -232,7 +276,7 @@ async fn resolve_topic(
     authz::produce_topic(broker, ctx, name)?;
     // Only the group coordinator writes the offsets topic, as in Kafka ("cannot append to
     // internal topic").
-    if name == crate::offsets_topic::OFFSETS_TOPIC {
+    if name == crate::offsets_topic::OFFSETS_TOPIC || name == crate::txn::TXN_TOPIC {
         return Err(code(ResponseError::InvalidTopicException));
     }
     if let Some(t) = broker.metadata.image().topics.get(name) {
@@ -243,9 +287,10 @@ async fn resolve_topic(
         return Err(code(ResponseError::UnknownTopicOrPartition));
     }
     broker
+        .topics
         .auto_create(name)
         .await
-        .map_err(|e| metadata_code(&e))
+        .map_err(|e| topics_code(&e))
 }
 
 /// A successful append of one partition.
@@ -310,6 +355,9 @@ struct Job {
     batches: Vec<bytes::Bytes>,
     min_isr: usize,
     log_append_time: i64,
+    /// Set for a request with a transactional id: the KIP-890 guards its verification took
+    /// (`txn_verify`), checked by the append.
+    verified: Option<Vec<VerificationGuard>>,
 }
 
 /// Appends every job through the writer on a blocking thread (sled writes can stall for a
@@ -327,7 +375,13 @@ async fn append_all(
         jobs.into_iter()
             .map(|(t, p, bytes, job)| {
                 let r = writer
-                    .append(&job.topic, job.partition, job.leader_epoch, &job.batches)
+                    .append_verified(
+                        &job.topic,
+                        job.partition,
+                        job.leader_epoch,
+                        &job.batches,
+                        job.verified.as_deref(),
+                    )
                     .map_err(|e| match e {
                         WriteError::Log(e) => Refused::log(&e),
                         e => Refused::new(write_code(&e), Some(e.to_string())),
@@ -379,6 +433,7 @@ fn prepare(
     acks: i16,
     version: i16,
     records: Option<bytes::Bytes>,
+    has_txn_id: bool,
 ) -> Result<Job, Refused> {
     let (meta, _) = broker
         .leader_log(topic, partition)
@@ -409,6 +464,16 @@ fn prepare(
     };
     let mut batches =
         produced_batches(&records, &rules).map_err(|e| refused(&topic.name, partition, &e))?;
+    if !has_txn_id
+        && batches
+            .iter()
+            .any(|b| crate::log::batch::BatchHeader::read(b).is_ok_and(|h| h.is_transactional()))
+    {
+        return Err(Refused::new(
+            code(ResponseError::TransactionalIdAuthorizationFailed),
+            Some("transactional records need the request's transactional id".into()),
+        ));
+    }
     let log_append_time = if policy.log_append_time {
         // Kafka stamps the append time into each batch header; the records stay as sent.
         let now = crate::cleaner::now_ms();
@@ -426,6 +491,7 @@ fn prepare(
         batches,
         min_isr,
         log_append_time,
+        verified: None,
     })
 }
 

@@ -10,12 +10,18 @@ use kafka_protocol::protocol::StrBytes;
 
 use super::errors::ILLEGAL_SASL_STATE;
 use super::RequestContext;
+use crate::broker::Broker;
 
-pub async fn handshake(_ctx: &RequestContext, _req: SaslHandshakeRequest) -> SaslHandshakeResponse {
+pub async fn handshake(
+    _broker: &Broker,
+    _ctx: &RequestContext,
+    _req: SaslHandshakeRequest,
+) -> SaslHandshakeResponse {
     SaslHandshakeResponse::default().with_error_code(ILLEGAL_SASL_STATE)
 }
 
 pub async fn authenticate(
+    _broker: &Broker,
     _ctx: &RequestContext,
     _req: SaslAuthenticateRequest,
 ) -> SaslAuthenticateResponse {

@@ -1,4 +1,4 @@
-//! The `raftka` admin commands (`raftka cluster|topic|group …`), modelled on Redpanda's rpk:
+//! The `raftka` admin commands (`raftka cluster|topic|group|admin …`), modelled on Redpanda's rpk:
 //! they speak the Kafka protocol to any broker of `--bootstrap`, so they work against raftka
 //! and against any Kafka-compatible cluster.
 //!
@@ -8,9 +8,13 @@
 //! - [`records`]: record batches for produce, batch parsing and output formats for consume.
 //! - [`group`]: `group list|describe` with lag.
 //! - [`table`]: aligned text columns.
+//! - [`admin`]: `admin reassignments` and `admin decommission` (move replicas off a broker,
+//!   then unregister it).
 //!
-//! Depends on nothing else in the crate: the CLI is a client.
+//! Depends on nothing else in the crate but two leaves, the record-batch builder
+//! (`protocol::batch_builder`, on the codec crate) and `clock`: the CLI is a client.
 
+pub mod admin;
 pub mod client;
 pub mod cluster;
 pub mod group;
@@ -26,7 +30,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use client::Client;
 
 /// The first words that select the admin CLI instead of starting a broker.
-pub const COMMANDS: &[&str] = &["cluster", "topic", "group"];
+pub const COMMANDS: &[&str] = &["cluster", "topic", "group", "admin"];
 
 /// True when `args` (the process's arguments, program name first) ask for an admin command
 /// rather than a broker: the first argument is a command name, or `--bootstrap`/`--brokers`
@@ -82,6 +86,9 @@ pub enum Command {
     /// Consumer groups and their lag.
     #[command(subcommand)]
     Group(group::GroupCommand),
+    /// Partition reassignments and broker decommission.
+    #[command(subcommand)]
+    Admin(admin::AdminCommand),
 }
 
 /// Output format of the inspecting commands.
@@ -127,6 +134,7 @@ pub fn main(args: Vec<String>) -> ExitCode {
             Command::Cluster(c) => cluster::run(&mut client, c).await,
             Command::Topic(c) => topic::run(&mut client, c).await,
             Command::Group(c) => group::run(&mut client, c).await,
+            Command::Admin(c) => admin::run(&mut client, c).await,
         }
     });
     match result {

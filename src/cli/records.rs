@@ -2,12 +2,9 @@
 //! input lines, Kafka's default key partitioner (murmur2), complete batches parsed out of a
 //! Fetch answer, and the output formats of consumed records.
 
-use bytes::{Bytes, BytesMut};
-use kafka_protocol::indexmap::IndexMap;
-use kafka_protocol::protocol::StrBytes;
-use kafka_protocol::records::{
-    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-};
+use crate::protocol::batch_builder::{BatchBuildError, BatchBuilder};
+use bytes::Bytes;
+use kafka_protocol::records::{Record, RecordBatchDecoder};
 use serde_json::json;
 
 /// One record to send: key (None: no key), value and headers.
@@ -44,45 +41,14 @@ pub fn parse_header(s: &str) -> Result<(String, Bytes), String> {
 }
 
 /// Encodes `records` as one uncompressed v2 batch (no producer id: not idempotent).
-pub fn encode_batch(records: &[Outgoing], timestamp_ms: i64) -> Result<Bytes, String> {
-    let recs: Vec<Record> = records
+pub fn encode_batch(records: &[Outgoing], timestamp_ms: i64) -> Result<Bytes, BatchBuildError> {
+    records
         .iter()
-        .enumerate()
-        .map(|(i, r)| {
-            let mut headers: IndexMap<StrBytes, Option<Bytes>> = IndexMap::new();
-            for (k, v) in &r.headers {
-                headers.insert(StrBytes::from_string(k.clone()), Some(v.clone()));
-            }
-            Record {
-                transactional: false,
-                control: false,
-                partition_leader_epoch: -1,
-                producer_id: -1,
-                producer_epoch: -1,
-                timestamp_type: TimestampType::Creation,
-                offset: i as i64,
-                // The encoder starts a new batch wherever `offset - sequence` changes; this
-                // keeps one batch (Produce v3+ carries exactly one per partition) with the
-                // base sequence -1 of a producer that is not idempotent.
-                sequence: i as i32 - 1,
-                timestamp: timestamp_ms,
-                key: r.key.clone(),
-                value: Some(r.value.clone()),
-                headers,
-            }
+        .fold(BatchBuilder::new().timestamp(timestamp_ms), |b, r| {
+            let b = b.record(r.key.as_deref(), Some(&r.value));
+            r.headers.iter().fold(b, |b, (k, v)| b.header(k, Some(v)))
         })
-        .collect();
-    let mut buf = BytesMut::new();
-    RecordBatchEncoder::encode(
-        &mut buf,
-        &recs,
-        &RecordEncodeOptions {
-            version: 2,
-            compression: Compression::None,
-        },
-    )
-    .map_err(|e| e.to_string())?;
-    Ok(buf.freeze())
+        .build()
 }
 
 /// Kafka's default partitioner for keyed records (the Java client's murmur2, positive
@@ -261,6 +227,7 @@ fn render_template(t: &str, r: &Consumed) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::BytesMut;
 
     #[test]
     fn murmur2_matches_kafka() {

@@ -516,9 +516,7 @@ async fn send_batch(
     partition: i32,
     recs: &[Outgoing],
 ) -> anyhow::Result<()> {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64);
+    let now = crate::clock::unix_ms();
     let batch = records::encode_batch(recs, now).map_err(|e| anyhow!("encoding records: {e}"))?;
     let req = ProduceRequest::default()
         .with_acks(a.acks)

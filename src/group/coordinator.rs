@@ -2,6 +2,12 @@
 //! SyncGroup requests, the sweeper that applies session and rebalance timeouts, and offset
 //! commit, fetch and delete on top of an [`OffsetStore`].
 //!
+//! After every step that completes a rebalance or empties a group, the group's metadata
+//! record is handed to the store ([`OffsetStore::put_group`]; the leader's SyncGroup answers
+//! once it is replicated); deleting a persisted group writes its tombstone. A broker that
+//! takes over coordination restores the groups from those records
+//! ([`GroupCoordinator::groups_restored`]).
+//!
 //! Every group lives in one map behind a std mutex that is held only for the few
 //! microseconds a state-machine step takes, never across an await: a request that must wait
 //! takes a one-shot receiver out of the lock and waits on it alone. A waiting request also
@@ -11,14 +17,17 @@
 //!
 //! May depend on: `group::{state, offsets}`, `tokio`, `tokio_util`. Not on `api` or `broker`.
 
+pub mod txn;
+
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::group_records::GroupSnapshot;
 use super::offsets::{CommittedOffset, OffsetStore, TopicPartition};
 use super::state::{
     Group, GroupDescription, GroupLimits, GroupState, JoinRequest, JoinResponse, MemberRef, Reply,
@@ -116,13 +125,53 @@ impl GroupCoordinator {
     }
 
     /// The offset store loaded these groups' offsets (this broker now coordinates them):
-    /// each starts as Empty, as after a restart; members rebuild it by rejoining.
+    /// each group not restored from its metadata record ([`Self::groups_restored`]) starts
+    /// as Empty, as after a restart; members rebuild it by rejoining.
     pub fn groups_loaded(&self, ids: Vec<String>) {
         let mut groups = self.lock();
         for id in ids {
             groups
                 .entry(id.clone())
                 .or_insert_with(|| Group::new(id, self.config.limits));
+        }
+    }
+
+    /// The offset store loaded these groups' metadata records (this broker now coordinates
+    /// them): each is taken over as it was persisted — Stable with the same generation,
+    /// members and assignments, every session restarting now — so its members go on without
+    /// a rebalance (Kafka's group-metadata load). Replaces any group of the same id.
+    pub fn groups_restored(&self, records: Vec<(String, GroupSnapshot)>) {
+        if records.is_empty() {
+            return;
+        }
+        let now = Instant::now();
+        let mut groups = self.lock();
+        for (id, record) in records {
+            let g = Group::restore(id.clone(), self.config.limits, record, now);
+            tracing::info!(
+                group = %id,
+                generation = g.generation(),
+                members = g.member_ids().len(),
+                state = g.state().as_str(),
+                "took over group from its metadata record"
+            );
+            groups.insert(id, g);
+        }
+    }
+
+    /// Writes `g`'s metadata record if one is due (a rebalance completed, the group emptied);
+    /// returns whether it wrote one. Called with the groups locked, right after each step.
+    fn persist(&self, g: &mut Group) -> bool {
+        let Some(record) = g.take_dirty() else {
+            return false;
+        };
+        match self.offsets.put_group(g.id(), Some(&record)) {
+            Ok(()) => true,
+            Err(e) => {
+                // The group goes on; only a coordinator move would cost a rebalance.
+                tracing::warn!(group = g.id(), error = %e, "cannot persist group metadata");
+                false
+            }
         }
     }
 
@@ -170,6 +219,7 @@ impl GroupCoordinator {
                 .or_insert_with(|| Group::new(group_id, self.config.limits));
             let new_id = new_member_id(&req.client_id);
             let reply = group.join(req, new_id, Instant::now());
+            self.persist(group);
             if created && matches!(reply, Reply::Now(_)) && group.is_empty() {
                 // A refused first join leaves no trace (no members, no offsets).
                 if group.state() == GroupState::Empty {
@@ -206,10 +256,21 @@ impl GroupCoordinator {
             return SyncResponse::error(e);
         }
         let member_id = req.member_id.clone();
-        let reply = match self.lock().get_mut(group_id) {
-            Some(g) => g.sync(req, Instant::now()),
+        let (reply, persisted) = match self.lock().get_mut(group_id) {
+            Some(g) => {
+                let reply = g.sync(req, Instant::now());
+                (reply, self.persist(g))
+            }
             None => return SyncResponse::error(GroupError::UnknownMemberId(member_id)),
         };
+        if persisted {
+            // The leader's assignment completed the rebalance: as Kafka, answer it once the
+            // group's record is replicated, so a coordinator that takes over knows the
+            // generation the members were told about.
+            if let Err(e) = self.offsets.sync(group_id).await {
+                tracing::warn!(group = group_id, error = %e, "group metadata not replicated");
+            }
+        }
         match reply {
             Reply::Now(r) => r,
             Reply::Later(rx) => {
@@ -290,6 +351,7 @@ impl GroupCoordinator {
             return Err(GroupError::CoordinatorNotAvailable);
         }
         let results = members.iter().map(|m| g.leave(m, now)).collect();
+        self.persist(g);
         tracing::info!(group = group_id, members = ?members.iter().map(|m| &m.member_id).collect::<Vec<_>>(), state = g.state().as_str(), "members left the group");
         Ok(results)
     }
@@ -310,10 +372,7 @@ impl GroupCoordinator {
             return all(e);
         }
         let max = self.config.offset_metadata_max_bytes;
-        let now_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_millis() as i64)
-            .unwrap_or(0);
+        let now_ms = crate::clock::unix_ms();
         let mut results = Vec::with_capacity(req.offsets.len());
         let mut accepted = Vec::with_capacity(req.offsets.len());
         {
@@ -495,6 +554,9 @@ impl GroupCoordinator {
             return Err(GroupError::NonEmptyGroup);
         }
         self.offsets.remove_group(id)?;
+        if g.persisted() {
+            self.offsets.put_group(id, None)?;
+        }
         g.mark_dead();
         groups.remove(id);
         tracing::info!(group = id, "deleted group");
@@ -510,15 +572,18 @@ impl GroupCoordinator {
         if let Some(g) = self.lock().get_mut(group_id) {
             let removed = g.tick(now);
             log_expired(g, removed);
+            self.persist(g);
         }
     }
 
     /// Applies every timeout due at `now` in every group.
     pub fn tick(&self, now: Instant) {
-        for g in self.lock().values_mut() {
+        let mut groups = self.lock();
+        for g in groups.values_mut() {
             if g.next_deadline().is_some_and(|d| d <= now) {
                 let removed = g.tick(now);
                 log_expired(g, removed);
+                self.persist(g);
             }
         }
     }
@@ -541,7 +606,11 @@ impl GroupCoordinator {
             .map(|g| g.id().to_string())
             .collect();
         for id in unused {
-            groups.remove(&id);
+            if groups.remove(&id).is_some_and(|g| g.persisted()) {
+                if let Err(e) = self.offsets.put_group(&id, None) {
+                    tracing::warn!(group = %id, error = %e, "cannot delete group metadata");
+                }
+            }
         }
     }
 
@@ -970,7 +1039,7 @@ mod tests {
                 .await;
             assert_eq!(r[0].1, Ok(()));
         }
-        let db = sled::open(dir.path()).unwrap();
+        let db = crate::log::reopen::sled_when_unlocked(dir.path());
         let c = coordinator_on(&db, 1);
         assert_eq!(c.list(&[GroupState::Empty]).len(), 1);
         let got = c

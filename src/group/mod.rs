@@ -13,18 +13,25 @@
 //! Two seams connect it to the cluster: [`Placement`] says which broker coordinates a group
 //! (on one broker always this one; in a cluster the leader of its `__consumer_offsets`
 //! partition), and [`OffsetStore`] says where offsets are made durable (an fsynced sled tree
-//! on one broker; the replicated offsets topic in a cluster). Group membership stays in
-//! memory; as in Kafka it is rebuilt by rejoining after a coordinator moves.
+//! on one broker; the replicated offsets topic in a cluster). Group membership lives in
+//! memory; in a cluster the coordinator also persists each group after every completed
+//! rebalance and when it empties ([`group_records`], Kafka's GroupMetadata record), so a new
+//! coordinator takes the group over as it was (same generation and members, no rebalance).
+//! On one broker membership is rebuilt by rejoining after a restart.
 //!
 //! May depend on: `sled`, `tokio` (time, channels), `bytes`, the codec's consumer-protocol
 //! messages. Not on `api`, `broker` or the network.
 
 pub mod coordinator;
+pub mod group_records;
 pub mod messages;
 pub mod offsets;
+#[cfg(test)]
+mod persist_tests;
 pub mod records;
 pub mod state;
 pub mod subscription;
+pub mod txn_offsets;
 
 pub use coordinator::{GroupConfig, GroupCoordinator};
 pub use offsets::{CommittedOffset, OffsetStore, SledOffsetStore, SyncFuture, TopicPartition};
@@ -72,6 +79,13 @@ pub enum GroupError {
     OffsetMetadataTooLarge { len: usize, max: usize },
     #[error("cannot store committed offsets: {0}")]
     Storage(String),
+    #[error("producer fenced: {0}")]
+    InvalidProducerEpoch(String),
+    #[error(
+        "transactional offset commits need the __consumer_offsets topic, which a single \
+         broker without a metadata quorum does not have"
+    )]
+    TransactionsUnsupported,
 }
 
 /// Which broker coordinates a group. On one broker that is always this broker; in a cluster

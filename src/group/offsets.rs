@@ -7,6 +7,11 @@
 //! - value: format version 1 (u8), offset (i64 BE), leader epoch (i32 BE), commit timestamp
 //!   (i64 BE, ms), then the metadata string's UTF-8 bytes.
 //!
+//! Tree `group_txn_offsets` holds a single broker's transactional offset commits until their
+//! transaction ends (TxnOffsetCommit): key = producer id (i64 BE) + the key above, value as
+//! above. The transaction coordinator's marker for the group's offsets partition moves them
+//! into `group_offsets` (commit) or drops them (abort): [`OffsetStore::end_txn`].
+//!
 //! In a cluster the offsets live in the internal topic `__consumer_offsets` instead (the
 //! store is `offsets_topic::ReplicatedOffsetStore`), as records in Kafka's layout
 //! ([`super::records`]).
@@ -22,6 +27,8 @@ use super::GroupError;
 
 /// The sled tree holding committed offsets.
 pub const OFFSETS_TREE: &str = "group_offsets";
+/// The sled tree holding a single broker's transactional offsets until their transaction ends.
+pub const TXN_OFFSETS_TREE: &str = "group_txn_offsets";
 
 const VALUE_VERSION: u8 = 1;
 
@@ -89,12 +96,46 @@ pub trait OffsetStore: Send + Sync {
     fn remove_topic(&self, topic: &str) -> Result<(), GroupError>;
     /// Every group that has committed offsets.
     fn groups(&self) -> Result<Vec<String>, GroupError>;
+    /// Stores `group`'s metadata record (`None`: the group was deleted), made durable by the
+    /// next [`sync`](OffsetStore::sync) like offsets. On one broker membership is not kept
+    /// (members rejoin after a restart): nothing to do.
+    fn put_group(
+        &self,
+        _group: &str,
+        _record: Option<&super::group_records::GroupSnapshot>,
+    ) -> Result<(), GroupError> {
+        Ok(())
+    }
+    /// Stores offsets committed inside `producer_id`'s open transaction (TxnOffsetCommit):
+    /// durable after [`OffsetStore::sync`] like any commit, but invisible to reads until the
+    /// transaction's commit marker reaches the store (`group::txn_offsets`).
+    fn put_txn(
+        &self,
+        _group: &str,
+        _producer_id: i64,
+        _producer_epoch: i16,
+        _offsets: &[(TopicPartition, CommittedOffset)],
+    ) -> Result<(), GroupError> {
+        Err(GroupError::TransactionsUnsupported)
+    }
+    /// The partitions of `group` with transactional offsets waiting for their transaction.
+    fn pending_txn(&self, _group: &str) -> Result<Vec<TopicPartition>, GroupError> {
+        Ok(Vec::new())
+    }
+    /// Ends `producer_id`'s transaction in a store that has no offsets topic to carry the
+    /// marker (a single broker): a commit makes its offsets visible, an abort drops them.
+    /// Returns false when this store cannot (markers reach it through its log instead).
+    fn end_txn(&self, _producer_id: i64, _commit: bool) -> Result<bool, GroupError> {
+        Ok(false)
+    }
 }
 
 /// Offsets in a sled tree of the broker's database.
 pub struct SledOffsetStore {
     db: sled::Db,
     tree: sled::Tree,
+    /// Transactional offsets waiting for their transaction (see the module documentation).
+    txn: sled::Tree,
 }
 
 fn storage(e: sled::Error) -> GroupError {
@@ -173,6 +214,7 @@ impl SledOffsetStore {
         Ok(Self {
             db: db.clone(),
             tree: db.open_tree(OFFSETS_TREE).map_err(storage)?,
+            txn: db.open_tree(TXN_OFFSETS_TREE).map_err(storage)?,
         })
     }
 }
@@ -250,6 +292,56 @@ impl OffsetStore for SledOffsetStore {
             }
         }
         self.tree.apply_batch(batch).map_err(storage)
+    }
+
+    fn put_txn(
+        &self,
+        group: &str,
+        producer_id: i64,
+        _producer_epoch: i16,
+        offsets: &[(TopicPartition, CommittedOffset)],
+    ) -> Result<(), GroupError> {
+        let mut batch = sled::Batch::default();
+        for (tp, o) in offsets {
+            let mut k = producer_id.to_be_bytes().to_vec();
+            k.extend(key(group, tp));
+            batch.insert(k, encode_value(o));
+        }
+        self.txn.apply_batch(batch).map_err(storage)
+    }
+
+    fn pending_txn(&self, group: &str) -> Result<Vec<TopicPartition>, GroupError> {
+        let mut out = Vec::new();
+        for k in self.txn.iter().keys() {
+            let k = k.map_err(storage)?;
+            if let Some((g, tp)) = k.get(8..).and_then(parse_key) {
+                if g == group {
+                    out.push(tp);
+                }
+            }
+        }
+        out.sort();
+        out.dedup();
+        Ok(out)
+    }
+
+    fn end_txn(&self, producer_id: i64, commit: bool) -> Result<bool, GroupError> {
+        let mut gone = sled::Batch::default();
+        let mut applied = sled::Batch::default();
+        for kv in self.txn.scan_prefix(producer_id.to_be_bytes()) {
+            let (k, v) = kv.map_err(storage)?;
+            if commit {
+                if let Some(inner) = k.get(8..) {
+                    applied.insert(inner, v);
+                }
+            }
+            gone.remove(k);
+        }
+        // Applied first: a crash in between applies them again at the next marker.
+        self.tree.apply_batch(applied).map_err(storage)?;
+        self.txn.apply_batch(gone).map_err(storage)?;
+        self.db.flush().map_err(storage)?;
+        Ok(true)
     }
 
     fn groups(&self) -> Result<Vec<String>, GroupError> {

@@ -8,7 +8,10 @@
 //! - a record without a value (a tombstone) removes the offset (OffsetDelete, DeleteGroups,
 //!   deleted topics).
 //!
-//! May depend on: `group` (offsets types, errors), `bytes`.
+//! Group-metadata records (key version 2) are decoded by `super::group_records` and kept
+//! apart ([`OffsetsPartition::take_group_metadata`]).
+//!
+//! May depend on: `group` (offsets types, errors, group records), `bytes`.
 
 use std::collections::BTreeMap;
 
@@ -120,6 +123,11 @@ pub fn decode_record(key: &[u8], value: Option<&[u8]>) -> Option<OffsetRecord> {
 #[derive(Debug, Clone, Default)]
 pub struct OffsetsPartition {
     groups: BTreeMap<String, BTreeMap<TopicPartition, CommittedOffset>>,
+    /// The latest group-metadata record of each group (`super::group_records`), while
+    /// loading; taken by the loader with [`OffsetsPartition::take_group_metadata`].
+    metadata: BTreeMap<String, super::group_records::GroupSnapshot>,
+    /// Transactional commits waiting for their transaction's marker (`txn_offsets`).
+    pub txn: super::txn_offsets::TxnOffsets,
 }
 
 impl OffsetsPartition {
@@ -127,7 +135,20 @@ impl OffsetsPartition {
     pub fn replay(&mut self, key: &[u8], value: Option<&[u8]>) {
         if let Some(r) = decode_record(key, value) {
             self.apply(r);
+        } else if let Some((group, snapshot)) =
+            super::group_records::decode_group_record(key, value)
+        {
+            match snapshot {
+                Some(s) => self.metadata.insert(group, s),
+                None => self.metadata.remove(&group),
+            };
         }
+    }
+
+    /// The groups' latest metadata records seen by [`OffsetsPartition::replay`] (deleted
+    /// groups excluded); leaves none behind.
+    pub fn take_group_metadata(&mut self) -> Vec<(String, super::group_records::GroupSnapshot)> {
+        std::mem::take(&mut self.metadata).into_iter().collect()
     }
 
     pub fn apply(&mut self, r: OffsetRecord) {

@@ -40,13 +40,20 @@ pub fn render(broker: &Broker) -> String {
     };
 
     let (mut leaders, mut hosted, mut under, mut offline) = (0, 0, 0, 0);
+    let mut open_txns = 0i64;
     for t in image.topics.values() {
-        for p in &t.partitions {
+        for (i, p) in t.partitions.iter().enumerate() {
             if p.replicas.contains(&me) {
                 hosted += 1;
             }
             if p.leader == me {
                 leaders += 1;
+                if let Some(log) = i32::try_from(i)
+                    .ok()
+                    .and_then(|i| broker.logs.partition(&t.name, i))
+                {
+                    open_txns += log.open_transactions() as i64;
+                }
                 if p.isr.len() < p.replicas.len() {
                     under += 1;
                 }
@@ -61,6 +68,12 @@ pub fn render(broker: &Broker) -> String {
         "kafka_server_replicamanager_leadercount",
         "Partitions this broker leads",
         leaders,
+    );
+    gauge(
+        &mut r,
+        "raftka_partition_open_transactions",
+        "Transactions open in the partitions this broker leads (one per producer and partition)",
+        open_txns,
     );
     gauge(
         &mut r,

@@ -130,7 +130,7 @@ pub fn cluster(broker: &Broker) -> Value {
                 .collect();
             json!({
                 "name": t.name,
-                "internal": t.name == OFFSETS_TOPIC,
+                "internal": t.name == OFFSETS_TOPIC || t.name == crate::txn::TXN_TOPIC,
                 "partitions": partitions,
             })
         })

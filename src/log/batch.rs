@@ -25,8 +25,10 @@ pub enum BatchError {
     Invalid(&'static str),
     #[error("record batch of {size} bytes exceeds the limit of {max} bytes")]
     TooLarge { size: usize, max: usize },
-    #[error("transactional and control batches are not supported")]
-    Transactional,
+    #[error("clients may not write control batches (transaction markers)")]
+    ControlBatch,
+    #[error("a transactional batch must carry a producer id")]
+    TransactionalWithoutProducerId,
 }
 
 /// The fields of a batch header that the broker looks at.
@@ -178,8 +180,11 @@ fn split(
                 "more records than the batch's offset span",
             ));
         }
-        if h.is_transactional() || h.is_control() {
-            return Err(BatchError::Transactional);
+        if as_produced && h.is_control() {
+            return Err(BatchError::ControlBatch);
+        }
+        if h.is_transactional() && !h.has_producer_id() {
+            return Err(BatchError::TransactionalWithoutProducerId);
         }
         out.push(records.slice(pos..pos + total));
         pos += total;
@@ -188,6 +193,27 @@ fn split(
         return Err(BatchError::Invalid("no record batch in produce request"));
     }
     Ok(out)
+}
+
+/// The offset after the last batch in `records` (whole stored batches, as a read returns
+/// them), or `None` when there is no whole batch. Reads headers only.
+pub fn end_offset(records: &[u8]) -> Option<i64> {
+    let mut pos = 0usize;
+    let mut end = None;
+    while let Some(rest) = records.get(pos..) {
+        if rest.len() < HEADER_LEN {
+            break;
+        }
+        let h = BatchHeader::read(rest).ok()?;
+        let len = i32::from_be_bytes([rest[8], rest[9], rest[10], rest[11]]);
+        let total = usize::try_from(len).ok()?.checked_add(12)?;
+        if total > rest.len() {
+            break;
+        }
+        end = Some(h.last_offset() + 1);
+        pos += total;
+    }
+    end
 }
 
 /// The attributes bit that says the batch's timestamps are the broker's append time.
@@ -217,41 +243,25 @@ pub fn stamp(batch: &[u8], base_offset: i64, leader_epoch: i32) -> BytesMut {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use kafka_protocol::records::{
-        Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-    };
+    use crate::protocol::batch_builder::BatchBuilder;
 
-    /// Builds a real v2 batch with the codec crate (an encoder that is not ours).
+    /// Builds a real v2 batch with the codec crate (an encoder that is not ours): records
+    /// k<i>=v<i> at 1000 + i, producer epoch 0; base sequence -1 marks a non-idempotent batch.
     pub fn make_batch(n: i32, producer_id: i64, base_seq: i32) -> Bytes {
-        let records: Vec<Record> = (0..n)
-            .map(|i| Record {
-                transactional: false,
-                control: false,
-                partition_leader_epoch: 0,
-                producer_id,
-                producer_epoch: 0,
-                timestamp_type: TimestampType::Creation,
-                offset: i as i64,
-                // The encoder keeps records in one batch while offset - sequence is constant;
-                // base sequence -1 marks a non-idempotent batch.
-                sequence: if base_seq >= 0 { base_seq + i } else { i - 1 },
-                timestamp: 1_000 + i as i64,
-                key: Some(Bytes::from(format!("k{i}"))),
-                value: Some(Bytes::from(format!("v{i}"))),
-                headers: Default::default(),
-            })
-            .collect();
-        let mut buf = BytesMut::new();
-        RecordBatchEncoder::encode(
-            &mut buf,
-            &records,
-            &RecordEncodeOptions {
-                version: 2,
-                compression: Compression::None,
-            },
-        )
-        .unwrap();
-        buf.freeze()
+        (0..n)
+            .fold(
+                BatchBuilder::new()
+                    .producer(producer_id, 0, base_seq)
+                    .partition_leader_epoch(0),
+                |b, i| {
+                    b.timestamp(1_000 + i as i64).record(
+                        Some(format!("k{i}").as_bytes()),
+                        Some(format!("v{i}").as_bytes()),
+                    )
+                },
+            )
+            .build()
+            .unwrap()
     }
 
     #[test]

@@ -16,6 +16,17 @@
 //! makes compaction of that partition fail with an error instead of exhausting memory; the
 //! cleaner then marks the partition uncleanable.
 //!
+//! Transactions: only the stable part of the log is compacted (below the last stable offset,
+//! where every transaction is decided). Records of committed transactions are compacted like
+//! any record (a later value or tombstone of their key removes them, and they remove older
+//! ones). Batches of aborted transactions (found in the aborted index) are left untouched and
+//! their records do not count as a key's latest value, so an aborted record never replaces a
+//! committed one; they stay in the log, where the aborted index (which compaction does not
+//! change) keeps them invisible to read_committed consumers. Transaction markers (control
+//! batches) are never removed, so no marker goes while data of its transaction may remain.
+//! Kafka goes further — it removes aborted records and, after `delete.retention.ms`, markers
+//! whose transaction is gone — so a compacted topic written transactionally keeps more here.
+//!
 //! Compaction is a pure function of the committed log and the clock, so each replica runs
 //! it on its own copy (Kafka does the same) and replicas converge on the same records.
 
@@ -219,7 +230,8 @@ impl PartitionLog {
     ) -> Result<CompactionStats, LogError> {
         let young = now_ms.saturating_sub(min_lag_ms.max(0));
         let st = self.lock();
-        let hw = st.offsets.high_watermark;
+        // The stable part only: below it every transaction is committed or aborted.
+        let hw = st.txns.last_stable_offset(&st.offsets);
         let start = self.first_batch_key(st.offsets.log_start)?;
         let mut batches = Vec::new();
         for kv in self.tree.range(batch_key(start)..batch_key(hw)) {
@@ -227,6 +239,11 @@ impl PartitionLog {
             let h = BatchHeader::read(&v)?;
             if h.last_offset() >= hw || (min_lag_ms > 0 && h.max_timestamp > young) {
                 break;
+            }
+            if h.is_control()
+                || (h.is_transactional() && st.txns.is_aborted(h.producer_id, h.base_offset))
+            {
+                continue; // markers and aborted transactions stay as written (see above)
             }
             // Appends wait for the partition lock held here, so every chunk is present.
             let whole = super::chunks::whole(&self.tree, key_offset(&k), &v)?.ok_or_else(|| {
@@ -270,45 +287,21 @@ impl PartitionLog {
 mod tests {
     use super::*;
     use crate::log::batch::split_stored_batches;
-    use kafka_protocol::records::{
-        Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-    };
-
-    fn rec(offset: i64, key: &str, value: Option<&str>, ts: i64) -> Record {
-        Record {
-            transactional: false,
-            control: false,
-            partition_leader_epoch: 0,
-            producer_id: -1,
-            producer_epoch: -1,
-            timestamp_type: TimestampType::Creation,
-            offset,
-            sequence: -1 + offset as i32,
-            timestamp: ts,
-            key: Some(Bytes::from(key.to_string())),
-            value: value.map(|v| Bytes::from(v.to_string())),
-            headers: Default::default(),
-        }
-    }
+    use crate::protocol::batch_builder::BatchBuilder;
+    use kafka_protocol::records::Compression;
 
     /// A client-style batch of (key, value) records, compressed with `c`.
     fn batch(kvs: &[(&str, Option<&str>)], ts: i64, c: Compression) -> Bytes {
-        let records: Vec<Record> = kvs
-            .iter()
-            .enumerate()
-            .map(|(i, (k, v))| rec(i as i64, k, *v, ts))
-            .collect();
-        let mut buf = BytesMut::new();
-        RecordBatchEncoder::encode(
-            &mut buf,
-            records.iter(),
-            &RecordEncodeOptions {
-                version: 2,
-                compression: c,
-            },
-        )
-        .unwrap();
-        buf.freeze()
+        kvs.iter()
+            .fold(
+                BatchBuilder::new()
+                    .partition_leader_epoch(0)
+                    .timestamp(ts)
+                    .compression(c),
+                |b, (k, v)| b.record(Some(k.as_bytes()), v.map(str::as_bytes)),
+            )
+            .build()
+            .unwrap()
     }
 
     fn log() -> (PartitionLog, sled::Db) {
@@ -396,6 +389,77 @@ mod tests {
     }
 
     #[test]
+    fn transactional_batches_and_markers_are_kept_and_do_not_shadow_committed_values() {
+        use crate::log::txn::tests::txn_batch;
+        use crate::log::TxnMarker;
+        let (l, _db) = log();
+        // "tk0" committed plainly, then written in a transaction that aborts.
+        l.append(&[batch(&[("tk0", Some("1"))], 1_000, Compression::None)], 0)
+            .unwrap(); // 0
+        l.append(&[txn_batch(1, 7, 0, 0)], 0).unwrap(); // 1: tk0 = tv0, aborted below
+        l.append_txn_marker(
+            TxnMarker {
+                producer_id: 7,
+                producer_epoch: 0,
+                coordinator_epoch: 0,
+                commit: false,
+            },
+            0,
+            true,
+        )
+        .unwrap(); // 2
+        l.append(&[batch(&[("x", Some("1"))], 1_000, Compression::None)], 0)
+            .unwrap(); // 3
+        l.append(&[batch(&[("x", Some("2"))], 1_000, Compression::None)], 0)
+            .unwrap(); // 4
+        let s = l.compact(2_000, 0).unwrap();
+        // Only the superseded plain "x" goes; the committed "tk0" is not shadowed by the
+        // aborted one, and the aborted batch and its marker stay, still indexed as aborted.
+        assert_eq!(s.removed_records, 1);
+        let spans: Vec<i64> = l
+            .batch_spans()
+            .unwrap()
+            .iter()
+            .map(|b| b.base_offset)
+            .collect();
+        assert_eq!(spans, vec![0, 1, 2, 4]);
+        assert_eq!(l.aborted_transactions(0, 5).len(), 1);
+
+        // A committed transaction writes "tk0" (shadowing the plain value), then a plain
+        // tombstone deletes it: the committed record goes with the tombstone (it must not come
+        // back once the tombstone is gone). An open transaction's "x" (above the last stable
+        // offset) is not compacted and does not shadow the committed plain "x".
+        let m = |pid: i64, commit: bool| TxnMarker {
+            producer_id: pid,
+            producer_epoch: 0,
+            coordinator_epoch: 0,
+            commit,
+        };
+        l.append(&[txn_batch(1, 8, 0, 0)], 0).unwrap(); // 5: tk0 = tv0
+        l.append_txn_marker(m(8, true), 0, true).unwrap(); // 6
+        l.append(&[batch(&[("tk0", None)], 1_000, Compression::None)], 0)
+            .unwrap(); // 7
+        l.append(&[txn_batch(1, 9, 0, 0)], 0).unwrap(); // 8: tk0 again, still open
+        assert_eq!(l.last_stable_offset(), 8);
+        let s = l.compact(2_000, 0).unwrap();
+        assert_eq!(
+            s.removed_records, 3,
+            "plain tk0, committed tk0 and the tombstone"
+        );
+        let spans: Vec<i64> = l
+            .batch_spans()
+            .unwrap()
+            .iter()
+            .map(|b| b.base_offset)
+            .collect();
+        assert_eq!(
+            spans,
+            vec![1, 2, 4, 6, 8],
+            "aborted data, markers, x=2, open data"
+        );
+    }
+
+    #[test]
     fn rebuilt_batches_keep_headers_byte_for_byte_in_every_codec() {
         for c in [
             Compression::None,
@@ -405,25 +469,23 @@ mod tests {
             Compression::Zstd,
         ] {
             let (l, _db) = log();
-            let mut records: Vec<Record> = (0..3)
-                .map(|i| rec(i, if i == 1 { "b" } else { "a" }, Some("v"), 1_000 + i))
-                .collect();
             // A null header value, which the codec crate's decoder cannot read back.
-            records[1].headers.insert("h".into(), None);
-            records[1]
-                .headers
-                .insert("g".into(), Some(Bytes::from_static(b"\x00\xff")));
-            let mut buf = BytesMut::new();
-            RecordBatchEncoder::encode(
-                &mut buf,
-                records.iter(),
-                &RecordEncodeOptions {
-                    version: 2,
-                    compression: c,
-                },
-            )
-            .unwrap();
-            let orig = buf.freeze();
+            let orig = (0..3)
+                .fold(
+                    BatchBuilder::new().partition_leader_epoch(0).compression(c),
+                    |b, i| {
+                        let b = b
+                            .timestamp(1_000 + i)
+                            .record(Some(if i == 1 { b"b" } else { b"a" }), Some(b"v"));
+                        if i == 1 {
+                            b.header("h", None).header("g", Some(b"\x00\xff"))
+                        } else {
+                            b
+                        }
+                    },
+                )
+                .build()
+                .unwrap();
             let before: Vec<u8> = stored_records(&orig)
                 .unwrap()
                 .iter()

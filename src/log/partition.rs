@@ -3,10 +3,15 @@
 //! Keys: `b` + base offset (big-endian) → the stamped batch (batches above 192 KiB: its
 //! head, with the rest under `c` chunk keys; see `chunks.rs`); `s` → log start, log end and
 //! high watermark; `h` → the high-watermark checkpoint; `p` + producer id → that producer's
-//! [`ProducerEntry`]; `e` + leader epoch →
-//! the first offset written in that epoch (the leader-epoch cache used for truncation). An
-//! append writes the batches, the new offsets, producer entries and epoch entries in one
-//! atomic sled batch, so after a crash either all of them are there or none.
+//! [`ProducerEntry`] (with its open transaction, see `txn.rs`); `e` + leader epoch →
+//! the first offset written in that epoch (the leader-epoch cache used for truncation);
+//! `a` + marker offset → an aborted transaction (producer id, first offset; `txn.rs`); `i` →
+//! the id of the topic the log belongs to (KIP-516, 16 bytes big-endian; Kafka's
+//! `partition.metadata` file), recorded when the broker first opens the log for a topic of
+//! the metadata image — a log written before ids were recorded adopts the image's id then, as
+//! Kafka does for logs created before topic ids. An
+//! append writes the batches, the new offsets, producer entries, epoch entries and aborted
+//! entries in one atomic sled batch, so after a crash either all of them are there or none.
 //!
 //! The high watermark lives in memory and is checkpointed to `h` periodically
 //! ([`PartitionLog::checkpoint_high_watermark`], Kafka's
@@ -27,11 +32,14 @@ use bytes::{Bytes, BytesMut};
 use super::batch::{stamp, BatchHeader};
 use super::flush::{FlushPolicy, Unflushed};
 use super::producer::{self, ProducerEntry, SeqCheck};
+use super::txn::{TxnEvent, TxnIndex};
 use super::LogError;
 
 pub(super) const STATE_KEY: &[u8] = b"s";
 /// The high-watermark checkpoint.
 pub(super) const HW_KEY: &[u8] = b"h";
+/// The id of the topic the log belongs to.
+pub(super) const TOPIC_ID_KEY: &[u8] = b"i";
 
 pub(super) fn epoch_key(epoch: i32) -> [u8; 5] {
     let mut k = [0u8; 5];
@@ -111,6 +119,8 @@ pub struct AppendOutcome {
 pub struct ReadResult {
     pub records: Bytes,
     pub offsets: Offsets,
+    /// The last stable offset when the read was made.
+    pub last_stable_offset: i64,
 }
 
 /// In-memory view of a partition, guarded by one mutex so appends are serialised.
@@ -122,6 +132,12 @@ pub(super) struct State {
     pub(super) epochs: BTreeMap<i32, i64>,
     /// Messages appended since the last flush (`log.flush.interval.messages`).
     pub(super) unflushed: Unflushed,
+    /// Transactions not yet stable and the aborted ones (`txn.rs`).
+    pub(super) txns: TxnIndex,
+    /// KIP-890 verification guards by producer id (`txn.rs`, in memory only): set when a
+    /// Produce starts verifying a producer's first transactional write here, cleared when the
+    /// producer's transaction opens or a marker of the producer is written.
+    pub(super) verifying: HashMap<i64, u64>,
 }
 
 /// A partition log. Cheap to share behind an `Arc`.
@@ -133,6 +149,8 @@ pub struct PartitionLog {
     pub(super) hw: tokio::sync::watch::Sender<i64>,
     /// The log end offset, published for followers' long polls.
     pub(super) end: tokio::sync::watch::Sender<i64>,
+    /// The last stable offset, published for read_committed long polls.
+    pub(super) lso: tokio::sync::watch::Sender<i64>,
     /// Serialises writes of the high-watermark checkpoint with truncations (which lower it),
     /// so a checkpoint read before a truncation cannot land after it.
     pub(super) hw_persist: Mutex<()>,
@@ -145,6 +163,8 @@ pub struct PartitionLog {
     pub(super) flush: Arc<FlushPolicy>,
     /// The data directory's free-space reserve: appends are refused below it.
     pub(super) space: Arc<super::space::DiskSpace>,
+    /// The recorded topic id (`i`), once known.
+    pub(super) topic_id: std::sync::OnceLock<u128>,
 }
 
 impl PartitionLog {
@@ -216,8 +236,18 @@ impl PartitionLog {
             o.copy_from_slice(&v);
             epochs.insert(i32::from_be_bytes(e), i64::from_be_bytes(o));
         }
+        let txns = TxnIndex::load(&tree, producers.iter(), offsets.high_watermark)?;
+        let topic_id = std::sync::OnceLock::new();
+        if let Some(v) = tree.get(TOPIC_ID_KEY)? {
+            let b: [u8; 16] = v
+                .as_ref()
+                .try_into()
+                .map_err(|_| LogError::Corrupt("recorded topic id has the wrong size".into()))?;
+            let _ = topic_id.set(u128::from_be_bytes(b));
+        }
         let (hw, _) = tokio::sync::watch::channel(offsets.high_watermark);
         let (end, _) = tokio::sync::watch::channel(offsets.log_end);
+        let (lso, _) = tokio::sync::watch::channel(txns.last_stable_offset(&offsets));
         Ok(Self {
             tree,
             state: Mutex::new(State {
@@ -225,15 +255,44 @@ impl PartitionLog {
                 producers,
                 epochs,
                 unflushed: Unflushed::default(),
+                txns,
+                verifying: HashMap::new(),
             }),
             hw,
             end,
+            lso,
             hw_persist: Mutex::new(()),
             hw_checkpointed: std::sync::atomic::AtomicI64::new(offsets.high_watermark),
             removed: std::sync::atomic::AtomicBool::new(false),
             flush,
             space,
+            topic_id,
         })
+    }
+
+    /// The id of the topic this log belongs to, if one is recorded.
+    pub fn topic_id(&self) -> Option<u128> {
+        self.topic_id.get().copied()
+    }
+
+    /// Checks the log against the id its topic has in the metadata: a log without a recorded
+    /// id (new, or written before ids were recorded) records `id`; a log recorded for another
+    /// id is refused with [`LogError::InconsistentTopicId`] (it holds an older topic's data).
+    pub fn check_topic_id(&self, id: u128) -> Result<(), LogError> {
+        if self.topic_id().is_none() {
+            let _state = self.lock();
+            if self.topic_id().is_none() {
+                self.tree.insert(TOPIC_ID_KEY, &id.to_be_bytes())?;
+                let _ = self.topic_id.set(id);
+            }
+        }
+        match self.topic_id() {
+            Some(recorded) if recorded != id => Err(LogError::InconsistentTopicId {
+                recorded,
+                expected: id,
+            }),
+            _ => Ok(()),
+        }
     }
 
     pub(super) fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -272,6 +331,22 @@ impl PartitionLog {
         leader_epoch: i32,
         advance_hw: bool,
     ) -> Result<AppendOutcome, LogError> {
+        self.append_as_leader_verified(batches, leader_epoch, advance_hw, None)
+    }
+
+    /// [`Self::append_as_leader`] for a Produce with a transactional id (KIP-890 part 1):
+    /// with `verified` set, a transactional batch that would open its producer's transaction
+    /// here is refused (TXN_NOT_VERIFIED → INVALID_TXN_STATE) unless `verified` holds a guard
+    /// of that producer that is still current (see [`Self::start_txn_verification`]). The
+    /// check is made under the partition's lock, so a marker written after the coordinator's
+    /// answer (the transaction ended meanwhile) is seen.
+    pub fn append_as_leader_verified(
+        &self,
+        batches: &[Bytes],
+        leader_epoch: i32,
+        advance_hw: bool,
+        verified: Option<&[super::txn::VerificationGuard]>,
+    ) -> Result<AppendOutcome, LogError> {
         self.space.check_append()?;
         let mut st = self.lock();
         let mut next = st.offsets.log_end;
@@ -279,10 +354,15 @@ impl PartitionLog {
         let mut first_base = None;
         let mut all_duplicates = true;
         let mut touched: HashMap<i64, ProducerEntry> = HashMap::new();
+        let mut events = Vec::new();
         let now = producer::now_ms();
         for raw in batches {
             let h = BatchHeader::read(raw)?;
-            if h.has_producer_id() && h.base_sequence >= 0 {
+            if h.is_control() {
+                // Markers are written by `append_txn_marker` only.
+                return Err(super::batch::BatchError::ControlBatch.into());
+            }
+            if h.has_producer_id() && (h.base_sequence >= 0 || h.is_transactional()) {
                 let entry = touched
                     .get(&h.producer_id)
                     .or_else(|| st.producers.get(&h.producer_id));
@@ -292,7 +372,21 @@ impl PartitionLog {
                         continue;
                     }
                     SeqCheck::Append => {
+                        let opens = h.is_transactional()
+                            && entry.is_none_or(|e| e.txn_first_offset.is_none());
+                        if let (true, Some(guards)) = (opens, verified) {
+                            super::txn::check_verified(&st.verifying, guards, h.producer_id)?;
+                        }
                         let mut e = entry.cloned().unwrap_or_default();
+                        if h.is_transactional() {
+                            events.extend(super::txn::on_transactional_batch(&mut e, &h, next));
+                        } else if e.txn_first_offset.is_some() {
+                            // Kafka: a non-transactional write while the producer's
+                            // transaction is open is INVALID_TXN_STATE.
+                            return Err(LogError::InvalidTxnState {
+                                producer_id: h.producer_id,
+                            });
+                        }
                         producer::record(&mut e, &h, next, now);
                         touched.insert(h.producer_id, e);
                     }
@@ -312,6 +406,43 @@ impl PartitionLog {
                 duplicate: true,
             });
         }
+        let opened = super::txn::opened_producers(&events);
+        let offsets = self.finish_leader_append(
+            &mut st,
+            write,
+            next,
+            leader_epoch,
+            advance_hw,
+            touched,
+            events,
+        )?;
+        for pid in opened {
+            // The transaction is open: its later batches need no verification (Kafka clears
+            // the verification state when the transaction starts).
+            st.verifying.remove(&pid);
+        }
+        Ok(AppendOutcome {
+            base_offset: first_base.unwrap_or(offsets.log_end),
+            log_end: offsets.log_end,
+            log_start: offsets.log_start,
+            duplicate: false,
+        })
+    }
+
+    /// Completes a leader append whose batches are in `write` and end at `next`: writes the
+    /// new offsets, the epoch entry of a new leader epoch, the touched producer entries and
+    /// the transaction events atomically, then updates the in-memory state and the watches.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn finish_leader_append(
+        &self,
+        st: &mut State,
+        mut write: sled::Batch,
+        next: i64,
+        leader_epoch: i32,
+        advance_hw: bool,
+        touched: HashMap<i64, ProducerEntry>,
+        events: Vec<TxnEvent>,
+    ) -> Result<Offsets, LogError> {
         let offsets = Offsets {
             log_start: st.offsets.log_start,
             log_end: next,
@@ -333,6 +464,9 @@ impl PartitionLog {
             let v = serde_json::to_vec(entry).map_err(|e| LogError::Corrupt(e.to_string()))?;
             write.insert(&producer_key(*pid), v);
         }
+        for ev in &events {
+            ev.persist(&mut write);
+        }
         if let Err(e) = self.tree.apply_batch(write) {
             self.space.write_failed(&e);
             return Err(e.into());
@@ -346,14 +480,23 @@ impl PartitionLog {
         }
         st.offsets = offsets;
         st.producers.extend(touched);
+        st.txns.apply(&events);
         self.hw.send_replace(offsets.high_watermark);
         self.end.send_replace(offsets.log_end);
-        Ok(AppendOutcome {
-            base_offset: first_base.unwrap_or(offsets.log_end),
-            log_end: offsets.log_end,
-            log_start: offsets.log_start,
-            duplicate: false,
-        })
+        self.publish_stable(st);
+        Ok(offsets)
+    }
+
+    /// Forgets transactions that became stable and publishes the last stable offset (call
+    /// with the state locked, after the high watermark or the transactions changed).
+    pub(super) fn publish_stable(&self, st: &mut State) {
+        st.txns.prune(st.offsets.high_watermark);
+        let lso = st.txns.last_stable_offset(&st.offsets);
+        self.lso.send_if_modified(|v| {
+            let changed = *v != lso;
+            *v = lso;
+            changed
+        });
     }
 
     /// Drops the state of producers that have not written for `expiration_ms`
@@ -396,12 +539,23 @@ impl PartitionLog {
         max_bytes: usize,
         min_one: bool,
     ) -> Result<ReadResult, LogError> {
-        self.read_below(offset, max_bytes, min_one, false)
+        self.read_upto(offset, max_bytes, min_one, Limit::HighWatermark)
+    }
+
+    /// Like [`PartitionLog::read`] but below the last stable offset (a read_committed
+    /// consumer's fetch, which also needs [`PartitionLog::aborted_transactions`]).
+    pub fn read_committed(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        min_one: bool,
+    ) -> Result<ReadResult, LogError> {
+        self.read_upto(offset, max_bytes, min_one, Limit::Stable)
     }
 
     /// Like [`PartitionLog::read`] but up to the log end, for followers replicating the log.
     pub fn read_for_follower(&self, offset: i64, max_bytes: usize) -> Result<ReadResult, LogError> {
-        self.read_below(offset, max_bytes, true, true)
+        self.read_upto(offset, max_bytes, true, Limit::LogEnd)
     }
 
     /// [`PartitionLog::read_for_follower`], returning nothing when the next batch is larger
@@ -412,17 +566,50 @@ impl PartitionLog {
         max_bytes: usize,
         min_one: bool,
     ) -> Result<ReadResult, LogError> {
-        self.read_below(offset, max_bytes, min_one, true)
+        self.read_upto(offset, max_bytes, min_one, Limit::LogEnd)
     }
 
-    fn read_below(
+    /// Hands every stored batch holding offsets of `[from, to)` to `f`, in order, with the
+    /// offset the read that found it started at (a batch may begin below it: skip its records
+    /// below that offset, `f` saw them with the read before). Reads 1 MiB at a time and goes on
+    /// after each batch's last offset, since compaction may remove a batch's last records but
+    /// keeps its offset span. The replay of an internal topic's log (loading a coordinator).
+    pub fn scan_batches(
+        &self,
+        from: i64,
+        to: i64,
+        mut f: impl FnMut(&Bytes, i64) -> Result<(), LogError>,
+    ) -> Result<(), LogError> {
+        let mut pos = from;
+        while pos < to {
+            let read = self.read_for_follower(pos, 1 << 20)?;
+            if read.records.is_empty() {
+                break;
+            }
+            let mut next = pos;
+            for b in super::batch::split_stored_batches(&read.records)? {
+                next = next.max(BatchHeader::read(&b)?.last_offset() + 1);
+                f(&b, pos)?;
+            }
+            if next <= pos {
+                break;
+            }
+            pos = next;
+        }
+        Ok(())
+    }
+
+    fn read_upto(
         &self,
         offset: i64,
         max_bytes: usize,
         min_one: bool,
-        uncommitted: bool,
+        upto: Limit,
     ) -> Result<ReadResult, LogError> {
-        let offsets = self.offsets();
+        let (offsets, last_stable_offset) = {
+            let st = self.lock();
+            (st.offsets, st.txns.last_stable_offset(&st.offsets))
+        };
         if offset < offsets.log_start || offset > offsets.log_end {
             return Err(LogError::OffsetOutOfRange {
                 offset,
@@ -430,16 +617,17 @@ impl PartitionLog {
                 log_end: offsets.log_end,
             });
         }
-        let limit = if uncommitted {
-            offsets.log_end
-        } else {
-            offsets.high_watermark
+        let limit = match upto {
+            Limit::LogEnd => offsets.log_end,
+            Limit::HighWatermark => offsets.high_watermark,
+            Limit::Stable => last_stable_offset,
         };
         let mut out = BytesMut::new();
         if offset >= limit {
             return Ok(ReadResult {
                 records: out.freeze(),
                 offsets,
+                last_stable_offset,
             });
         }
         // Start at the batch containing `offset`, if it begins below it.
@@ -471,6 +659,7 @@ impl PartitionLog {
         Ok(ReadResult {
             records: out.freeze(),
             offsets,
+            last_stable_offset,
         })
     }
 
@@ -510,6 +699,14 @@ impl PartitionLog {
         }
         Ok(None)
     }
+}
+
+/// How far a read may go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Limit {
+    LogEnd,
+    HighWatermark,
+    Stable,
 }
 
 pub(super) fn key_offset(k: &[u8]) -> i64 {
@@ -576,19 +773,7 @@ mod tests {
             log.append(&[make_batch(3, 7, 0)], 0).unwrap();
             db.flush().unwrap();
         }
-        // sled's background threads of the first handle may still hold the directory lock
-        // for a moment after drop: retry the reopen briefly (bounded).
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        let db = loop {
-            match sled::open(dir.path()) {
-                Ok(db) => break db,
-                Err(e) if std::time::Instant::now() < deadline => {
-                    let _ = e;
-                    std::thread::sleep(std::time::Duration::from_millis(20));
-                }
-                Err(e) => panic!("reopen failed: {e}"),
-            }
-        };
+        let db = crate::log::reopen::sled_when_unlocked(dir.path());
         let log = PartitionLog::open(db.open_tree("t").unwrap()).unwrap();
         assert_eq!(log.offsets().log_end, 3);
         assert_eq!(log.offsets().high_watermark, 3);

@@ -1,7 +1,9 @@
 //! Idempotent-producer state of one partition: for each producer id, its epoch and the
 //! sequence ranges of its last five batches (Kafka keeps the same five, matching the
 //! client's `max.in.flight.requests.per.connection` limit for idempotence), and when it last
-//! wrote, so that producers gone quiet for `producer.id.expiration.ms` can be forgotten.
+//! wrote, so that producers gone quiet for `producer.id.expiration.ms` can be forgotten; for
+//! transactional producers also the first offset of the transaction open in the partition and
+//! the epoch of the coordinator that wrote its last marker (see `txn.rs`).
 
 use std::collections::VecDeque;
 
@@ -10,13 +12,8 @@ use serde::{Deserialize, Serialize};
 use super::batch::BatchHeader;
 use super::LogError;
 
-/// The broker's wall clock in ms since the Unix epoch, the clock of `last_write_ms`.
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
+/// The clock of `last_write_ms`: the wall clock (`crate::clock::unix_ms`).
+pub use crate::clock::unix_ms as now_ms;
 
 /// How many recent batches per producer are remembered to recognise retries.
 pub const CACHED_BATCHES: usize = 5;
@@ -30,7 +27,7 @@ pub struct SeqBatch {
 }
 
 /// One producer's state in one partition.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProducerEntry {
     pub epoch: i16,
     pub batches: VecDeque<SeqBatch>,
@@ -39,16 +36,59 @@ pub struct ProducerEntry {
     /// written before expiry existed: those count from when the log is opened.
     #[serde(default = "unknown_write_time")]
     pub last_write_ms: i64,
+    /// The offset of the first batch of the producer's transaction open in this partition
+    /// (`None` when none is open). Absent in entries written before transactions existed.
+    #[serde(default)]
+    pub txn_first_offset: Option<i64>,
+    /// The coordinator epoch of the last transaction marker written for the producer (-1:
+    /// none yet); a marker from an older coordinator is fenced.
+    #[serde(default = "no_coordinator_epoch")]
+    pub coordinator_epoch: i32,
+    /// The producer's last transaction ended in this partition: its first offset and its
+    /// marker's offset (it stays unstable until the high watermark passes the marker, also
+    /// across a restart or a truncation).
+    #[serde(default)]
+    pub last_txn: Option<(i64, i64)>,
+    /// The max timestamp of the producer's last batch (DescribeProducers), -1 when unknown.
+    #[serde(default = "unknown_write_time")]
+    pub last_timestamp: i64,
+}
+
+impl Default for ProducerEntry {
+    fn default() -> Self {
+        Self {
+            epoch: 0,
+            batches: VecDeque::new(),
+            last_write_ms: 0,
+            txn_first_offset: None,
+            last_txn: None,
+            coordinator_epoch: -1,
+            last_timestamp: -1,
+        }
+    }
 }
 
 fn unknown_write_time() -> i64 {
     -1
 }
 
+fn no_coordinator_epoch() -> i32 {
+    -1
+}
+
 impl ProducerEntry {
     /// True when the producer has not written for `expiration_ms` at `now_ms`.
     pub fn expired(&self, now_ms: i64, expiration_ms: i64) -> bool {
-        self.last_write_ms >= 0 && now_ms.saturating_sub(self.last_write_ms) >= expiration_ms
+        // A producer with an open transaction is kept (as in Kafka): its entry holds the
+        // last stable offset.
+        self.txn_first_offset.is_none()
+            && self.last_write_ms >= 0
+            && now_ms.saturating_sub(self.last_write_ms) >= expiration_ms
+    }
+
+    /// The sequence of the producer's last batch, -1 when none is remembered.
+    pub fn last_sequence(&self) -> i32 {
+        self.batches.back().map_or(-1, |b| b.last_seq)
     }
 }
 
@@ -76,6 +116,11 @@ pub fn check(entry: Option<&ProducerEntry>, h: &BatchHeader) -> Result<SeqCheck,
             current: entry.epoch,
             got: h.producer_epoch,
         });
+    }
+    if h.base_sequence < 0 {
+        // A transactional batch without sequence (the group coordinator's TxnOffsetCommit
+        // records): fenced by epoch, not sequenced.
+        return Ok(SeqCheck::Append);
     }
     if h.producer_epoch > entry.epoch || entry.batches.is_empty() {
         // A bumped epoch restarts sequences at zero.
@@ -115,9 +160,13 @@ pub fn check(entry: Option<&ProducerEntry>, h: &BatchHeader) -> Result<SeqCheck,
 /// Records an appended batch in the producer's entry, written at `now_ms`.
 pub fn record(entry: &mut ProducerEntry, h: &BatchHeader, base_offset: i64, now_ms: i64) {
     entry.last_write_ms = now_ms;
+    entry.last_timestamp = h.max_timestamp;
     if h.producer_epoch != entry.epoch {
         entry.epoch = h.producer_epoch;
         entry.batches.clear();
+    }
+    if h.base_sequence < 0 {
+        return;
     }
     entry.batches.push_back(SeqBatch {
         first_seq: h.base_sequence,

@@ -1,6 +1,10 @@
 //! Follower-side and replication operations on a [`PartitionLog`]: appending batches as the
 //! leader wrote them, the leader-epoch cache lookups behind truncation (Kafka's
 //! OffsetsForLeaderEpoch, KIP-101/279), truncation, and high-watermark updates.
+//!
+//! Followers rebuild the leader's producer and transaction state from the batches they
+//! replicate: transactional batches open their producer's transaction, markers (control
+//! batches) end it and aborts enter the aborted index, exactly as on the leader (`txn.rs`).
 
 use std::collections::HashMap;
 
@@ -76,23 +80,22 @@ impl PartitionLog {
             write.remove(&epoch_key(*e));
         }
         // Producer state is rebuilt from the remaining batches so a truncated retry is not
-        // mistaken for a duplicate later.
+        // mistaken for a duplicate later, and a transaction whose marker was cut is open again.
         let mut producers: HashMap<i64, ProducerEntry> = HashMap::new();
         let now = producer::now_ms();
         for kv in self
             .tree
             .range(batch_key(st.offsets.log_start.max(0))..batch_key(cut))
         {
-            let (_, v) = kv?;
+            let (k, v) = kv?;
             let h = BatchHeader::read(&v)?;
-            if h.has_producer_id() && h.base_sequence >= 0 {
-                producer::record(
-                    producers.entry(h.producer_id).or_default(),
-                    &h,
-                    h.base_offset,
-                    now,
-                );
+            if h.has_producer_id() && (h.base_sequence >= 0 || h.is_transactional()) {
+                let entry = producers.entry(h.producer_id).or_default();
+                replay_producer(&self.tree, entry, &h, key_offset(&k), &v, now)?;
             }
+        }
+        for k in st.txns.keys_from(cut) {
+            write.remove(&k);
         }
         for pid in st.producers.keys() {
             if !producers.contains_key(pid) {
@@ -115,12 +118,15 @@ impl PartitionLog {
         for e in stale {
             st.epochs.remove(&e);
         }
+        st.txns
+            .truncated(cut, producers.iter(), offsets.high_watermark);
         st.producers = producers;
         st.offsets = offsets;
         self.hw_checkpointed
             .store(offsets.high_watermark, std::sync::atomic::Ordering::Relaxed);
         self.hw.send_replace(offsets.high_watermark);
         self.end.send_replace(offsets.log_end);
+        self.publish_stable(&mut st);
         Ok(cut)
     }
 
@@ -134,6 +140,7 @@ impl PartitionLog {
         let mut write = sled::Batch::default();
         let mut touched: HashMap<i64, ProducerEntry> = HashMap::new();
         let mut new_epochs = Vec::new();
+        let mut events = Vec::new();
         let now = producer::now_ms();
         for raw in batches {
             let h = BatchHeader::read(raw)?;
@@ -156,14 +163,14 @@ impl PartitionLog {
                 new_epochs.push((h.leader_epoch, h.base_offset));
                 write.insert(&epoch_key(h.leader_epoch), &h.base_offset.to_be_bytes());
             }
-            if h.has_producer_id() && h.base_sequence >= 0 {
+            if h.has_producer_id() && (h.base_sequence >= 0 || h.is_transactional()) {
                 let entry = touched.entry(h.producer_id).or_insert_with(|| {
                     st.producers
                         .get(&h.producer_id)
                         .cloned()
                         .unwrap_or_default()
                 });
-                producer::record(entry, &h, h.base_offset, now);
+                events.extend(producer_event(entry, &h, raw, now)?);
             }
             super::chunks::put(&mut write, h.base_offset, raw);
             next = h.last_offset() + 1;
@@ -175,6 +182,9 @@ impl PartitionLog {
             let v = serde_json::to_vec(e).map_err(|e| LogError::Corrupt(e.to_string()))?;
             write.insert(&producer_key(*pid), v);
         }
+        for ev in &events {
+            ev.persist(&mut write);
+        }
         if let Err(e) = self.tree.apply_batch(write) {
             self.space.write_failed(&e);
             return Err(e.into());
@@ -185,7 +195,9 @@ impl PartitionLog {
         st.epochs.extend(new_epochs);
         st.producers.extend(touched);
         st.offsets = offsets;
+        st.txns.apply(&events);
         self.end.send_replace(next);
+        self.publish_stable(&mut st);
         Ok(next)
     }
 
@@ -200,6 +212,7 @@ impl PartitionLog {
         }
         st.offsets.high_watermark = hw;
         self.hw.send_replace(hw);
+        self.publish_stable(&mut st);
         Ok(())
     }
 
@@ -229,6 +242,61 @@ impl PartitionLog {
     pub fn watch_log_end(&self) -> tokio::sync::watch::Receiver<i64> {
         self.end.subscribe()
     }
+}
+
+/// Records a replicated batch of a producer (no checks: the leader made them) and returns
+/// the transaction event it causes, if any.
+fn producer_event(
+    entry: &mut ProducerEntry,
+    h: &BatchHeader,
+    raw: &Bytes,
+    now: i64,
+) -> Result<Option<super::txn::TxnEvent>, LogError> {
+    if h.is_control() {
+        return Ok(
+            super::txn::parse_marker(raw)?.map(|(commit, coordinator_epoch)| {
+                let m = super::txn::TxnMarker {
+                    producer_id: h.producer_id,
+                    producer_epoch: h.producer_epoch,
+                    coordinator_epoch,
+                    commit,
+                };
+                super::txn::on_marker(entry, &m, h.base_offset, h.max_timestamp, now)
+            }),
+        );
+    }
+    if h.base_sequence < 0 && !h.is_transactional() {
+        return Ok(None);
+    }
+    let ev = if h.is_transactional() {
+        super::txn::on_transactional_batch(entry, h, h.base_offset)
+    } else {
+        None
+    };
+    producer::record(entry, h, h.base_offset, now);
+    Ok(ev)
+}
+
+/// [`producer_event`] for a stored batch (whose chunks, for a large control batch, are read
+/// back whole).
+fn replay_producer(
+    tree: &sled::Tree,
+    entry: &mut ProducerEntry,
+    h: &BatchHeader,
+    base: i64,
+    head: &[u8],
+    now: i64,
+) -> Result<(), LogError> {
+    let raw = if h.is_control() {
+        match super::chunks::whole(tree, base, head)? {
+            Some(b) => b,
+            None => return Ok(()),
+        }
+    } else {
+        Bytes::new()
+    };
+    producer_event(entry, h, &raw, now)?;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -6,7 +6,9 @@
 //! every offset in it is below the new log start; the batch that holds the log start stays
 //! (fetches below the log start are refused, reads from it skip the records below it).
 //! Only batches wholly below the high watermark are ever eligible for retention, so nothing
-//! uncommitted is deleted.
+//! uncommitted is deleted. Aborted-transaction entries whose marker falls below the new log
+//! start go with the batches (a marker follows its transaction's data, so the data is gone
+//! first).
 
 use super::batch::BatchHeader;
 use super::partition::{
@@ -173,8 +175,14 @@ impl PartitionLog {
             ..st.offsets
         };
         write.insert(STATE_KEY, &offsets.encode());
+        let mut txns = st.txns.clone();
+        for k in txns.trim_below(new_start) {
+            write.remove(&k);
+        }
         self.tree.apply_batch(write)?;
         st.offsets = offsets;
+        st.txns = txns;
+        self.publish_stable(&mut st);
         self.mark_removed();
         Ok(Some(new_start))
     }
@@ -193,6 +201,9 @@ impl PartitionLog {
         for pid in st.producers.keys() {
             write.remove(&producer_key(*pid));
         }
+        for k in st.txns.keys_from(i64::MIN) {
+            write.remove(&k);
+        }
         let offsets = Offsets {
             log_start: offset,
             log_end: offset,
@@ -204,7 +215,9 @@ impl PartitionLog {
         self.tree.apply_batch(write)?;
         st.epochs.clear();
         st.producers.clear();
+        st.txns.clear();
         st.offsets = offsets;
+        self.publish_stable(&mut st);
         self.mark_removed();
         self.hw_checkpointed
             .store(offset, std::sync::atomic::Ordering::Relaxed);

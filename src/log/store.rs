@@ -157,11 +157,51 @@ impl LogStore {
         Ok(map.entry(key).or_insert(log).clone())
     }
 
+    /// Opens or creates the log of a partition of the topic with id `id` (see
+    /// [`PartitionLog::check_topic_id`]): a log recorded for another id is refused with
+    /// [`LogError::InconsistentTopicId`] and left as it is.
+    pub fn open_partition_with_id(
+        &self,
+        topic: &str,
+        partition: i32,
+        id: u128,
+    ) -> Result<Arc<PartitionLog>, LogError> {
+        let log = self.open_partition(topic, partition)?;
+        log.check_topic_id(id)?;
+        Ok(log)
+    }
+
+    /// Deletes the log of a partition if it was recorded for another topic id than `id` (the
+    /// data of a topic deleted and re-created under the same name while this broker did not
+    /// see it), returning that id. A log without a recorded id adopts `id`.
+    pub fn delete_if_other_topic(
+        &self,
+        topic: &str,
+        partition: i32,
+        id: u128,
+    ) -> Result<Option<u128>, LogError> {
+        let log = self.open_partition(topic, partition)?;
+        match log.check_topic_id(id) {
+            Err(LogError::InconsistentTopicId { recorded, .. }) => {
+                drop(log);
+                self.delete_partition(topic, partition)?;
+                Ok(Some(recorded))
+            }
+            other => other.map(|()| None),
+        }
+    }
+
     /// The log of a partition, if it is open.
     pub fn partition(&self, topic: &str, partition: i32) -> Option<Arc<PartitionLog>> {
         self.read_map()
             .get(&(topic.to_string(), partition))
             .cloned()
+    }
+
+    /// [`LogStore::partition`] by an owned key (no allocation: the hot paths of replication
+    /// hold their keys).
+    pub fn partition_at(&self, key: &PartitionKey) -> Option<Arc<PartitionLog>> {
+        self.read_map().get(key).cloned()
     }
 
     /// The partitions with an open log.
@@ -318,41 +358,86 @@ mod tests {
     use super::*;
     use crate::log::batch::tests::make_batch;
     use crate::log::sled_config::DEFAULT_SEGMENT_BYTES;
-    use bytes::{Bytes, BytesMut};
-    use kafka_protocol::records::{
-        Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-    };
+    use crate::protocol::batch_builder::BatchBuilder;
+    use bytes::Bytes;
 
     /// One uncompressed batch of `n` records with `value_len`-byte values.
     fn batch_of(n: i32, value_len: usize) -> Bytes {
-        let records: Vec<Record> = (0..n)
-            .map(|i| Record {
-                transactional: false,
-                control: false,
-                partition_leader_epoch: 0,
-                producer_id: -1,
-                producer_epoch: 0,
-                timestamp_type: TimestampType::Creation,
-                offset: i as i64,
-                // One batch: offset - sequence constant (base sequence -1: not idempotent).
-                sequence: i - 1,
-                timestamp: 1_000,
-                key: None,
-                value: Some(Bytes::from(vec![b'x'; value_len])),
-                headers: Default::default(),
+        let value = vec![b'x'; value_len];
+        BatchBuilder::new()
+            .producer(-1, 0, -1)
+            .partition_leader_epoch(0)
+            .timestamp(1_000)
+            .values((0..n).map(|_| &value))
+            .build()
+            .unwrap()
+    }
+
+    fn temp_store() -> LogStore {
+        let db = sled::Config::new().temporary(true).open().unwrap();
+        LogStore::with_db(db, u64::MAX)
+    }
+
+    #[test]
+    fn a_new_log_records_its_topic_id_and_keeps_it_across_reopens() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::open(dir.path()).unwrap();
+        let store = LogStore::with_db(db.clone(), u64::MAX);
+        let log = store.open_partition_with_id("t", 0, 7).unwrap();
+        assert_eq!(log.topic_id(), Some(7));
+        log.append(&[make_batch(2, -1, -1)], 0).unwrap();
+        drop((log, store));
+        // The id is in the tree: a fresh store (a restart) reads it back.
+        let store = LogStore::with_db(db, u64::MAX);
+        let log = store.open_partition("t", 0).unwrap();
+        assert_eq!(log.topic_id(), Some(7));
+        assert_eq!(log.offsets().log_end, 2);
+        assert!(store.open_partition_with_id("t", 0, 7).is_ok());
+    }
+
+    #[test]
+    fn a_log_without_a_recorded_id_adopts_the_images_id() {
+        let store = temp_store();
+        // A log written before ids were recorded: data, no `i` key.
+        let log = store.open_partition("old", 0).unwrap();
+        log.append(&[make_batch(3, -1, -1)], 0).unwrap();
+        assert_eq!(log.topic_id(), None);
+        assert_eq!(store.delete_if_other_topic("old", 0, 42).unwrap(), None);
+        let log = store.partition("old", 0).unwrap();
+        assert_eq!((log.topic_id(), log.offsets().log_end), (Some(42), 3));
+        // From now on another id is a mismatch.
+        assert!(matches!(
+            store.open_partition_with_id("old", 0, 43),
+            Err(LogError::InconsistentTopicId {
+                recorded: 42,
+                expected: 43
             })
-            .collect();
-        let mut buf = BytesMut::new();
-        RecordBatchEncoder::encode(
-            &mut buf,
-            &records,
-            &RecordEncodeOptions {
-                version: 2,
-                compression: Compression::None,
-            },
-        )
-        .unwrap();
-        buf.freeze()
+        ));
+    }
+
+    #[test]
+    fn a_log_of_another_topic_id_is_refused_and_deleted() {
+        let store = temp_store();
+        let log = store.open_partition_with_id("t", 1, 100).unwrap();
+        log.append(&[make_batch(5, -1, -1)], 0).unwrap();
+        // Opening for another id refuses and leaves the data alone.
+        assert!(matches!(
+            store.open_partition_with_id("t", 1, 200),
+            Err(LogError::InconsistentTopicId { .. })
+        ));
+        assert_eq!(store.partition("t", 1).unwrap().offsets().log_end, 5);
+        // The same id deletes nothing.
+        assert_eq!(store.delete_if_other_topic("t", 1, 100).unwrap(), None);
+        // Another id deletes the old topic's data; the new log is empty and has the new id.
+        assert_eq!(store.delete_if_other_topic("t", 1, 200).unwrap(), Some(100));
+        let log = store.open_partition_with_id("t", 1, 200).unwrap();
+        assert_eq!(log.offsets().log_end, 0);
+        assert_eq!(log.topic_id(), Some(200));
+        assert!(log
+            .read_for_follower(0, 1 << 20)
+            .unwrap()
+            .records
+            .is_empty());
     }
 
     fn blob_files(dir: &Path) -> usize {

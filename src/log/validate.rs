@@ -389,10 +389,9 @@ fn varlong(buf: &mut &[u8]) -> Result<i64, &'static str> {
 pub(crate) mod tests {
     use super::*;
     use crate::log::batch::tests::make_batch;
+    use crate::protocol::batch_builder;
     use bytes::BytesMut;
-    use kafka_protocol::records::{
-        Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-    };
+    use kafka_protocol::records::{Compression, Record};
 
     pub(crate) const RULES: ProduceRules = ProduceRules {
         max_batch_bytes: 1 << 20,
@@ -561,33 +560,14 @@ pub(crate) mod tests {
 
     /// Builds a batch with the codec crate's encoder from arbitrary records.
     pub(crate) fn encode(records: &[Record], compression: Compression) -> Bytes {
-        let mut buf = BytesMut::new();
-        RecordBatchEncoder::encode(
-            &mut buf,
-            records,
-            &RecordEncodeOptions {
-                version: 2,
-                compression,
-            },
-        )
-        .unwrap();
-        buf.freeze()
+        batch_builder::encode(records, compression).unwrap()
     }
 
+    /// A non-idempotent record at offset `i` (partition leader epoch 0).
     pub(crate) fn rec(i: i64, key: Option<Vec<u8>>, value: Option<Vec<u8>>, ts: i64) -> Record {
         Record {
-            transactional: false,
-            control: false,
             partition_leader_epoch: 0,
-            producer_id: -1,
-            producer_epoch: -1,
-            timestamp_type: TimestampType::Creation,
-            offset: i,
-            sequence: i as i32 - 1,
-            timestamp: ts,
-            key: key.map(Bytes::from),
-            value: value.map(Bytes::from),
-            headers: Default::default(),
+            ..batch_builder::record(i, key.map(Bytes::from), value.map(Bytes::from), ts)
         }
     }
 

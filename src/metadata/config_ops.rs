@@ -51,7 +51,50 @@ pub const DYNAMIC_BROKER_CONFIGS: &[(&str, &str)] = &[
     ("log.retention.bytes", "retention.bytes"),
     ("message.max.bytes", "max.message.bytes"),
     ("min.insync.replicas", "min.insync.replicas"),
+    ("log.cleaner.delete.retention.ms", "delete.retention.ms"),
+    ("log.cleaner.min.compaction.lag.ms", "min.compaction.lag.ms"),
+    ("log.message.timestamp.type", "message.timestamp.type"),
 ];
+
+/// Broker settings that are not topic defaults but can be changed at runtime too: positive
+/// durations in ms, read where they are used (`broker_dynamic`), so a change applies to new
+/// connections (`connections.max.idle.ms`) and the next expiry pass
+/// (`producer.id.expiration.ms`).
+pub const DYNAMIC_BROKER_SETTINGS: &[&str] =
+    &["connections.max.idle.ms", "producer.id.expiration.ms"];
+
+/// Whether `key` is a dynamic broker setting (either kind).
+pub fn is_dynamic_broker_config(key: &str) -> bool {
+    dynamic_topic_key(key).is_some()
+        || DYNAMIC_BROKER_SETTINGS.contains(&key)
+        || quota_default(key).is_some()
+}
+
+fn dynamic_names() -> String {
+    DYNAMIC_BROKER_CONFIGS
+        .iter()
+        .map(|(b, _)| *b)
+        .chain(DYNAMIC_BROKER_SETTINGS.iter().copied())
+        .chain(REPLICATION_QUOTA_CONFIGS.iter().map(|(k, _)| *k))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Dynamic broker settings that are not topic-config defaults (Kafka's replication quotas),
+/// with their built-in defaults: bytes per second, `Long.MAX_VALUE` = unlimited.
+/// `follower.replication.throttled.rate` is enforced (`replication::throttle`); the leader
+/// rate is accepted and not enforced.
+pub const REPLICATION_QUOTA_CONFIGS: &[(&str, &str)] = &[
+    ("follower.replication.throttled.rate", "9223372036854775807"),
+    ("leader.replication.throttled.rate", "9223372036854775807"),
+];
+
+fn quota_default(key: &str) -> Option<&'static str> {
+    REPLICATION_QUOTA_CONFIGS
+        .iter()
+        .find(|(k, _)| *k == key)
+        .map(|(_, d)| *d)
+}
 
 /// The topic config a dynamic broker setting is the default of.
 pub fn dynamic_topic_key(broker_key: &str) -> Option<&'static str> {
@@ -75,17 +118,28 @@ fn validate(resource: &ConfigResource, key: &str, value: &str) -> Result<ValueTy
             topic_config::validate(key, value)?;
             Ok(topic_config(key).map(|d| d.kind).unwrap_or(ValueType::Str))
         }
+        ConfigResource::Broker(_) if DYNAMIC_BROKER_SETTINGS.contains(&key) => {
+            match value.trim().parse::<i64>() {
+                Ok(v) if v > 0 => Ok(ValueType::Long),
+                _ => Err(invalid(key, "must be a positive number of milliseconds")),
+            }
+        }
+        ConfigResource::Broker(_) if quota_default(key).is_some() => {
+            match value.trim().parse::<i64>() {
+                Ok(v) if v >= 0 => Ok(ValueType::Long),
+                _ => Err(invalid(
+                    key,
+                    "must be a number of bytes per second (0 or more)",
+                )),
+            }
+        }
         ConfigResource::Broker(_) => {
             let Some(topic_key) = dynamic_topic_key(key) else {
                 return Err(invalid(
                     key,
                     format!(
                         "not a dynamic broker config; the dynamic ones are {}",
-                        DYNAMIC_BROKER_CONFIGS
-                            .iter()
-                            .map(|(b, _)| *b)
-                            .collect::<Vec<_>>()
-                            .join(", ")
+                        dynamic_names()
                     ),
                 ));
             };
@@ -102,6 +156,11 @@ fn validate(resource: &ConfigResource, key: &str, value: &str) -> Result<ValueTy
 
 /// The kind of a key, for deciding whether APPEND/SUBTRACT apply; unknown keys are refused.
 fn kind_of(resource: &ConfigResource, key: &str) -> Result<ValueType, MetadataError> {
+    if matches!(resource, ConfigResource::Broker(_))
+        && (DYNAMIC_BROKER_SETTINGS.contains(&key) || quota_default(key).is_some())
+    {
+        return Ok(ValueType::Long);
+    }
     let topic_key = match resource {
         ConfigResource::Topic(_) => Some(key),
         ConfigResource::Broker(_) => dynamic_topic_key(key),
@@ -115,6 +174,14 @@ fn kind_of(resource: &ConfigResource, key: &str) -> Result<ValueType, MetadataEr
 /// The built-in default of a key (what APPEND/SUBTRACT start from without an override, as
 /// Kafka's incremental alter does).
 fn builtin_default(resource: &ConfigResource, key: &str) -> String {
+    if let (ConfigResource::Broker(_), Some(d)) = (resource, quota_default(key)) {
+        return d.to_string();
+    }
+    if matches!(resource, ConfigResource::Broker(_)) && DYNAMIC_BROKER_SETTINGS.contains(&key) {
+        return crate::config::setting(key)
+            .map(|d| d.default.to_string())
+            .unwrap_or_default();
+    }
     let topic_key = match resource {
         ConfigResource::Topic(_) => Some(key),
         ConfigResource::Broker(_) => dynamic_topic_key(key),
@@ -277,6 +344,33 @@ mod tests {
         assert!(apply_ops(&b, &cur, &[set("log.retention.ms", "5")], false).is_ok());
         let e = apply_ops(&b, &cur, &[set("num.partitions", "5")], false).unwrap_err();
         assert!(e.to_string().contains("not a dynamic broker config"), "{e}");
+        // Broker settings that are not topic defaults: positive durations only.
+        let one = ConfigResource::Broker(Some(1));
+        let out = apply_ops(&one, &cur, &[set("connections.max.idle.ms", "1500")], false).unwrap();
+        assert_eq!(
+            out.get("connections.max.idle.ms").map(String::as_str),
+            Some("1500")
+        );
+        for bad in ["0", "-5", "soon"] {
+            let e =
+                apply_ops(&one, &cur, &[set("producer.id.expiration.ms", bad)], false).unwrap_err();
+            assert!(e.to_string().contains("positive"), "{e}");
+        }
+        // New topic defaults are validated as their topic config.
+        assert!(apply_ops(
+            &b,
+            &cur,
+            &[set("log.message.timestamp.type", "LogAppendTime")],
+            false
+        )
+        .is_ok());
+        assert!(apply_ops(
+            &b,
+            &cur,
+            &[set("log.message.timestamp.type", "Never")],
+            false
+        )
+        .is_err());
         let e = apply_ops(&b, &cur, &[set("log.retention.bytes", "-5")], false).unwrap_err();
         assert!(e.to_string().contains("log.retention.bytes"), "{e}");
     }

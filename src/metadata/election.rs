@@ -121,6 +121,8 @@ mod tests {
             leader,
             leader_epoch: 5,
             partition_epoch: 9,
+            adding: Vec::new(),
+            removing: Vec::new(),
         }
     }
 

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::config_ops::{apply_ops, ConfigOp, ConfigResource};
 use super::election::{self, ElectionType};
+use super::reassign;
 use super::MetadataError;
 use crate::security::acl::{AclBinding, AclFilter};
 use crate::security::scram::{ScramCredential, ScramMechanism};
@@ -82,6 +83,13 @@ pub struct PartitionMeta {
     /// refuse ISR updates computed from a stale view (Kafka's partition epoch).
     #[serde(default)]
     pub partition_epoch: i32,
+    /// Replicas a running reassignment adds (KIP-455; `metadata::reassign`): in `replicas`,
+    /// not yet all in the ISR. Empty when no reassignment runs.
+    #[serde(default)]
+    pub adding: Vec<i32>,
+    /// Replicas a running reassignment removes once every adding replica is in the ISR.
+    #[serde(default)]
+    pub removing: Vec<i32>,
 }
 
 /// A topic.
@@ -189,6 +197,17 @@ pub enum MetadataCommand {
     DeleteAcls {
         filters: Vec<AclFilter>,
     },
+    /// Starts (`Some`: target replicas), replaces or cancels (`None`) the reassignment of a
+    /// partition (AlterPartitionReassignments, KIP-455; see `metadata::reassign`).
+    AlterReassignment {
+        topic: String,
+        partition: i32,
+        target: Option<Vec<i32>>,
+    },
+    /// Removes a broker's registration (UnregisterBroker); refused while it hosts replicas.
+    UnregisterBroker {
+        id: i32,
+    },
     /// Sets (`Some`) or removes (`None`) a user's SCRAM credential of one mechanism
     /// (AlterUserScramCredentials). Removing a missing credential changes nothing.
     ScramCredential {
@@ -217,6 +236,43 @@ pub struct ClusterImage {
 }
 
 impl ClusterImage {
+    /// An image of unfenced brokers `ids` (at 127.0.0.1, port 0) and no topic: the start of
+    /// an image built by hand (tests, harnesses).
+    pub fn with_brokers(ids: impl IntoIterator<Item = i32>) -> Self {
+        let mut image = ClusterImage::default();
+        for id in ids {
+            image.brokers.insert(
+                id,
+                BrokerMeta {
+                    id,
+                    host: "127.0.0.1".into(),
+                    port: 0,
+                    rack: None,
+                    fenced: false,
+                    incarnation: 0,
+                    endpoints: Vec::new(),
+                },
+            );
+        }
+        image
+    }
+
+    /// Adds topic `name` with these replica lists (the first replica of each leads), as
+    /// `CreateTopic` does.
+    pub fn with_topic(
+        mut self,
+        name: &str,
+        assignments: Vec<Vec<i32>>,
+    ) -> Result<Self, MetadataError> {
+        self.apply(&MetadataCommand::CreateTopic {
+            name: name.into(),
+            assignments,
+            configs: Default::default(),
+            id: 0,
+        })?;
+        Ok(self)
+    }
+
     /// A user's SCRAM credential of one mechanism.
     pub fn scram_credential(
         &self,
@@ -263,6 +319,35 @@ impl ClusterImage {
                 self.acls.retain(|b| !filters.iter().any(|f| f.matches(b)));
             }
             MetadataCommand::FenceBroker { id } => self.fence(*id)?,
+            MetadataCommand::AlterReassignment {
+                topic,
+                partition,
+                target,
+            } => {
+                let live = self.unfenced_ids();
+                let known: Vec<i32> = self.brokers.keys().copied().collect();
+                let p = self.partition_mut(topic, *partition)?;
+                match target {
+                    Some(target) => reassign::start(topic, p, target, &known, &live)?,
+                    None => reassign::cancel(topic, p, &live)?,
+                }
+            }
+            MetadataCommand::UnregisterBroker { id } => {
+                if !self.brokers.contains_key(id) {
+                    return Err(MetadataError::UnknownBroker(*id));
+                }
+                let hosted = reassign::hosted_by(self, *id);
+                if !hosted.is_empty() {
+                    return Err(MetadataError::BrokerHostsReplicas {
+                        id: *id,
+                        partitions: hosted.len(),
+                        first: hosted[0].clone(),
+                    });
+                }
+                // Its dynamic settings stay, as Kafka keeps them: they apply again if the
+                // broker registers again.
+                self.brokers.remove(id);
+            }
             MetadataCommand::UnfenceBroker { id, incarnation } => {
                 self.unfence(*id, *incarnation)?
             }
@@ -313,6 +398,11 @@ impl ClusterImage {
                     .filter(|r| sorted.contains(r))
                     .collect();
                 p.partition_epoch += 1;
+                // The last adding replica joining the ISR completes a reassignment.
+                let live = self.unfenced_ids();
+                if let Ok(p) = self.partition_mut(topic, *partition) {
+                    reassign::try_complete(p, &live);
+                }
             }
             MetadataCommand::ElectPreferredLeader { topic, partition } => {
                 let fenced = self.fenced_ids();
@@ -440,6 +530,14 @@ impl ClusterImage {
         Ok(())
     }
 
+    fn unfenced_ids(&self) -> Vec<i32> {
+        self.brokers
+            .values()
+            .filter(|b| !b.fenced)
+            .map(|b| b.id)
+            .collect()
+    }
+
     fn fenced_ids(&self) -> Vec<i32> {
         self.brokers
             .values()
@@ -543,6 +641,16 @@ impl ClusterImage {
                 p.partition_epoch += 1;
             }
         }
+        // A reassignment that waited for a live target replica to lead may complete now.
+        let live = self.unfenced_ids();
+        for p in self
+            .topics
+            .values_mut()
+            .flat_map(|t| t.partitions.iter_mut())
+            .filter(|p| reassign::in_progress(p))
+        {
+            reassign::try_complete(p, &live);
+        }
         Ok(())
     }
 
@@ -634,6 +742,8 @@ fn new_partition(index: i32, replicas: &[i32]) -> PartitionMeta {
         leader: replicas[0],
         leader_epoch: 0,
         partition_epoch: 0,
+        adding: Vec::new(),
+        removing: Vec::new(),
     }
 }
 
@@ -883,6 +993,121 @@ mod tests {
         old.as_object_mut().unwrap().remove("acls");
         let back: ClusterImage = serde_json::from_value(old).unwrap();
         assert!(back.acls.is_empty());
+    }
+
+    #[test]
+    fn a_reassignment_completes_when_the_isr_expands_and_unregistering_needs_no_replicas() {
+        let mut img = image(3);
+        img.apply(&MetadataCommand::CreateTopic {
+            name: "t".into(),
+            assignments: vec![vec![1]],
+            configs: Default::default(),
+            id: 0,
+        })
+        .unwrap();
+        let reassign = |target: Option<Vec<i32>>| MetadataCommand::AlterReassignment {
+            topic: "t".into(),
+            partition: 0,
+            target,
+        };
+        // Unknown partitions and brokers are refused.
+        assert!(matches!(
+            img.apply(&MetadataCommand::AlterReassignment {
+                topic: "t".into(),
+                partition: 3,
+                target: Some(vec![2]),
+            }),
+            Err(MetadataError::UnknownTopic(_))
+        ));
+        assert!(matches!(
+            img.apply(&reassign(Some(vec![7]))),
+            Err(MetadataError::InvalidReplicaAssignment(_))
+        ));
+        img.apply(&reassign(Some(vec![2]))).unwrap();
+        let p = img.topics["t"].partitions[0].clone();
+        assert_eq!(
+            (p.replicas.clone(), p.adding.clone()),
+            (vec![2, 1], vec![2])
+        );
+        // Broker 1 still hosts a replica: it cannot be unregistered.
+        assert!(matches!(
+            img.apply(&MetadataCommand::UnregisterBroker { id: 1 }),
+            Err(MetadataError::BrokerHostsReplicas { .. })
+        ));
+        // The leader adds caught-up broker 2 to the ISR: the move completes in that change.
+        img.apply(&MetadataCommand::AlterPartition {
+            topic: "t".into(),
+            partition: 0,
+            leader: 1,
+            leader_epoch: p.leader_epoch,
+            partition_epoch: p.partition_epoch,
+            isr: vec![1, 2],
+        })
+        .unwrap();
+        let q = &img.topics["t"].partitions[0];
+        assert_eq!((q.replicas.clone(), q.isr.clone()), (vec![2], vec![2]));
+        assert_eq!((q.leader, q.leader_epoch), (2, p.leader_epoch + 1));
+        assert!(q.adding.is_empty() && q.removing.is_empty());
+        assert!(matches!(
+            img.apply(&reassign(None)),
+            Err(MetadataError::NoReassignmentInProgress(_))
+        ));
+        img.apply(&MetadataCommand::UnregisterBroker { id: 1 })
+            .unwrap();
+        assert!(!img.brokers.contains_key(&1));
+        assert_eq!(
+            img.apply(&MetadataCommand::UnregisterBroker { id: 1 }),
+            Err(MetadataError::UnknownBroker(1))
+        );
+        // An unregistered broker gets no new replicas.
+        assert!(img
+            .place_replicas(4, 2, 0)
+            .unwrap()
+            .iter()
+            .flatten()
+            .all(|b| *b != 1));
+    }
+
+    #[test]
+    fn a_removing_only_move_waits_for_its_target_to_rejoin_the_isr() {
+        let mut img = image(2);
+        img.apply(&MetadataCommand::CreateTopic {
+            name: "t".into(),
+            assignments: vec![vec![1, 2]],
+            configs: Default::default(),
+            id: 0,
+        })
+        .unwrap();
+        // Move to [2]: removing-only, but broker 2 is fenced and cannot lead yet.
+        img.apply(&MetadataCommand::FenceBroker { id: 2 }).unwrap();
+        let p = img.topics["t"].partitions[0].clone();
+        assert_eq!(p.isr, vec![1]);
+        img.apply(&MetadataCommand::AlterReassignment {
+            topic: "t".into(),
+            partition: 0,
+            target: Some(vec![2]),
+        })
+        .unwrap();
+        assert!(reassign::in_progress(&img.topics["t"].partitions[0]));
+        img.apply(&MetadataCommand::UnfenceBroker {
+            id: 2,
+            incarnation: 0,
+        })
+        .unwrap();
+        // Unfenced but not in the ISR: still waiting (the ISR without broker 1 is empty).
+        let p = img.topics["t"].partitions[0].clone();
+        assert!(reassign::in_progress(&p));
+        img.apply(&MetadataCommand::AlterPartition {
+            topic: "t".into(),
+            partition: 0,
+            leader: 1,
+            leader_epoch: p.leader_epoch,
+            partition_epoch: p.partition_epoch,
+            isr: vec![1, 2],
+        })
+        .unwrap();
+        let q = &img.topics["t"].partitions[0];
+        assert_eq!((q.replicas.clone(), q.leader), (vec![2], 2));
     }
 
     #[test]

@@ -12,12 +12,13 @@ pub mod config_ops;
 pub mod controller;
 pub mod election;
 pub mod image;
+pub mod reassign;
 pub mod store;
 pub mod topic_config;
 pub mod topic_id;
 
 pub use image::{BrokerMeta, ClusterImage, Endpoint, MetadataCommand, PartitionMeta, TopicMeta};
-pub use store::MetadataStore;
+pub use store::{MetadataStore, StoreError};
 
 /// Errors of the metadata layer; `api::errors` maps them to Kafka error codes. Serializable
 /// because a command the Raft state machine rejects carries its error back to the submitter
@@ -59,6 +60,19 @@ pub enum MetadataError {
     PreferredLeaderNotAvailable(String),
     #[error("no eligible leader: {0}")]
     EligibleLeadersNotAvailable(String),
+    /// UnregisterBroker of a broker that is still a replica somewhere.
+    #[error(
+        "broker {id} still hosts {partitions} partition replica(s) (e.g. {first}): reassign \
+         them to other brokers first (AlterPartitionReassignments, `raftka admin decommission`)"
+    )]
+    BrokerHostsReplicas {
+        id: i32,
+        partitions: usize,
+        first: String,
+    },
+    /// Cancelling a partition reassignment when none runs.
+    #[error("no reassignment in progress: {0}")]
+    NoReassignmentInProgress(String),
     #[error("the metadata quorum is unavailable: {0}")]
     QuorumUnavailable(String),
     #[error("metadata storage error: {0}")]

@@ -81,7 +81,7 @@ pub const TOPIC_CONFIGS: &[TopicConfigDef] = &[
     },
     TopicConfigDef {
         name: "delete.retention.ms",
-        broker_synonym: None,
+        broker_synonym: Some("log.cleaner.delete.retention.ms"),
         default: "86400000",
         kind: ValueType::Long,
         doc: "How long tombstones are kept in compacted topics.",
@@ -213,7 +213,7 @@ pub const TOPIC_CONFIGS: &[TopicConfigDef] = &[
     },
     TopicConfigDef {
         name: "message.timestamp.type",
-        broker_synonym: None,
+        broker_synonym: Some("log.message.timestamp.type"),
         default: "CreateTime",
         kind: ValueType::Str,
         doc: "CreateTime (the producer's timestamps) or LogAppendTime (the broker stamps \

@@ -26,7 +26,7 @@
 use std::fmt::Debug;
 use std::io;
 use std::ops::{Bound, RangeBounds};
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc};
 
 use openraft::storage::{LogFlushed, RaftLogStorage};
 use openraft::{AnyError, LogState, RaftLogReader, StorageIOError};
@@ -52,10 +52,24 @@ fn entry_key(index: u64) -> [u8; 9] {
     k
 }
 
+/// A flush of the Raft log did not happen; every waiter of the failed round gets a clone.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum FlushError {
+    /// sled could not write the tree to disk.
+    #[error(
+        "cannot flush the raft log (sled tree `{LOG_TREE}`) to disk: {0}; check the data \
+         directory's disk (full, read-only or failing)"
+    )]
+    Sled(#[source] Arc<sled::Error>),
+    /// The flusher thread is gone.
+    #[error("the raft log flusher thread has stopped (the broker is shutting down)")]
+    FlusherStopped,
+}
+
 /// Something waiting for the next flush.
 enum Waiter {
     Append(LogFlushed<TypeConfig>),
-    Sync(oneshot::Sender<Result<(), String>>),
+    Sync(oneshot::Sender<Result<(), FlushError>>),
 }
 
 /// The log store given to openraft. Cloning it is not offered: openraft owns one, and its
@@ -86,16 +100,12 @@ impl LogStore {
     }
 
     /// Waits until everything written so far is on disk.
-    async fn sync(&self) -> Result<(), io::Error> {
+    async fn sync(&self) -> Result<(), FlushError> {
         let (tx, rx) = oneshot::channel();
         self.flusher
             .send(Waiter::Sync(tx))
-            .map_err(|_| io::Error::other("the raft log flusher thread has stopped"))?;
-        match rx.await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(io::Error::other(e)),
-            Err(_) => Err(io::Error::other("the raft log flusher thread has stopped")),
-        }
+            .map_err(|_| FlushError::FlusherStopped)?;
+        rx.await.unwrap_or(Err(FlushError::FlusherStopped))
     }
 
     fn reader(&self) -> LogReader {
@@ -110,7 +120,10 @@ fn flusher(tree: sled::Tree, rx: mpsc::Receiver<Waiter>) {
     while let Ok(first) = rx.recv() {
         let mut round = vec![first];
         round.extend(rx.try_iter());
-        let result = tree.flush().map(|_| ()).map_err(|e| e.to_string());
+        let result = tree
+            .flush()
+            .map(|_| ())
+            .map_err(|e| FlushError::Sled(Arc::new(e)));
         if let Err(e) = &result {
             tracing::error!(error = %e, "cannot flush the raft log; the metadata quorum stops");
         }
@@ -275,9 +288,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         if let Err(mpsc::SendError(Waiter::Append(cb))) =
             self.flusher.send(Waiter::Append(callback))
         {
-            cb.log_io_completed(Err(io::Error::other(
-                "the raft log flusher thread has stopped",
-            )));
+            cb.log_io_completed(Err(io::Error::other(FlushError::FlusherStopped)));
         }
         Ok(())
     }

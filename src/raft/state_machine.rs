@@ -146,9 +146,9 @@ async fn store_snapshot(
     force: bool,
 ) -> Result<(), StorageError> {
     let _guard = lock.lock().await;
-    let write_err = |e: &dyn std::error::Error| -> StorageError {
-        StorageIOError::write_snapshot(Some(meta.signature()), AnyError::error(e.to_string()))
-            .into()
+    // The error keeps its type name and cause chain (AnyError::from_dyn), not only its text.
+    let write_err = |e: &(dyn std::error::Error + 'static)| -> StorageError {
+        StorageIOError::write_snapshot(Some(meta.signature()), AnyError::from_dyn(e, None)).into()
     };
     if !force {
         if let Some(v) = tree.get(KEY_SNAPSHOT_META).map_err(|e| write_err(&e))? {

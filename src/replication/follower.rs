@@ -4,6 +4,7 @@
 use crate::log::batch::split_stored_batches;
 use crate::log::{LogError, PartitionLog};
 
+use super::session::FetchState;
 use super::{FetchRefusal, PartitionFetch, PartitionFetchResult};
 
 /// The next fetch for a partition this broker follows in `leader_epoch`.
@@ -19,6 +20,18 @@ pub fn next_fetch(
         leader_epoch,
         fetch_offset: log.offsets().log_end,
         last_fetched_epoch: log.latest_epoch().unwrap_or(-1),
+        topic_id: log.topic_id().unwrap_or(0),
+    }
+}
+
+/// The fetch state of a partition this broker follows in `leader_epoch` (what
+/// [`next_fetch`] would send, without the names).
+pub fn fetch_state(log: &PartitionLog, leader_epoch: i32) -> FetchState {
+    FetchState {
+        leader_epoch,
+        fetch_offset: log.offsets().log_end,
+        last_fetched_epoch: log.latest_epoch().unwrap_or(-1),
+        topic_id: log.topic_id().unwrap_or(0),
     }
 }
 
@@ -35,6 +48,11 @@ pub enum Applied {
 
 /// Applies the leader's answer to the local log.
 pub fn apply(log: &PartitionLog, r: &PartitionFetchResult) -> Result<Applied, LogError> {
+    // An answer about another topic of the same name (the leader's or this log is a deleted
+    // topic's): touch nothing, not even the log start.
+    if r.topic_id != 0 && log.topic_id().is_some_and(|id| id != r.topic_id) {
+        return Ok(Applied::Refused(FetchRefusal::InconsistentTopicId));
+    }
     if r.refusal == Some(FetchRefusal::OffsetOutOfRange) && r.log_start > log.offsets().log_end {
         // Retention or DeleteRecords removed everything this replica is missing: start over
         // at the leader's log start (Kafka's truncate-fully-and-start-at).
@@ -109,6 +127,8 @@ mod tests {
             leader: 1,
             leader_epoch: 0,
             partition_epoch: 0,
+            adding: Vec::new(),
+            removing: Vec::new(),
         };
         let mut st = LeaderState::new(&m0, &b1, 0);
         b1.append_as_leader(&[make_batch(3, 5, 0)], 0, false)
@@ -152,6 +172,8 @@ mod tests {
             leader: 1,
             leader_epoch: 0,
             partition_epoch: 0,
+            adding: Vec::new(),
+            removing: Vec::new(),
         };
         let mut st = LeaderState::new(&m, &leader, 0);
         leader
@@ -161,11 +183,14 @@ mod tests {
         sync(&leader, &mut st, &f2, 3);
         // Broker 3 goes away (and leaves the ISR); more data arrives and retention deletes
         // everything before 6.
-        st.update(&PartitionMeta {
-            isr: vec![1, 2],
-            partition_epoch: 1,
-            ..m.clone()
-        });
+        st.update(
+            &PartitionMeta {
+                isr: vec![1, 2],
+                partition_epoch: 1,
+                ..m.clone()
+            },
+            0,
+        );
         for _ in 0..2 {
             leader
                 .append_as_leader(&[make_batch(3, -1, -1)], 0, false)
@@ -191,5 +216,42 @@ mod tests {
             f2.read_for_follower(6, 1 << 20).unwrap().records,
             leader.read_for_follower(6, 1 << 20).unwrap().records
         );
+    }
+
+    #[test]
+    fn a_follower_appends_nothing_fetched_for_another_topic_id() {
+        let (leader, _d1) = log();
+        let (follower, _d2) = log();
+        leader.check_topic_id(5).unwrap();
+        follower.check_topic_id(6).unwrap();
+        let m = PartitionMeta {
+            index: 0,
+            replicas: vec![1, 2],
+            isr: vec![1, 2],
+            leader: 1,
+            leader_epoch: 0,
+            partition_epoch: 0,
+            adding: Vec::new(),
+            removing: Vec::new(),
+        };
+        let mut st = LeaderState::new(&m, &leader, 0);
+        leader
+            .append_as_leader(&[make_batch(3, -1, -1)], 0, false)
+            .unwrap();
+        // A leader that does not check ids (0 in the request) still names its own.
+        let mut f = next_fetch(&follower, "t", 0, 0);
+        f.topic_id = 0;
+        let r = st.on_fetch(&leader, 2, &f, 1 << 20, 0);
+        assert!(!r.records.is_empty());
+        assert_eq!(r.topic_id, 5);
+        assert_eq!(
+            apply(&follower, &r).unwrap(),
+            Applied::Refused(FetchRefusal::InconsistentTopicId)
+        );
+        assert_eq!(follower.offsets().log_end, 0);
+        // The follower's own fetch names its id: the leader refuses it.
+        let r = st.on_fetch(&leader, 2, &next_fetch(&follower, "t", 0, 0), 1 << 20, 0);
+        assert_eq!(r.refusal, Some(FetchRefusal::InconsistentTopicId));
+        assert!(r.records.is_empty());
     }
 }

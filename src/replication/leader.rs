@@ -35,6 +35,13 @@ pub struct LeaderState {
     pub replicas: Vec<i32>,
     pub isr: Vec<i32>,
     followers: HashMap<i32, Progress>,
+    /// Followers outside the ISR whose fetch reached the high watermark (Kafka's "maximal
+    /// ISR"): counted in the high watermark from that fetch on, so the ISR expansion proposed
+    /// for them (asynchronously, by the ISR loop) can never take in a replica that lacks a
+    /// record the high watermark already covers — a reassignment completing on that expansion
+    /// may make it leader at once. Dropped when the ISR takes them, when they fall behind for
+    /// the lag time or are fenced ([`LeaderState::prune_joining`]), or leave the replicas.
+    joining: Vec<i32>,
     /// First offset of this leader's epoch: a follower below it cannot join the ISR.
     epoch_start: i64,
     /// Cancelled when this broker stops leading the partition in this epoch: writes waiting
@@ -68,15 +75,31 @@ impl LeaderState {
             replicas: meta.replicas.clone(),
             isr: meta.isr.clone(),
             followers,
+            joining: Vec::new(),
             epoch_start,
             term: tokio_util::sync::CancellationToken::new(),
         }
     }
 
-    /// Takes a committed ISR change of the same leader epoch.
-    pub fn update(&mut self, meta: &PartitionMeta) {
+    /// Takes a committed change of the same leader epoch: an ISR change, or a replica set
+    /// changed by a reassignment (added followers start outside the ISR with a full lag
+    /// period of grace; removed ones are forgotten).
+    pub fn update(&mut self, meta: &PartitionMeta, now_ms: u64) {
         self.isr = meta.isr.clone();
         self.partition_epoch = meta.partition_epoch;
+        self.joining
+            .retain(|r| !meta.isr.contains(r) && meta.replicas.contains(r));
+        if self.replicas != meta.replicas {
+            self.replicas = meta.replicas.clone();
+            self.followers.retain(|r, _| meta.replicas.contains(r));
+            for r in meta.replicas.iter().filter(|r| **r != self.leader) {
+                self.followers.entry(*r).or_insert(Progress {
+                    log_end: -1,
+                    last_caught_up_ms: now_ms,
+                    last_fetch_ms: None,
+                });
+            }
+        }
     }
 
     /// Answers a follower's fetch for this partition and records its progress. Returns the
@@ -112,9 +135,16 @@ impl LeaderState {
             log_start: offsets.log_start,
             diverging: None,
             records: Default::default(),
+            topic_id: log.topic_id().unwrap_or(0),
         };
         if !self.followers.contains_key(&replica) {
             out.refusal = Some(FetchRefusal::UnknownPartition);
+            return out;
+        }
+        // The follower's log and this one belong to different topics of the same name (one
+        // of them a deleted topic's that is about to be deleted): send no records either way.
+        if f.topic_id != 0 && log.topic_id().is_some_and(|id| id != f.topic_id) {
+            out.refusal = Some(FetchRefusal::InconsistentTopicId);
             return out;
         }
         if f.leader_epoch < self.leader_epoch {
@@ -151,17 +181,61 @@ impl LeaderState {
                 return out;
             }
         }
+        self.note_fetch(
+            replica,
+            f.fetch_offset,
+            offsets.log_end,
+            offsets.high_watermark,
+            now_ms,
+        );
+        out
+    }
+
+    /// A session fetch in which `replica` did not name the partition: its fetch offset is
+    /// still `fetch_offset`, which the caller found at or past the log end `log_end` (nothing
+    /// to send). Records the fetch as [`LeaderState::on_fetch`] would; false when `replica`
+    /// is not a follower of this partition (then ask `on_fetch` for the refusal).
+    pub fn on_idle_fetch(
+        &mut self,
+        replica: i32,
+        fetch_offset: i64,
+        log_end: i64,
+        high_watermark: i64,
+        now_ms: u64,
+    ) -> bool {
+        if !self.followers.contains_key(&replica) {
+            return false;
+        }
+        self.note_fetch(replica, fetch_offset, log_end, high_watermark, now_ms);
+        true
+    }
+
+    /// Records a fetch of `replica` from `fetch_offset` at `now_ms`, when the log ended at
+    /// `log_end` with the high watermark at `high_watermark`.
+    fn note_fetch(
+        &mut self,
+        replica: i32,
+        fetch_offset: i64,
+        log_end: i64,
+        high_watermark: i64,
+        now_ms: u64,
+    ) {
         let p = self.followers.entry(replica).or_insert(Progress {
             log_end: -1,
             last_caught_up_ms: now_ms,
             last_fetch_ms: None,
         });
-        p.log_end = f.fetch_offset;
+        p.log_end = fetch_offset;
         p.last_fetch_ms = Some(now_ms);
-        if f.fetch_offset >= offsets.log_end {
+        if fetch_offset >= log_end {
             p.last_caught_up_ms = now_ms;
         }
-        out
+        // The follower's log end (flushed before it fetches) reached the high watermark: from
+        // now on the high watermark waits for it, until the ISR takes it or it falls behind.
+        let reached = fetch_offset >= high_watermark && fetch_offset >= self.epoch_start;
+        if reached && !self.isr.contains(&replica) && !self.joining.contains(&replica) {
+            self.joining.push(replica);
+        }
     }
 
     /// The high watermark the ISR supports now (never below the current one).
@@ -170,6 +244,7 @@ impl LeaderState {
         let min_follower = self
             .isr
             .iter()
+            .chain(self.joining.iter())
             .filter(|r| **r != self.leader)
             .map(|r| self.followers.get(r).map(|p| p.log_end).unwrap_or(-1))
             .min()
@@ -182,6 +257,18 @@ impl LeaderState {
         let hw = self.high_watermark(log);
         log.set_high_watermark(hw)?;
         Ok(log.offsets().high_watermark)
+    }
+
+    /// Drops joining followers that have not been caught up for `lag_ms` or are not eligible
+    /// (fenced), so they no longer hold the high watermark back.
+    pub fn prune_joining(&mut self, now_ms: u64, lag_ms: u64, eligible: impl Fn(i32) -> bool) {
+        let followers = &self.followers;
+        self.joining.retain(|r| {
+            eligible(*r)
+                && followers
+                    .get(r)
+                    .is_some_and(|p| now_ms.saturating_sub(p.last_caught_up_ms) <= lag_ms)
+        });
     }
 
     /// The ISR this leader wants now, if it differs from the committed one: followers lagging
@@ -240,6 +327,8 @@ mod tests {
             leader: 1,
             leader_epoch: 4,
             partition_epoch: 7,
+            adding: Vec::new(),
+            removing: Vec::new(),
         }
     }
 
@@ -255,6 +344,7 @@ mod tests {
             leader_epoch: 4,
             fetch_offset: offset,
             last_fetched_epoch: last_epoch,
+            topic_id: 0,
         }
     }
 
@@ -296,7 +386,7 @@ mod tests {
         let mut shrunk = meta();
         shrunk.isr = vec![1, 2];
         shrunk.partition_epoch = 8;
-        st.update(&shrunk);
+        st.update(&shrunk, 0);
         st.on_fetch(&l, 2, &fetch(5, 4), 1 << 20, 40_000);
         st.advance_high_watermark(&l).unwrap();
         assert_eq!(l.offsets().high_watermark, 5);
@@ -328,7 +418,7 @@ mod tests {
         let mut shrunk = meta();
         shrunk.isr = vec![1, 2];
         shrunk.partition_epoch = 8;
-        st.update(&shrunk);
+        st.update(&shrunk, 0);
         // Its last-known log end still equals the high watermark, but it has not fetched for
         // longer than the lag time: it stays out, whether or not it is fenced.
         assert_eq!(st.wanted_isr(&l, 30_750, 30_000, |_| true), None);
@@ -340,6 +430,56 @@ mod tests {
         assert_eq!(
             st.wanted_isr(&l, 31_000, 30_000, |_| true),
             Some(vec![1, 2, 3])
+        );
+    }
+
+    #[test]
+    fn an_added_follower_holds_the_high_watermark_from_the_fetch_that_reached_it() {
+        let (l, _db) = log();
+        // Broker 1 leads alone (RF 1); a reassignment adds broker 2.
+        let mut m = meta();
+        m.replicas = vec![1];
+        m.isr = vec![1];
+        let mut st = LeaderState::new(&m, &l, 0);
+        l.append_as_leader(&[make_batch(5, -1, -1)], 4, false)
+            .unwrap();
+        assert_eq!(st.advance_high_watermark(&l).unwrap(), 5);
+        m.replicas = vec![2, 1];
+        m.adding = vec![2];
+        m.partition_epoch += 1;
+        st.update(&m, 100);
+        // Not caught up: the high watermark does not wait for it.
+        st.on_fetch(&l, 2, &fetch(0, -1), 1 << 20, 110);
+        l.append_as_leader(&[make_batch(2, -1, -1)], 4, false)
+            .unwrap();
+        assert_eq!(st.advance_high_watermark(&l).unwrap(), 7);
+        // Its fetch reaches the high watermark: from now on the high watermark waits for it,
+        // so when the ISR loop proposes it, it still has everything below the watermark.
+        st.on_fetch(&l, 2, &fetch(7, 4), 1 << 20, 120);
+        l.append_as_leader(&[make_batch(3, -1, -1)], 4, false)
+            .unwrap();
+        assert_eq!(st.advance_high_watermark(&l).unwrap(), 7);
+        assert_eq!(st.wanted_isr(&l, 130, 30_000, |_| true), Some(vec![1, 2]));
+        st.on_fetch(&l, 2, &fetch(10, 4), 1 << 20, 140);
+        assert_eq!(st.advance_high_watermark(&l).unwrap(), 10);
+        // A joining follower that stops fetching stops holding it after the lag time.
+        l.append_as_leader(&[make_batch(1, -1, -1)], 4, false)
+            .unwrap();
+        assert_eq!(st.advance_high_watermark(&l).unwrap(), 10);
+        st.prune_joining(100_000, 30_000, |_| true);
+        assert_eq!(st.advance_high_watermark(&l).unwrap(), 11);
+        // The ISR takes it: it counts as an ISR member (and a removed one is forgotten).
+        st.on_fetch(&l, 2, &fetch(11, 4), 1 << 20, 100_010);
+        m.isr = vec![2, 1];
+        m.partition_epoch += 1;
+        st.update(&m, 100_020);
+        assert!(st.joining.is_empty());
+        m.replicas = vec![1];
+        m.isr = vec![1];
+        st.update(&m, 100_030);
+        assert_eq!(
+            st.on_fetch(&l, 2, &fetch(11, 4), 1 << 20, 100_040).refusal,
+            Some(FetchRefusal::UnknownPartition)
         );
     }
 
@@ -362,5 +502,27 @@ mod tests {
         assert!(r.records.is_empty());
         // Not divergent: same epoch, offset within it.
         assert_eq!(st.on_fetch(&l, 2, &fetch(3, 2), 1 << 20, 0).diverging, None);
+    }
+
+    #[test]
+    fn a_follower_of_another_topic_id_gets_no_records() {
+        let (l, _db) = log();
+        l.check_topic_id(7).unwrap();
+        l.append_as_leader(&[make_batch(3, -1, -1)], 4, false)
+            .unwrap();
+        let mut st = LeaderState::new(&meta(), &l, 0);
+        let mut other = fetch(0, -1);
+        other.topic_id = 8;
+        let r = st.on_fetch(&l, 2, &other, 1 << 20, 0);
+        assert_eq!(r.refusal, Some(FetchRefusal::InconsistentTopicId));
+        assert!(r.records.is_empty());
+        // The same id, or none (a follower whose log recorded none yet), gets the records.
+        for id in [7, 0] {
+            let mut same = fetch(0, -1);
+            same.topic_id = id;
+            let r = st.on_fetch(&l, 2, &same, 1 << 20, 0);
+            assert_eq!(r.refusal, None);
+            assert!(!r.records.is_empty());
+        }
     }
 }

@@ -12,16 +12,23 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::clock::Stopwatch;
+
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::log::wake::Readiness;
 use crate::log::{LogError, LogStore};
-use crate::metadata::{ClusterImage, MetadataCommand};
+use crate::metadata::{ClusterImage, MetadataCommand, MetadataError};
 
 use super::follower::{self, Applied};
 use super::leader::LeaderState;
-use super::{FetchRefusal, PartitionFetchResult, ReplicaFetchRequest, ReplicaFetchResponse};
+use super::session::{self, FetchState, FollowerSession, LeaderSession};
+use super::throttle::{self, Pacer};
+use super::{
+    FetchRefusal, PartitionFetchResult, PeerError, ReplicaFetchRequest, ReplicaFetchResponse,
+    SessionAnswer, SessionError,
+};
 
 /// A boxed future, so the traits stay object-safe without an extra crate.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -32,12 +39,26 @@ pub trait ReplicaTransport: Send + Sync + 'static {
         &self,
         leader: i32,
         req: ReplicaFetchRequest,
-    ) -> BoxFuture<'_, Result<ReplicaFetchResponse, String>>;
+    ) -> BoxFuture<'_, Result<ReplicaFetchResponse, PeerError>>;
+}
+
+/// The transport of a broker without peers (a single broker, tests): every fetch fails with
+/// [`PeerError::NoPeers`].
+pub struct NoPeers;
+
+impl ReplicaTransport for NoPeers {
+    fn fetch(
+        &self,
+        _leader: i32,
+        _req: ReplicaFetchRequest,
+    ) -> BoxFuture<'_, Result<ReplicaFetchResponse, PeerError>> {
+        Box::pin(async { Err(PeerError::NoPeers) })
+    }
 }
 
 /// Submits ISR changes to the controller.
 pub trait IsrProposer: Send + Sync + 'static {
-    fn propose(&self, cmd: MetadataCommand) -> BoxFuture<'_, Result<(), String>>;
+    fn propose(&self, cmd: MetadataCommand) -> BoxFuture<'_, Result<(), MetadataError>>;
 }
 
 /// Told when this broker takes up or gives up the leadership of partitions (after the
@@ -87,6 +108,8 @@ type Key = (String, i32);
 struct Followed {
     leader: i32,
     leader_epoch: i32,
+    /// Named in `follower.replication.throttled.replicas` while outside the ISR.
+    throttled: bool,
 }
 
 /// See the module documentation.
@@ -94,7 +117,7 @@ pub struct ReplicaManager {
     node_id: i32,
     config: ReplicationConfig,
     logs: Arc<LogStore>,
-    started: Instant,
+    started: Stopwatch,
     leaders: Mutex<HashMap<Key, LeaderState>>,
     followed: watch::Sender<BTreeMap<Key, Followed>>,
     /// Fenced brokers as of the last image (they may not join an ISR).
@@ -104,6 +127,11 @@ pub struct ReplicaManager {
     /// Serialises role changes so the listener hears them in order.
     roles: Mutex<()>,
     listener: Mutex<Option<Arc<dyn RoleListener>>>,
+    /// The follower replication quota shared by the fetch loops (`replication::throttle`).
+    pacer: Mutex<Pacer>,
+    /// As leader: each follower broker's fetch session (`replication::session`). Lock order:
+    /// `sessions` before `leaders`.
+    sessions: Mutex<HashMap<i32, LeaderSession>>,
 }
 
 impl ReplicaManager {
@@ -112,13 +140,15 @@ impl ReplicaManager {
             node_id,
             config,
             logs,
-            started: Instant::now(),
+            started: Stopwatch::start(),
             leaders: Mutex::new(HashMap::new()),
             followed: watch::channel(BTreeMap::new()).0,
             fenced: Mutex::new(Vec::new()),
             loops: Mutex::new(Vec::new()),
             roles: Mutex::new(()),
             listener: Mutex::new(None),
+            pacer: Mutex::new(Pacer::new(Instant::now())),
+            sessions: Mutex::new(HashMap::new()),
         })
     }
 
@@ -128,7 +158,7 @@ impl ReplicaManager {
     }
 
     fn now_ms(&self) -> u64 {
-        self.started.elapsed().as_millis() as u64
+        self.started.elapsed_ms()
     }
 
     /// Applies a new metadata image: become leader or follower where it says so.
@@ -152,11 +182,23 @@ impl ReplicaManager {
                         continue;
                     }
                     let key = (t.name.clone(), p.index);
-                    let log = self.logs.open_partition(&t.name, p.index)?;
+                    let log = match self
+                        .logs
+                        .open_partition_with_id(&t.name, p.index, t.topic_id())
+                    {
+                        Ok(log) => log,
+                        // The log holds a deleted topic's data, not deleted yet (the broker's
+                        // registration is not in the image yet): take no role for it.
+                        Err(e @ LogError::InconsistentTopicId { .. }) => {
+                            tracing::debug!(topic = %t.name, partition = p.index, error = %e, "no role for a log of an older topic");
+                            continue;
+                        }
+                        Err(e) => return Err(e),
+                    };
                     if p.leader == self.node_id {
                         still_led.push(key.clone());
                         match leaders.get_mut(&key) {
-                            Some(st) if st.leader_epoch == p.leader_epoch => st.update(p),
+                            Some(st) if st.leader_epoch == p.leader_epoch => st.update(p, now),
                             _ => {
                                 tracing::info!(topic = %t.name, partition = p.index, epoch = p.leader_epoch, isr = ?p.isr, "became leader");
                                 let st = LeaderState::new(p, &log, now);
@@ -171,11 +213,16 @@ impl ReplicaManager {
                             }
                         }
                     } else if p.leader >= 0 {
+                        let throttled = !p.isr.contains(&self.node_id)
+                            && t.configs
+                                .get(throttle::REPLICAS_KEY)
+                                .is_some_and(|v| throttle::names(v, p.index, self.node_id));
                         followed.insert(
                             key,
                             Followed {
                                 leader: p.leader,
                                 leader_epoch: p.leader_epoch,
+                                throttled,
                             },
                         );
                     }
@@ -213,6 +260,7 @@ impl ReplicaManager {
             .filter(|b| b.fenced)
             .map(|b| b.id)
             .collect();
+        lock(&self.pacer).set_rate(throttle::rate(image, self.node_id), Instant::now());
         let leader_ids: Vec<i32> = followed.values().map(|f| f.leader).collect();
         self.followed.send_replace(followed);
         let mut loops = lock(&self.loops);
@@ -263,8 +311,13 @@ impl ReplicaManager {
         Ok(())
     }
 
-    /// Answers a follower's fetch, long-polling up to `max_wait_ms` when there is nothing new.
+    /// Answers a follower's fetch, long-polling up to `max_wait_ms` when there is nothing new:
+    /// sessionless (every partition named and answered), or in a fetch session
+    /// ([`super::session`]).
     pub async fn handle_fetch(&self, req: ReplicaFetchRequest) -> ReplicaFetchResponse {
+        if req.session.open || req.session.id != 0 {
+            return self.handle_session_fetch(req).await;
+        }
         let deadline = tokio::time::Instant::now() + Duration::from_millis(req.max_wait_ms);
         loop {
             // Register before reading, so an append in between is not missed: role changes
@@ -316,6 +369,7 @@ impl ReplicaManager {
                         log_start: -1,
                         diverging: None,
                         records: Default::default(),
+                    topic_id: 0,
                     };
                 };
                 if let Some(r) = ready.as_deref_mut() {
@@ -337,17 +391,207 @@ impl ReplicaManager {
             })
             .collect();
         drop(leaders);
-        ReplicaFetchResponse { partitions }
+        ReplicaFetchResponse {
+            partitions,
+            session: SessionAnswer::default(),
+        }
+    }
+
+    /// Opens the follower's session or checks and applies an incremental request's changes;
+    /// returns the session id.
+    fn begin_session(&self, req: &ReplicaFetchRequest) -> Result<u64, SessionError> {
+        let mut sessions = lock(&self.sessions);
+        if req.session.open {
+            let s = LeaderSession::open(&req.partitions);
+            let id = s.id;
+            sessions.insert(req.replica_id, s);
+            return Ok(id);
+        }
+        let s = sessions
+            .get_mut(&req.replica_id)
+            .filter(|s| s.id == req.session.id)
+            .ok_or(SessionError::NotFound)?;
+        if s.epoch != req.session.epoch {
+            return Err(SessionError::InvalidEpoch);
+        }
+        s.update(&req.partitions, &req.session.forgotten);
+        s.epoch = session::next_epoch(s.epoch);
+        Ok(s.id)
+    }
+
+    /// A fetch in a session: like the sessionless one, but the answer holds only the
+    /// partitions with something to say, and it long-polls until one has.
+    async fn handle_session_fetch(&self, req: ReplicaFetchRequest) -> ReplicaFetchResponse {
+        let id = match self.begin_session(&req) {
+            Ok(id) => id,
+            Err(e) => {
+                return ReplicaFetchResponse {
+                    partitions: Vec::new(),
+                    session: SessionAnswer {
+                        id: 0,
+                        error: Some(e),
+                    },
+                }
+            }
+        };
+        let answer = |partitions: Option<Vec<PartitionFetchResult>>| match partitions {
+            Some(partitions) => ReplicaFetchResponse {
+                partitions,
+                session: SessionAnswer { id, error: None },
+            },
+            // Replaced by a newer session of the same follower meanwhile.
+            None => ReplicaFetchResponse {
+                partitions: Vec::new(),
+                session: SessionAnswer {
+                    id: 0,
+                    error: Some(SessionError::NotFound),
+                },
+            },
+        };
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(req.max_wait_ms);
+        loop {
+            let notified = self.logs.appended().notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let mut ready = Readiness::new();
+            let parts = self.session_pass(&req, id, Some(&mut ready));
+            if parts.as_ref().is_none_or(|p| !p.is_empty())
+                || tokio::time::Instant::now() >= deadline
+            {
+                return answer(parts);
+            }
+            let woken = tokio::select! {
+                _ = &mut notified => true,
+                _ = ready.changed() => true,
+                _ = tokio::time::sleep_until(deadline) => false,
+            };
+            if !woken {
+                return answer(self.session_pass(&req, id, None));
+            }
+        }
+    }
+
+    /// One pass over a session's partitions: the results worth sending (`None`: the session
+    /// is gone). A partition the follower did not name, whose follower is caught up and whose
+    /// offsets did not move, only has the fetch recorded (for the ISR rules) — no read.
+    fn session_pass(
+        &self,
+        req: &ReplicaFetchRequest,
+        id: u64,
+        mut ready: Option<&mut Readiness>,
+    ) -> Option<Vec<PartitionFetchResult>> {
+        let now = self.now_ms();
+        let replica = req.replica_id;
+        let mut sessions = lock(&self.sessions);
+        let s = sessions.get_mut(&replica).filter(|s| s.id == id)?;
+        let mut leaders = lock(&self.leaders);
+        let mut budget = req.max_bytes.min(self.config.leader_response_max_bytes);
+        let partition_max = req.partition_max_bytes.min(budget);
+        let mut returned_any = false;
+        let mut out = Vec::new();
+        let mut served = Vec::new();
+        for key in &s.order {
+            let Some(e) = s.entries.get_mut(key) else {
+                continue;
+            };
+            let (Some(st), Some(log)) = (leaders.get_mut(key), self.logs.partition_at(key)) else {
+                out.push(PartitionFetchResult {
+                    topic: key.0.clone(),
+                    partition: key.1,
+                    refusal: Some(FetchRefusal::NotLeader),
+                    high_watermark: -1,
+                    log_start: -1,
+                    diverging: None,
+                    records: Default::default(),
+                    topic_id: 0,
+                });
+                continue;
+            };
+            if let Some(r) = ready.as_deref_mut() {
+                r.add(log.watch_log_end());
+            }
+            let o = log.offsets();
+            let idle = !e.fresh
+                && st.leader_epoch == e.fetch.leader_epoch
+                && o.log_end <= e.fetch.fetch_offset
+                && o.high_watermark == e.sent_high_watermark
+                && o.log_start == e.sent_log_start
+                && st.on_idle_fetch(
+                    replica,
+                    e.fetch.fetch_offset,
+                    o.log_end,
+                    o.high_watermark,
+                    now,
+                );
+            let mut r = if idle {
+                None
+            } else {
+                e.fresh = false;
+                let limit = partition_max.min(budget);
+                let r = st.on_fetch_limited(&log, replica, &e.fetch, limit, !returned_any, now);
+                returned_any |= !r.records.is_empty();
+                budget = budget.saturating_sub(r.records.len());
+                Some(r)
+            };
+            // A move wakes this partition's acks=all waits and consumers' long polls through
+            // its high-watermark watch (an ISR that shrank moves it without any new record).
+            match st.advance_high_watermark(&log) {
+                Ok(hw) => {
+                    if let Some(r) = r.as_mut() {
+                        if r.refusal.is_none() {
+                            r.high_watermark = hw;
+                        }
+                    }
+                    if r.is_none() && hw != e.sent_high_watermark {
+                        r = Some(PartitionFetchResult {
+                            topic: key.0.clone(),
+                            partition: key.1,
+                            refusal: None,
+                            high_watermark: hw,
+                            log_start: o.log_start,
+                            diverging: None,
+                            records: Default::default(),
+                            topic_id: log.topic_id().unwrap_or(0),
+                        });
+                    }
+                }
+                Err(err) => {
+                    tracing::error!(topic = %key.0, partition = key.1, error = %err, "cannot advance high watermark");
+                }
+            }
+            let Some(r) = r else {
+                continue;
+            };
+            let worth = !r.records.is_empty()
+                || r.refusal.is_some()
+                || r.diverging.is_some()
+                || r.high_watermark != e.sent_high_watermark
+                || r.log_start != e.sent_log_start;
+            if worth {
+                if r.refusal.is_none() && r.diverging.is_none() {
+                    e.sent_high_watermark = r.high_watermark;
+                    e.sent_log_start = r.log_start;
+                }
+                if !r.records.is_empty() {
+                    served.push(key.clone());
+                }
+                out.push(r);
+            }
+        }
+        drop(leaders);
+        s.served_last(&served);
+        Some(out)
     }
 
     /// ISR changes this broker wants as leader right now.
     pub fn wanted_isr_changes(&self) -> Vec<MetadataCommand> {
         let now = self.now_ms();
         let fenced = lock(&self.fenced).clone();
-        let leaders = lock(&self.leaders);
+        let mut leaders = lock(&self.leaders);
         leaders
-            .iter()
+            .iter_mut()
             .filter_map(|((topic, partition), st)| {
+                st.prune_joining(now, self.config.lag_time_max_ms, |b| !fenced.contains(&b));
                 let log = self.logs.partition(topic, *partition)?;
                 let isr = st.wanted_isr(&log, now, self.config.lag_time_max_ms, |b| {
                     !fenced.contains(&b)
@@ -403,6 +647,7 @@ impl ReplicaManager {
     ) {
         let mut rx = self.followed.subscribe();
         let backoff = Duration::from_millis(self.config.fetch_backoff_ms);
+        let mut session = FollowerSession::default();
         loop {
             if shutdown.is_cancelled() {
                 return;
@@ -419,29 +664,74 @@ impl ReplicaManager {
                     _ = rx.changed() => continue,
                 }
             }
-            let partitions = mine
+            // Throttled partitions sit out while the quota is spent.
+            let pause = lock(&self.pacer).wait(Instant::now());
+            let now: Vec<(Key, FetchState)> = mine
                 .iter()
-                .filter_map(|((topic, p), f)| {
-                    let log = self.logs.partition(topic, *p)?;
-                    Some(follower::next_fetch(&log, topic, *p, f.leader_epoch))
+                .filter(|(_, f)| !f.throttled || pause.is_zero())
+                .filter_map(|(key, f)| {
+                    let log = self.logs.partition_at(key)?;
+                    Some((key.clone(), follower::fetch_state(&log, f.leader_epoch)))
                 })
                 .collect();
+            if now.is_empty() && !pause.is_zero() {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = rx.changed() => {}
+                    _ = tokio::time::sleep(pause) => {}
+                }
+                continue;
+            }
+            let throttled: Vec<Key> = mine
+                .iter()
+                .filter(|(_, f)| f.throttled)
+                .map(|(k, _)| k.clone())
+                .collect();
+            let (fields, partitions) = session.next(now);
+            let opened = fields.open;
             let req = ReplicaFetchRequest {
                 replica_id: self.node_id,
                 max_wait_ms: self.config.fetch_wait_max_ms,
                 max_bytes: self.config.fetch_response_max_bytes,
                 partition_max_bytes: self.config.fetch_max_bytes,
                 partitions,
+                session: fields,
             };
             let resp = tokio::select! {
                 _ = shutdown.cancelled() => return,
-                // A leadership change interrupts a long poll so the next request is current.
-                _ = rx.changed() => continue,
+                // A leadership change interrupts a long poll so the next request is current;
+                // the leader may have taken the request, so the session starts over.
+                _ = rx.changed() => {
+                    session.reset();
+                    continue;
+                }
                 r = transport.fetch(leader, req) => r,
             };
             let mut refused = false;
             match resp {
+                Ok(resp) if resp.session.error.is_some() => {
+                    // Open a new session at once (the leader restarted or lost track).
+                    tracing::debug!(leader, error = ?resp.session.error, "fetch session refused");
+                    session.reset();
+                }
                 Ok(resp) => {
+                    session.answered(resp.session.id, opened);
+                    for r in &resp.partitions {
+                        if r.refusal.is_some() || r.diverging.is_some() {
+                            session.resend(&(r.topic.clone(), r.partition));
+                        }
+                    }
+                    let paid: usize = resp
+                        .partitions
+                        .iter()
+                        .filter(|r| {
+                            throttled
+                                .iter()
+                                .any(|(t, p)| *t == r.topic && *p == r.partition)
+                        })
+                        .map(|r| r.records.len())
+                        .sum();
+                    lock(&self.pacer).spent(paid, Instant::now());
                     // Whether this response changed the local log (records or truncation).
                     let wrote = resp.partitions.iter().any(|r| !r.records.is_empty())
                         || resp.partitions.iter().any(|r| r.diverging.is_some());
@@ -501,6 +791,7 @@ impl ReplicaManager {
                 }
                 Err(e) => {
                     tracing::debug!(leader, error = %e, "replica fetch failed");
+                    session.reset();
                     refused = true;
                 }
             }

@@ -1,5 +1,6 @@
-//! Authentication of the inter-broker gRPC port with the cluster secret
-//! (`inter.broker.secret`).
+//! Authentication of the inter-broker gRPC port: the cluster secret
+//! (`inter.broker.secret`) and, with `security.inter.broker.protocol=SSL`, the broker
+//! certificate of the connection (see [`super::tls`]); either or both.
 //!
 //! Every call carries, in the `x-raftka-auth` metadata entry, a token
 //! `<node id>.<unix ms>.<nonce>.<mac>` where `mac` is HMAC-SHA256 with the secret over the
@@ -9,21 +10,25 @@
 //! is what the services compare with the ids a request names (a heartbeat for broker 3 only
 //! from broker 3): a plain id field is never trusted on its own.
 //!
-//! Without a secret, [`RpcAuth::verify`] accepts every call and proves no identity (the
-//! laptop default; the broker warns at startup). The request bodies are not signed and
-//! nothing is encrypted: someone who can alter traffic between brokers is not stopped —
-//! that needs TLS between brokers, which raftka does not offer yet.
+//! With mutual TLS, the connection's certificate proves the caller's broker id (the
+//! [`PeerBroker`] the TLS layer attached to the request); with both, the token must name the
+//! same broker as the certificate. With neither, [`RpcAuth::verify`] accepts every call and
+//! proves no identity (the laptop default; the broker warns at startup). The secret alone
+//! signs no request body and encrypts nothing: someone who can alter traffic between brokers
+//! is stopped only by TLS.
 //!
-//! May depend on: tonic, hmac/sha2. Nothing else in the crate.
+//! May depend on: tonic, hmac/sha2, [`super::tls`]. Nothing else in the crate.
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use tonic::{Request, Status};
+
+use super::tls::{InterBrokerTls, PeerBroker};
 
 /// The metadata entry holding the token.
 pub const HEADER: &str = "x-raftka-auth";
@@ -44,6 +49,9 @@ pub mod method {
     pub const CLIENT_WRITE: &str = "raft.ClientWrite";
     pub const HEARTBEAT: &str = "cluster.Heartbeat";
     pub const REPLICA_FETCH: &str = "cluster.ReplicaFetch";
+    pub const QUORUM_ADMIN: &str = "cluster.QuorumAdmin";
+    pub const WRITE_TXN_MARKERS: &str = "cluster.WriteTxnMarkers";
+    pub const VERIFY_TXN_PARTITIONS: &str = "cluster.VerifyTxnPartitions";
 }
 
 /// Signs outgoing calls of one broker and verifies incoming ones.
@@ -51,6 +59,8 @@ pub struct RpcAuth {
     /// This broker's node id (the identity its tokens claim).
     node_id: u64,
     secret: Option<Vec<u8>>,
+    /// Mutual TLS between brokers (`security.inter.broker.protocol=SSL`).
+    tls: Option<Arc<InterBrokerTls>>,
     replay: Mutex<Replay>,
     /// When a refusal was last logged (unix ms), to log at most one a second.
     last_warn_ms: AtomicU64,
@@ -61,6 +71,7 @@ impl std::fmt::Debug for RpcAuth {
         f.debug_struct("RpcAuth")
             .field("node_id", &self.node_id)
             .field("secret", &self.secret.as_ref().map(|_| "<redacted>"))
+            .field("tls", &self.tls.is_some())
             .finish()
     }
 }
@@ -107,11 +118,9 @@ pub enum AuthError {
     Replayed,
 }
 
+/// The wall clock in milliseconds (tokens carry wall-clock times: brokers compare them).
 fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+    crate::clock::unix_ms().max(0) as u64
 }
 
 fn mac(secret: &[u8], node: u64, method: &str, ts: u64, nonce: &[u8; 16]) -> Hmac<Sha256> {
@@ -147,14 +156,31 @@ impl RpcAuth {
         Self {
             node_id,
             secret,
+            tls: None,
             replay: Mutex::new(Replay::default()),
             last_warn_ms: AtomicU64::new(0),
         }
     }
 
-    /// Whether calls are authenticated.
+    /// Also requires (and, as a client, uses) mutual TLS with `tls`.
+    pub fn with_tls(mut self, tls: Arc<InterBrokerTls>) -> Self {
+        self.tls = Some(tls);
+        self
+    }
+
+    /// Whether calls are authenticated (by the secret, a certificate, or both).
     pub fn enabled(&self) -> bool {
+        self.secret.is_some() || self.tls.is_some()
+    }
+
+    /// Whether the cluster secret is set.
+    pub fn has_secret(&self) -> bool {
         self.secret.is_some()
+    }
+
+    /// The mutual TLS of the inter-broker port, when on.
+    pub fn tls(&self) -> Option<&Arc<InterBrokerTls>> {
+        self.tls.as_ref()
     }
 
     /// A token for a call of `method` by this broker, made now.
@@ -184,15 +210,44 @@ impl RpcAuth {
     /// Checks the token of an incoming call of `method`: `Ok(Some(node))` with the node id it
     /// proves, `Ok(None)` when no secret is configured (nothing proven), UNAUTHENTICATED
     /// otherwise.
+    ///
+    /// With mutual TLS the node is the one the connection's certificate names; with a secret
+    /// as well, the token must name that same node (PERMISSION_DENIED otherwise).
     pub fn verify<T>(&self, req: &Request<T>, method: &str) -> Result<Option<u64>, Status> {
-        let Some(secret) = &self.secret else {
-            return Ok(None);
+        let certified = match &self.tls {
+            None => None,
+            Some(_) => match req.extensions().get::<PeerBroker>() {
+                Some(p) => Some(p.node),
+                None => {
+                    // Only a connection that skipped the TLS layer gets here (a bug, never a
+                    // client: the listener speaks nothing but TLS).
+                    return Err(Status::unauthenticated(format!(
+                        "broker {} refuses {method}: no broker certificate on the connection",
+                        self.node_id
+                    )));
+                }
+            },
         };
-        let token = req.metadata().get(HEADER).and_then(|v| v.to_str().ok());
-        self.check(secret, token, method).map(Some).map_err(|e| {
-            self.warn_refusal(method, &e);
-            Status::unauthenticated(format!("broker {} refuses {method}: {e}", self.node_id))
-        })
+        let signed = match &self.secret {
+            None => None,
+            Some(secret) => {
+                let token = req.metadata().get(HEADER).and_then(|v| v.to_str().ok());
+                Some(self.check(secret, token, method).map_err(|e| {
+                    self.warn_refusal(method, &e);
+                    Status::unauthenticated(format!(
+                        "broker {} refuses {method}: {e}",
+                        self.node_id
+                    ))
+                })?)
+            }
+        };
+        match (certified, signed) {
+            (Some(c), Some(s)) if c != s => Err(Status::permission_denied(format!(
+                "broker {} refuses {method}: the connection's certificate names broker {c} but                  the token broker {s}",
+                self.node_id
+            ))),
+            (c, s) => Ok(c.or(s)),
+        }
     }
 
     fn check(&self, secret: &[u8], token: Option<&str>, method: &str) -> Result<u64, AuthError> {
@@ -252,8 +307,8 @@ impl RpcAuth {
     }
 }
 
-/// Refuses a request that names `claimed` as its sender when the token proved `proven`
-/// (PERMISSION_DENIED); anything goes without a secret (`proven` is `None`).
+/// Refuses a request that names `claimed` as its sender when the token or certificate proved
+/// `proven` (PERMISSION_DENIED); anything goes without either (`proven` is `None`).
 pub fn same_sender(proven: Option<u64>, claimed: i64, what: &str) -> Result<(), Status> {
     match proven {
         Some(p) if i64::try_from(p).ok() != Some(claimed) => Err(Status::permission_denied(

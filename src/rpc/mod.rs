@@ -1,6 +1,9 @@
 //! gRPC between brokers (tonic 0.14 + prost, services in `proto/raftka.proto`).
 //!
-//! - [`auth`]: the cluster-secret token every call carries, and its checks.
+//! - [`auth`]: the cluster-secret token every call carries, and its checks (token and
+//!   certificate).
+//! - [`tls`]: mutual TLS between brokers: the broker identity in a certificate, the TLS
+//!   listener and the TLS connector of the channels.
 //! - [`server`]: the `Raft` service, which hands each RPC to the local openraft node.
 //! - [`cluster`]: the `Cluster` service (heartbeats, replica fetch) and its clients.
 //! - [`network`]: openraft's `RaftNetworkFactory`/`RaftNetwork` over one long-lived, lazily
@@ -9,13 +12,15 @@
 //! openraft's messages travel as JSON in `bytes` fields (see the .proto for why); protobuf
 //! types stay inside this module.
 //!
-//! May depend on: `raft` (types), `metadata` (through them). `metadata` and `raft` never
-//! depend on `rpc`.
+//! May depend on: `raft` (types), `metadata` (through them), `config` and `security::tls`
+//! (the TLS files, in `tls`), `replication` and `txn::markers` (the plain structs the
+//! `Cluster` service converts to and from). `metadata` and `raft` never depend on `rpc`.
 
 pub mod auth;
 pub mod cluster;
 pub mod network;
 pub mod server;
+pub mod tls;
 
 /// Code generated from `proto/raftka.proto` (package `raftka.v1`).
 #[allow(clippy::all, clippy::pedantic, missing_docs)]

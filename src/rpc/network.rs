@@ -52,7 +52,7 @@ pub struct Peers {
     states: Arc<Mutex<HashMap<NodeId, PeerState>>>,
     /// Bound on establishing a TCP + HTTP/2 connection.
     connect_timeout: Duration,
-    /// Signs every call with the cluster secret.
+    /// Signs every call with the cluster secret; dials over mutual TLS when it has it.
     auth: Arc<RpcAuth>,
 }
 
@@ -151,17 +151,20 @@ impl Peers {
         }
         let client = Endpoint::from_shared(format!("http://{addr}"))
             .map_err(|e| format!("invalid raft address '{addr}' of node {target}: {e}"))
-            .map(|ep| {
-                let channel = ep
+            .and_then(|ep| {
+                let ep = ep
                     .connect_timeout(self.connect_timeout)
                     .tcp_nodelay(true)
                     .http2_keep_alive_interval(Duration::from_secs(5))
                     .keep_alive_timeout(Duration::from_secs(5))
-                    .keep_alive_while_idle(true)
-                    .connect_lazy();
-                RaftClient::new(channel)
+                    .keep_alive_while_idle(true);
+                let channel = match self.auth.tls() {
+                    Some(tls) => super::tls::channel(ep, tls, target)?,
+                    None => ep.connect_lazy(),
+                };
+                Ok(RaftClient::new(channel)
                     .max_decoding_message_size(MAX_MESSAGE_BYTES)
-                    .max_encoding_message_size(MAX_MESSAGE_BYTES)
+                    .max_encoding_message_size(MAX_MESSAGE_BYTES))
             });
         peers.insert(
             target,

@@ -11,8 +11,10 @@
 //! against `controller.quorum.voters`. Learners still receive the log: they are senders of
 //! nothing but `ClientWrite`, which any member may forward.
 //!
-//! With `inter.broker.secret` set, every call must carry a token proving its sender (see
-//! [`super::auth`]), and the node id a request names as its sender must be the proven one.
+//! With `inter.broker.secret` set, every call must carry a token proving its sender, and with
+//! `security.inter.broker.protocol=SSL` the connection's certificate proves it (see
+//! [`super::auth`], [`super::tls`]); the node id a request names as its sender must be the
+//! proven one.
 //! `ClientWrite` is taken only from members of the quorum (voters and learners), and a
 //! command that speaks for a broker (its registration, its ISR changes as leader) only from
 //! that broker.
@@ -73,7 +75,7 @@ impl RaftService {
     }
 
     /// Refuses a forwarded command from a node that is not a member, or (when the sender is
-    /// `proven` by the cluster secret) that speaks for another broker.
+    /// `proven` by the cluster secret or its certificate) that speaks for another broker.
     fn check_client_write(&self, from: NodeId, proven: bool, cmd: &Command) -> Result<(), Status> {
         if !self.is_member(from) {
             return Err(Status::permission_denied(format!(
@@ -222,20 +224,34 @@ impl RaftRpc for RaftService {
     }
 }
 
-/// Serves `service` on `listener` until `shutdown` is cancelled.
+/// Serves `service` on `listener` until `shutdown` is cancelled: over mutual TLS when the
+/// service's [`RpcAuth`] has it (only connections with a broker certificate reach the
+/// services), else in plain HTTP/2.
 pub async fn serve(
     listener: TcpListener,
     service: RaftService,
     cluster: Option<super::cluster::ClusterService>,
     shutdown: CancellationToken,
 ) -> Result<(), tonic::transport::Error> {
-    tonic::transport::Server::builder()
+    let tls = service.auth.tls().cloned();
+    let router = tonic::transport::Server::builder()
         .tcp_nodelay(true)
         .add_service(service.into_server())
-        .add_optional_service(cluster.map(|c| c.into_server()))
-        .serve_with_incoming_shutdown(
-            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
-            shutdown.cancelled_owned(),
-        )
-        .await
+        .add_optional_service(cluster.map(|c| c.into_server()));
+    match tls {
+        Some(tls) => {
+            let incoming = super::tls::incoming(listener, tls, shutdown.clone());
+            router
+                .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned())
+                .await
+        }
+        None => {
+            router
+                .serve_with_incoming_shutdown(
+                    tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+                    shutdown.cancelled_owned(),
+                )
+                .await
+        }
+    }
 }

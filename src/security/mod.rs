@@ -6,10 +6,12 @@
 //! `principal`, `acl`, `authorizer`, `plain` and `scram` depend on nothing else in the crate,
 //! so the connection layer (which authenticates), the API handlers (which authorize) and the
 //! metadata image (which stores ACLs and SCRAM credentials) can all use them; `tls` and `sasl`
-//! also read their settings from `config`.
+//! also read their settings from `config`, and [`exposure`] (what the settings leave open,
+//! warned about at startup) reads nothing else.
 
 pub mod acl;
 pub mod authorizer;
+pub mod exposure;
 pub mod plain;
 pub mod principal;
 pub mod sasl;

@@ -60,7 +60,8 @@ struct Loaded {
     checked: Instant,
 }
 
-type FileStamp = Option<(SystemTime, u64)>;
+/// What [`stamps`] records of one file (`None`: unreadable).
+pub type FileStamp = Option<(SystemTime, u64)>;
 
 impl TlsSource {
     /// Loads the files once; fails when they are missing or unusable (the broker does not
@@ -108,7 +109,8 @@ fn files(s: &SslConfig) -> Vec<&Path> {
         .collect()
 }
 
-fn stamps(s: &SslConfig) -> Vec<FileStamp> {
+/// Modification time and size of each PEM file the settings name (a change triggers a reload).
+pub fn stamps(s: &SslConfig) -> Vec<FileStamp> {
     files(s)
         .into_iter()
         .map(|p| {
@@ -188,10 +190,14 @@ fn key(
     })
 }
 
-/// Builds the rustls server config from the files.
-pub fn build(s: &SslConfig) -> Result<Arc<ServerConfig>, TlsError> {
+/// The broker's private key and certificate chain from `ssl.keystore.location`, or from
+/// `ssl.key.location` with `ssl.certificate.location` (also used by the inter-broker port's
+/// mutual TLS, `rpc::tls`).
+pub fn load_identity(
+    s: &SslConfig,
+) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), TlsError> {
     let password = s.key_password.as_deref();
-    let (chain, key) = match (&s.keystore, &s.key, &s.certificate) {
+    Ok(match (&s.keystore, &s.key, &s.certificate) {
         (Some(store), _, _) => {
             let pem = read("ssl.keystore.location", store)?;
             (
@@ -213,7 +219,24 @@ pub fn build(s: &SslConfig) -> Result<Arc<ServerConfig>, TlsError> {
             )?,
         ),
         _ => return Err(TlsError::NoKey),
-    };
+    })
+}
+
+/// The CA certificates of `ssl.truststore.location` (the file at `trust`).
+pub fn load_roots(trust: &Path) -> Result<RootCertStore, TlsError> {
+    let pem = read("ssl.truststore.location", trust)?;
+    let mut roots = RootCertStore::empty();
+    for c in certs("ssl.truststore.location", trust, &pem)? {
+        roots
+            .add(c)
+            .map_err(|e| TlsError::Rustls(format!("CA in {}: {e}", trust.display())))?;
+    }
+    Ok(roots)
+}
+
+/// Builds the rustls server config from the files.
+pub fn build(s: &SslConfig) -> Result<Arc<ServerConfig>, TlsError> {
+    let (chain, key) = load_identity(s)?;
     let provider = Arc::new(default_provider());
     let builder = ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
@@ -222,13 +245,7 @@ pub fn build(s: &SslConfig) -> Result<Arc<ServerConfig>, TlsError> {
     let builder = match (&s.truststore, auth) {
         (_, ClientAuth::None) | (None, _) => builder.with_no_client_auth(),
         (Some(trust), auth) => {
-            let pem = read("ssl.truststore.location", trust)?;
-            let mut roots = RootCertStore::empty();
-            for c in certs("ssl.truststore.location", trust, &pem)? {
-                roots
-                    .add(c)
-                    .map_err(|e| TlsError::Rustls(format!("CA in {}: {e}", trust.display())))?;
-            }
+            let roots = load_roots(trust)?;
             let mut v = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
             if auth == ClientAuth::Requested {
                 v = v.allow_unauthenticated();

@@ -30,7 +30,7 @@ use bytes::Bytes;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::log::{LogError, LogStore, PartitionLog};
+use crate::log::{LogError, LogStore, PartitionLog, TxnMarker};
 use crate::replication::manager::ReplicaManager;
 
 pub use policy::TopicPolicy;
@@ -82,15 +82,74 @@ pub struct Appended {
     pub commit: PendingCommit,
 }
 
+/// Told about every transaction marker this broker writes as a leader (the offsets store
+/// applies or drops the producer's pending transactional offsets of `__consumer_offsets`).
+pub trait MarkerListener: Send + Sync {
+    /// `marker` was appended to `topic`-`partition` at `offset` (not yet committed: the
+    /// listener waits for the high watermark as for any write).
+    fn marker_written(&self, topic: &str, partition: i32, offset: i64, marker: &TxnMarker);
+}
+
 /// See the module documentation.
 pub struct PartitionWriter {
     logs: Arc<LogStore>,
     replication: Arc<ReplicaManager>,
+    markers: std::sync::RwLock<Option<Arc<dyn MarkerListener>>>,
 }
 
 impl PartitionWriter {
     pub fn new(logs: Arc<LogStore>, replication: Arc<ReplicaManager>) -> Self {
-        Self { logs, replication }
+        Self {
+            logs,
+            replication,
+            markers: std::sync::RwLock::new(None),
+        }
+    }
+
+    /// Sets who is told about written transaction markers.
+    pub fn set_marker_listener(&self, listener: Arc<dyn MarkerListener>) {
+        *self.markers.write().unwrap_or_else(|p| p.into_inner()) = Some(listener);
+    }
+
+    /// Appends the transaction marker `marker` as the leader of the partition in
+    /// `leader_epoch` (Kafka's control batch; see `log::txn`), ending the producer's
+    /// transaction in the partition, and moves the high watermark as far as the ISR allows.
+    /// The caller then awaits [`Self::make_durable`] and [`Self::wait_committed`] as Produce
+    /// does. A marker of an older producer epoch answers `LogError::InvalidProducerEpoch`, one
+    /// from an older coordinator epoch `LogError::CoordinatorFenced`. On `__consumer_offsets`
+    /// the marker listener applies (commit) or drops (abort) the producer's pending
+    /// transactional offsets. Blocking (a sled write).
+    pub fn write_txn_marker(
+        &self,
+        topic: &str,
+        partition: i32,
+        leader_epoch: i32,
+        marker: TxnMarker,
+    ) -> Result<Appended, WriteError> {
+        let (log, term) = self.leading(topic, partition, leader_epoch)?;
+        let out = log.append_txn_marker(marker, leader_epoch, false)?;
+        if let Some(l) = self
+            .markers
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+        {
+            l.marker_written(topic, partition, out.base_offset, &marker);
+        }
+        self.replication.after_leader_append(topic, partition)?;
+        Ok(Appended {
+            base_offset: out.base_offset,
+            log_start: out.log_start,
+            log_end: out.log_end,
+            duplicate: false,
+            commit: PendingCommit {
+                topic: topic.to_string(),
+                partition,
+                log,
+                end: out.log_end,
+                term,
+            },
+        })
     }
 
     /// The log of a partition this broker leads in `leader_epoch`, with the term of that
@@ -126,8 +185,21 @@ impl PartitionWriter {
         leader_epoch: i32,
         batches: &[Bytes],
     ) -> Result<Appended, WriteError> {
+        self.append_verified(topic, partition, leader_epoch, batches, None)
+    }
+
+    /// [`Self::append`] for a Produce with a transactional id: `verified` holds the KIP-890
+    /// guards its verification took (see [`PartitionLog::append_as_leader_verified`]).
+    pub fn append_verified(
+        &self,
+        topic: &str,
+        partition: i32,
+        leader_epoch: i32,
+        batches: &[Bytes],
+        verified: Option<&[crate::log::txn::VerificationGuard]>,
+    ) -> Result<Appended, WriteError> {
         let (log, term) = self.leading(topic, partition, leader_epoch)?;
-        let out = log.append_as_leader(batches, leader_epoch, false)?;
+        let out = log.append_as_leader_verified(batches, leader_epoch, false, verified)?;
         self.replication.after_leader_append(topic, partition)?;
         Ok(Appended {
             base_offset: out.base_offset,
@@ -202,21 +274,10 @@ impl PartitionWriter {
 mod tests {
     use super::*;
     use crate::log::batch::tests::make_batch;
-    use crate::metadata::{BrokerMeta, ClusterImage, MetadataCommand};
-    use crate::replication::manager::{BoxFuture, ReplicaTransport, ReplicationConfig};
-    use crate::replication::{PartitionFetch, ReplicaFetchRequest, ReplicaFetchResponse};
+    use crate::metadata::ClusterImage;
+    use crate::replication::manager::{NoPeers, ReplicaTransport, ReplicationConfig};
+    use crate::replication::{PartitionFetch, ReplicaFetchRequest};
     use std::time::Duration;
-
-    struct NoPeers;
-    impl ReplicaTransport for NoPeers {
-        fn fetch(
-            &self,
-            _leader: i32,
-            _req: ReplicaFetchRequest,
-        ) -> BoxFuture<'_, Result<ReplicaFetchResponse, String>> {
-            Box::pin(async { Err("no peers in this test".to_string()) })
-        }
-    }
 
     struct Setup {
         writer: PartitionWriter,
@@ -231,27 +292,8 @@ mod tests {
     fn setup() -> Setup {
         let db = sled::Config::new().temporary(true).open().unwrap();
         let logs = Arc::new(LogStore::with_db(db.clone(), u64::MAX));
-        let mut image = ClusterImage::default();
-        for id in 1..=2 {
-            image
-                .apply(&MetadataCommand::RegisterBroker(BrokerMeta {
-                    id,
-                    host: "127.0.0.1".into(),
-                    port: 0,
-                    rack: None,
-                    fenced: false,
-                    incarnation: 0,
-                    endpoints: Vec::new(),
-                }))
-                .unwrap();
-        }
-        image
-            .apply(&MetadataCommand::CreateTopic {
-                name: "t".into(),
-                assignments: vec![vec![1, 2]],
-                configs: Default::default(),
-                id: 0,
-            })
+        let image = ClusterImage::with_brokers([1, 2])
+            .with_topic("t", vec![vec![1, 2]])
             .unwrap();
         let replication = ReplicaManager::new(1, ReplicationConfig::default(), logs.clone());
         let transport: Arc<dyn ReplicaTransport> = Arc::new(NoPeers);
@@ -300,7 +342,9 @@ mod tests {
                         leader_epoch: e,
                         fetch_offset: 3,
                         last_fetched_epoch: e,
+                        topic_id: 0,
                     }],
+                    session: Default::default(),
                 })
                 .await;
         };

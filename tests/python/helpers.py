@@ -6,6 +6,8 @@ import uuid
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
+from raftkit import clients, kafkameta
+from raftkit.wait import wait_until as _wait_until
 
 CODECS = ["none", "gzip", "snappy", "lz4", "zstd"]
 WAIT = 20.0
@@ -16,19 +18,8 @@ def topic_name(prefix="t"):
 
 
 def wait_until(pred, timeout=WAIT, interval=0.05, what="condition"):
-    """Polls pred() until it returns something truthy; returns that value."""
-    deadline = time.monotonic() + timeout
-    last_exc = None
-    while True:
-        try:
-            value = pred()
-            if value:
-                return value
-        except Exception as e:  # noqa: BLE001 - reported below if it never succeeds
-            last_exc = e
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}; last error: {last_exc!r}")
-        time.sleep(interval)
+    """Polls pred() until it returns something truthy; returns that value (raftkit.wait)."""
+    return _wait_until(pred, timeout, what, interval=interval)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -36,7 +27,7 @@ def wait_until(pred, timeout=WAIT, interval=0.05, what="condition"):
 
 
 def admin(bootstrap, **conf):
-    return AdminClient({"bootstrap.servers": bootstrap, **conf})
+    return AdminClient(clients.admin_conf(bootstrap, **conf))
 
 
 def create_topic(bootstrap, name, partitions=1, config=None, replication_factor=1):
@@ -70,9 +61,7 @@ def wait_for_topic(bootstrap, name, partitions=None):
 
 
 def producer(bootstrap, **conf):
-    base = {"bootstrap.servers": bootstrap, "linger.ms": 5, "message.timeout.ms": 15000}
-    base.update(conf)
-    return Producer(base)
+    return Producer(clients.producer_conf(bootstrap, **conf))
 
 
 def produce_all(p, topic, records, timeout=WAIT):
@@ -110,19 +99,9 @@ def produce_all(p, topic, records, timeout=WAIT):
 
 
 def consumer(bootstrap, **conf):
-    base = {
-        "bootstrap.servers": bootstrap,
-        # confluent-kafka refuses to create a consumer without group.id; it is never used:
-        # partitions are assign()ed and nothing is committed.
-        "group.id": f"unused-{uuid.uuid4().hex[:8]}",
-        "enable.auto.commit": False,
-        "enable.auto.offset.store": False,
-        "enable.partition.eof": False,
-        "auto.offset.reset": "error",
-        "fetch.wait.max.ms": 100,
-    }
-    base.update(conf)
-    return Consumer(base)
+    # confluent-kafka refuses to create a consumer without group.id; it is never used:
+    # partitions are assign()ed and nothing is committed.
+    return Consumer(clients.consumer_conf(bootstrap, f"unused-{uuid.uuid4().hex[:8]}", **conf))
 
 
 def high_watermarks(bootstrap, topic, partitions):
@@ -229,25 +208,6 @@ def raw_request(bootstrap, req, resp_cls, version, timeout=10.0):
     """Sends one kafka-python protocol request object to the first bootstrap broker over a
     fresh connection and returns the decoded response: no retries, no routing, so a test sees
     exactly what the broker answers to exactly this API version."""
-    import socket
-    import struct
-
-    host, port = bootstrap.split(",")[0].rsplit(":", 1)
-    req.with_header(correlation_id=7, client_id="raftka-tests-raw")
-    data = req.encode(version=version, header=True, framed=True)
-
-    def recv_exact(s, n):
-        buf = b""
-        while len(buf) < n:
-            chunk = s.recv(n - len(buf))
-            if not chunk:
-                raise ConnectionError("broker closed the connection")
-            buf += chunk
-        return buf
-
-    with socket.create_connection((host, int(port)), timeout=timeout) as s:
-        s.settimeout(timeout)
-        s.sendall(data)
-        size = struct.unpack(">i", recv_exact(s, 4))[0]
-        body = recv_exact(s, size)
-    return resp_cls.decode(body, version=version, header=True)
+    address = bootstrap.split(",")[0]
+    return kafkameta.request(address, req, version, timeout=timeout, resp_cls=resp_cls,
+                             client_id="raftka-tests-raw", correlation_id=7)

@@ -21,13 +21,11 @@ import sys
 from pathlib import Path
 
 import pytest
-
-REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO / "scripts" / "chaos"))
-
-from chaoslib import checker  # noqa: E402
-from chaoslib.backends import DockerBackend, IptablesPartitioner  # noqa: E402
-from chaoslib.history import (  # noqa: E402
+from raftkit import REPO
+from raftkit.chaos import checker
+from raftkit.chaos.backends import DockerBackend, IptablesPartitioner
+from raftkit.docker import ComposeCluster
+from raftkit.chaos.history import (
     Ack,
     Assign,
     CommitAttempt,
@@ -318,13 +316,13 @@ def test_every_violation_kind_has_a_test():
 # the docker backend's commands (no docker needed)
 
 
-class FakeDocker(DockerBackend):
-    """DockerBackend with `docker` answered from a script instead of the engine."""
+class FakeCompose(ComposeCluster):
+    """ComposeCluster with `docker` answered from a script instead of the engine."""
 
-    def __init__(self, **kw):
+    def __init__(self, *a, **kw):
         self.calls = []
         self.states = {"cid1": "running", "cid2": "running", "cid3": "running"}
-        super().__init__("127.0.0.1:19092,127.0.0.1:19093,127.0.0.1:19094", log=lambda m: None, **kw)
+        super().__init__(*a, **kw)
 
     def docker(self, *args, check=True, timeout=120):
         self.calls.append(args)
@@ -348,8 +346,19 @@ class FakeDocker(DockerBackend):
             self.states[args[1]] = "running"
         return subprocess.CompletedProcess(args, 0, out, "")
 
-    def _wait_answers(self, b, timeout=120):
+    def wait_answers(self, b, timeout=120):
         pass
+
+
+class FakeDocker(DockerBackend):
+    """DockerBackend over FakeCompose."""
+
+    compose_class = FakeCompose
+
+    def __init__(self, **kw):
+        super().__init__("127.0.0.1:19092,127.0.0.1:19093,127.0.0.1:19094", log=lambda m: None, **kw)
+        self.calls = self.compose.calls
+        self.states = self.compose.states
 
 
 def test_docker_backend_commands():

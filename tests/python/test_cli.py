@@ -167,7 +167,7 @@ def test_chaos_scripts_ask_for_their_python_client():
 
     from cli import REPO
 
-    for script, args in (("cluster_state.py", ["show"]), ("verify", ["--duration", "1"])):
+    for script, args in (("state", []), ("kill-broker", ["2"]), ("verify", ["--duration", "1"])):
         proc = subprocess.run([sys.executable, "-S", str(REPO / "scripts" / "chaos" / script), *args],
                               capture_output=True, text=True, timeout=30)
         assert proc.returncode != 0

@@ -513,3 +513,13 @@ def test_secrets_are_not_described(broker):
     assert entries["ssl.client.auth"].value == "required"
     log = broker.log()
     assert ADMIN_PW not in log and "alice-secret" not in log
+
+
+def test_startup_warns_once_about_what_is_open(broker):
+    """One WARN line at startup names the PLAINTEXT listener (SASL and required-certificate
+    listeners authenticate) and the missing authorizer."""
+    lines = [line for line in broker.log().splitlines() if "SECURITY IS OFF" in line]
+    assert len(lines) == 1, lines
+    assert "WARN" in lines[0] and "PLAINTEXT" in lines[0] and "authorizer" in lines[0], lines[0]
+    for authenticated in ("SASL_SSL (", "SASL_PLAINTEXT (", "listener SSL ("):
+        assert authenticated not in lines[0], lines[0]

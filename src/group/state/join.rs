@@ -232,6 +232,8 @@ impl Group {
             // its previous assignment back. As Kafka does, the answer names the *old* leader
             // id when the leader itself restarted, so the client does not take itself for the
             // leader and compute an assignment that a Stable group would never hand out.
+            // The new member id must survive a coordinator move: persist the group again.
+            self.dirty = true;
             let mut r = self.generation_response(&new_id, false);
             if was_leader {
                 r.leader = old_id.to_string();
@@ -421,6 +423,7 @@ impl Group {
             self.protocol_name = None;
             self.leader = None;
             self.state = GroupState::Empty;
+            self.dirty = true;
             return;
         }
         self.protocol_name = Some(self.select_protocol());

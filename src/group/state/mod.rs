@@ -23,13 +23,16 @@
 //!
 //! The request and answer types are in [`crate::group::messages`]; the steps are split by
 //! concern: `join` (JoinGroup and the join phase), `sync` (SyncGroup and assignments),
-//! `liveness` (heartbeats, leaving, commits' membership check, timers).
+//! `liveness` (heartbeats, leaving, commits' membership check, timers), `persist` (the
+//! group as its metadata record stores it, and a group restored from one).
 
 mod join;
 mod liveness;
+mod persist;
 mod sync;
 #[cfg(test)]
 mod tests;
+mod txn;
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::time::Duration;
@@ -114,6 +117,12 @@ pub struct Group {
     /// After a join phase: members that must send SyncGroup by `sync_deadline`.
     pending_sync: HashSet<String>,
     sync_deadline: Option<Instant>,
+    /// A rebalance completed or the group emptied since the coordinator last persisted it
+    /// (`persist`): its metadata record is due.
+    dirty: bool,
+    /// A metadata record of this group was written or loaded (deleting the group then needs a
+    /// tombstone).
+    persisted: bool,
 }
 
 impl Group {
@@ -133,6 +142,8 @@ impl Group {
             new_member_added: false,
             pending_sync: HashSet::new(),
             sync_deadline: None,
+            dirty: false,
+            persisted: false,
         }
     }
 

@@ -110,6 +110,7 @@ impl Group {
             m.assignment = by_member.remove(&m.id).unwrap_or_default();
         }
         self.state = GroupState::Stable;
+        self.dirty = true;
         let waiting: Vec<(oneshot::Sender<SyncResponse>, String)> = self
             .members
             .iter_mut()

@@ -527,3 +527,80 @@ fn state_names_are_kafkas() {
     }
     assert_eq!(GroupState::parse("Bogus"), None);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_completed_rebalance_is_persisted_once_and_restores_as_stable() {
+    let mut g = stable_pair().await;
+    let record = g
+        .take_dirty()
+        .expect("the completed rebalance is due for a record");
+    assert_eq!(g.take_dirty(), None, "written once");
+    assert_eq!(record.generation, 1);
+    assert_eq!(record.protocol.as_deref(), Some("range"));
+    assert_eq!(record.leader.as_deref(), Some("a"));
+    let ids: Vec<&str> = record
+        .members
+        .iter()
+        .map(|m| m.member_id.as_str())
+        .collect();
+    assert_eq!(ids, ["a", "b"]);
+    assert_eq!(record.members[1].assignment, Bytes::from_static(b"B"));
+    assert_eq!(
+        record.members[1].subscription,
+        Bytes::from_static(b"meta-range")
+    );
+    assert_eq!(record.members[0].session_timeout_ms, SESSION_MS);
+
+    // Another coordinator takes the group over later: same generation, members, leader and
+    // assignments; members go on heartbeating and syncing without a rebalance.
+    advance(Duration::from_secs(60)).await;
+    let mut r = Group::restore("g", limits(), record, Instant::now());
+    assert_eq!(r.state(), GroupState::Stable);
+    assert_eq!((r.generation(), r.leader()), (1, Some("a")));
+    assert_eq!(r.member_ids(), ["a", "b"]);
+    assert_eq!(r.heartbeat(&who("a"), 1, Instant::now()), Ok(()));
+    assert!(matches!(
+        r.heartbeat(&who("a"), 2, Instant::now()),
+        Err(GroupError::IllegalGeneration { got: 2, current: 1 })
+    ));
+    assert_eq!(
+        now(r.sync(sync_req("b", 1, &[]), Instant::now())).assignment,
+        Bytes::from_static(b"B")
+    );
+    assert_eq!(r.describe().members[0].assignment, Bytes::from_static(b"A"));
+    assert_eq!(r.take_dirty(), None, "nothing new to persist");
+    // Sessions restarted at the takeover: b keeps heartbeating, a goes silent and expires.
+    let half = Duration::from_millis(SESSION_MS as u64 / 2);
+    assert!(pass(&mut r, half).await.is_empty());
+    assert_eq!(r.heartbeat(&who("b"), 1, Instant::now()), Ok(()));
+    assert!(pass(&mut r, half - Duration::from_millis(1))
+        .await
+        .is_empty());
+    assert_eq!(pass(&mut r, Duration::from_millis(1)).await, ["a"]);
+    assert_eq!(r.member_ids(), ["b"]);
+    assert_eq!(r.state(), GroupState::PreparingRebalance);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_emptied_group_is_persisted_with_its_generation() {
+    let mut g = stable_pair().await;
+    let _ = g.take_dirty();
+    g.leave(&who("a"), Instant::now()).unwrap();
+    g.leave(&who("b"), Instant::now()).unwrap();
+    pass(&mut g, Duration::ZERO).await;
+    assert_eq!(g.state(), GroupState::Empty);
+    let record = g
+        .take_dirty()
+        .expect("an emptied group is due for a record");
+    assert!(record.members.is_empty());
+    assert_eq!(record.generation, 2);
+    let mut r = Group::restore("g", limits(), record, Instant::now());
+    assert_eq!((r.state(), r.generation()), (GroupState::Empty, 2));
+    let mut rx = later(r.join(join_req("", &["range"]), "c".into(), Instant::now()));
+    pass(&mut r, DELAY).await;
+    assert_eq!(
+        ready(&mut rx).generation_id,
+        3,
+        "generations never go backwards"
+    );
+}
