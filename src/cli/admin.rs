@@ -102,6 +102,20 @@ fn message(code: i16, msg: Option<&str>) -> String {
     }
 }
 
+/// Every partition's ISR and leader, from Metadata.
+async fn isr_of(client: &mut Client) -> anyhow::Result<BTreeMap<Tp, (Vec<i32>, i32)>> {
+    let md = client.metadata(None).await?;
+    let mut out = BTreeMap::new();
+    for t in &md.topics {
+        let name = t.name.as_deref().map(|s| s.to_string()).unwrap_or_default();
+        for p in &t.partitions {
+            let isr = p.isr_nodes.iter().map(|r| r.0).collect();
+            out.insert((name.clone(), p.partition_index), (isr, p.leader_id.0));
+        }
+    }
+    Ok(out)
+}
+
 /// Every partition's replicas (targets of running moves) and the live brokers.
 async fn layout(client: &mut Client) -> anyhow::Result<(Vec<(String, i32, Vec<i32>)>, Vec<i32>)> {
     let running = ongoing(client).await?;
@@ -205,6 +219,20 @@ async fn decommission(client: &mut Client, a: DecommissionArgs) -> anyhow::Resul
                 pending.len(),
                 a.timeout
             );
+            // Name each move still running, with the ISR it waits on, so the operator sees
+            // which replica has not caught up.
+            let isrs = isr_of(client).await.unwrap_or_default();
+            for k in &pending {
+                if let Some((union, adding, removing)) = running.get(*k) {
+                    eprintln!(
+                        "  {}/{}: replicas {union:?}, adding {adding:?}, removing {removing:?}, \
+                         (ISR, leader) {:?}",
+                        k.0,
+                        k.1,
+                        isrs.get(*k).cloned().unwrap_or_default()
+                    );
+                }
+            }
             return Ok(ExitCode::FAILURE);
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
