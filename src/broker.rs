@@ -136,8 +136,11 @@ impl Broker {
 
     /// Brings partition roles (leader/follower) in line with the current metadata image.
     pub fn sync_roles(&self) -> Result<(), LogError> {
-        self.replication
-            .on_metadata(&self.metadata.image(), &self.transport, &self.shutdown)
+        self.replication.on_latest_metadata(
+            || self.metadata.image(),
+            &self.transport,
+            &self.shutdown,
+        )
     }
 
     /// The partition's metadata and its local log, if this broker leads it.

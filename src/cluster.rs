@@ -192,22 +192,40 @@ async fn follow_images(broker: Arc<Broker>) {
             // A replica a reassignment removed from this broker: stop serving it and delete
             // its data — only with an image newer than this process's registration, so a
             // stale image read at start (before a later move back here) deletes nothing.
+            // Either way the newest image decides (`delete_unassigned`): this one may be
+            // older than the one an API handler's role sync just opened the log with.
             if let Some(p) = meta {
                 if registered && !p.replicas.contains(&broker.config.node_id) {
-                    tracing::info!(%topic, partition, replicas = ?p.replicas, "replica moved off this broker: deleting its data");
-                    if let Err(e) = broker.logs.delete_partition(&topic, partition) {
-                        tracing::error!(%topic, partition, error = %e, "cannot delete partition log");
+                    match broker
+                        .replication
+                        .delete_unassigned(&topic, partition, || broker.metadata.image())
+                    {
+                        Ok(true) => {
+                            tracing::info!(%topic, partition, replicas = ?p.replicas, "replica moved off this broker: deleted its data");
+                        }
+                        Ok(false) => {}
+                        Err(e) => {
+                            tracing::error!(%topic, partition, error = %e, "cannot delete partition log");
+                        }
                     }
                 }
                 continue;
             }
-            if let Err(e) = broker.logs.delete_partition(&topic, partition) {
-                tracing::error!(%topic, partition, error = %e, "cannot delete partition log");
-            }
-            // Every broker forgets the deleted topic's committed offsets in the offsets
-            // partitions it leads (tombstones), whoever handled the deletion.
-            if let Err(e) = broker.groups.topic_deleted(&topic) {
-                tracing::warn!(%topic, error = %e, "cannot delete committed offsets of topic");
+            match broker
+                .replication
+                .delete_unassigned(&topic, partition, || broker.metadata.image())
+            {
+                Ok(true) => {
+                    // Every broker forgets the deleted topic's committed offsets in the
+                    // offsets partitions it leads (tombstones), whoever handled the deletion.
+                    if let Err(e) = broker.groups.topic_deleted(&topic) {
+                        tracing::warn!(%topic, error = %e, "cannot delete committed offsets of topic");
+                    }
+                }
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::error!(%topic, partition, error = %e, "cannot delete partition log");
+                }
             }
         }
         // A restarted broker takes up no role before the metadata holds its new registration:

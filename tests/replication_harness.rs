@@ -510,3 +510,57 @@ async fn a_move_under_continuous_writes_completes_and_keeps_every_acknowledged_r
         c.shutdown[&id].cancel();
     }
 }
+
+/// The image follower deletes the log of a replica moved off this broker, but it walks an
+/// image that may be older than the one a role sync (an API handler's) already took up: a
+/// replica moved away and straight back is then open, followed — and in the ISR. Deleting it
+/// on the older image's word would wipe a replica the leader counts as holding every
+/// acknowledged record. `delete_unassigned` asks the newest image.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_image_never_deletes_a_replica_moved_back_here() {
+    let c = Cluster::new();
+    c.produce_acked(&["a", "b"]).await;
+    // Broker 3 leaves the partition; the image saying so is the one the follower walks late.
+    c.submit(MetadataCommand::AlterReassignment {
+        topic: "t".into(),
+        partition: 0,
+        target: Some(vec![1, 2]),
+    })
+    .unwrap();
+    let stale = Arc::new(c.image.lock().unwrap().clone());
+    // Its data goes (the newest image agrees)...
+    assert!(c
+        .manager(3)
+        .delete_unassigned("t", 0, || stale.clone())
+        .unwrap());
+    assert!(c.logs[&3].partition("t", 0).is_none());
+    // ...then it comes back, catches up and joins the ISR.
+    c.submit(MetadataCommand::AlterReassignment {
+        topic: "t".into(),
+        partition: 0,
+        target: Some(vec![1, 2, 3]),
+    })
+    .unwrap();
+    wait_until("broker 3 back in the ISR", || {
+        let p = c.partition();
+        p.isr.contains(&3) && p.adding.is_empty()
+    })
+    .await;
+    let acked = c.produce_acked(&["c"]).await;
+    wait_until("broker 3 holds every acknowledged record", || {
+        c.logs[&3]
+            .partition("t", 0)
+            .is_some_and(|l| l.offsets().log_end >= acked)
+    })
+    .await;
+    // The late walk of the stale image: the newest image keeps the replica.
+    let latest = Arc::new(c.image.lock().unwrap().clone());
+    assert!(!c
+        .manager(3)
+        .delete_unassigned("t", 0, || latest.clone())
+        .unwrap());
+    assert_eq!(values(&c.logs[&3]), vec!["a", "b", "c"]);
+    for id in 1..=3 {
+        c.shutdown[&id].cancel();
+    }
+}

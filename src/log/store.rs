@@ -31,6 +31,10 @@ pub struct LogStore {
     /// The sled segment size `db` runs with.
     segment_bytes: usize,
     partitions: RwLock<HashMap<PartitionKey, Arc<PartitionLog>>>,
+    /// Serialises opening and deleting partition logs (not reading the map): without it an
+    /// open could take up a sled tree a concurrent delete is dropping, and keep serving a
+    /// log whose tree is gone.
+    lifecycle: std::sync::Mutex<()>,
     /// Notified when roles or metadata change, so every long poll re-checks (appends wake
     /// only the partition's own watches).
     appended: Notify,
@@ -98,6 +102,7 @@ impl LogStore {
             db,
             segment_bytes: SLED_DEFAULT_SEGMENT_BYTES,
             partitions: RwLock::new(HashMap::new()),
+            lifecycle: std::sync::Mutex::new(()),
             appended: Notify::new(),
             flush: Arc::new(FlushPolicy::every(flush_interval_messages)),
             flush_before_ack: false,
@@ -145,6 +150,10 @@ impl LogStore {
         partition: i32,
     ) -> Result<Arc<PartitionLog>, LogError> {
         let key = (topic.to_string(), partition);
+        if let Some(p) = self.read_map().get(&key) {
+            return Ok(p.clone());
+        }
+        let _lifecycle = self.lifecycle.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(p) = self.read_map().get(&key) {
             return Ok(p.clone());
         }
@@ -211,6 +220,7 @@ impl LogStore {
 
     /// Removes a partition's log and its data.
     pub fn delete_partition(&self, topic: &str, partition: i32) -> Result<(), LogError> {
+        let _lifecycle = self.lifecycle.lock().unwrap_or_else(|p| p.into_inner());
         self.partitions
             .write()
             .unwrap_or_else(|p| p.into_inner())
@@ -393,6 +403,45 @@ mod tests {
         assert_eq!(log.topic_id(), Some(7));
         assert_eq!(log.offsets().log_end, 2);
         assert!(store.open_partition_with_id("t", 0, 7).is_ok());
+    }
+
+    /// Opens racing deletes of the same partition (a role sync with a newer image against
+    /// the image follower deleting a moved-off replica): whatever log the store serves at the
+    /// end lives in the database — what is appended to it is there when the tree is read
+    /// afresh, not in a dropped tree.
+    #[test]
+    fn an_open_racing_a_delete_never_serves_a_dropped_tree() {
+        let store = Arc::new(temp_store());
+        for round in 0..500 {
+            store.open_partition("t", 0).unwrap();
+            let barrier = Arc::new(std::sync::Barrier::new(2));
+            let deleter = {
+                let (store, barrier) = (store.clone(), barrier.clone());
+                std::thread::spawn(move || {
+                    barrier.wait();
+                    store.delete_partition("t", 0).unwrap();
+                })
+            };
+            barrier.wait();
+            // Open until the open comes after the delete (then it creates the tree anew).
+            let log = loop {
+                let log = store.open_partition("t", 0).unwrap();
+                if deleter.is_finished() {
+                    break store.open_partition("t", 0).unwrap();
+                }
+                drop(log);
+            };
+            deleter.join().unwrap();
+            let before = log.offsets().log_end;
+            log.append(&[make_batch(1, -1, -1)], 0).unwrap();
+            let fresh =
+                PartitionLog::open(store.db().open_tree(tree_name("t", 0)).unwrap()).unwrap();
+            assert_eq!(
+                fresh.offsets().log_end,
+                before + 1,
+                "round {round}: the served log's append is not in the database"
+            );
+        }
     }
 
     #[test]

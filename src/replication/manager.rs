@@ -169,6 +169,53 @@ impl ReplicaManager {
         shutdown: &CancellationToken,
     ) -> Result<(), LogError> {
         let _roles = lock(&self.roles);
+        self.take_roles(image, transport, shutdown)
+    }
+
+    /// [`ReplicaManager::on_metadata`] with the image `latest` returns, read under the role
+    /// lock: concurrent callers (the image follower, API handlers) then apply images in the
+    /// order they were applied, and none undoes a newer one's roles with an older image.
+    pub fn on_latest_metadata(
+        self: &Arc<Self>,
+        latest: impl FnOnce() -> Arc<ClusterImage>,
+        transport: &Arc<dyn ReplicaTransport>,
+        shutdown: &CancellationToken,
+    ) -> Result<(), LogError> {
+        let _roles = lock(&self.roles);
+        self.take_roles(&latest(), transport, shutdown)
+    }
+
+    /// Deletes this broker's log of a partition the image `latest` returns (read under the
+    /// role lock) does not assign to it: a replica a reassignment moved away, or a deleted
+    /// topic's. Returns whether it deleted. An older image saying so is not enough: a newer
+    /// one may have moved the replica back here, and a sync with it already opened the log
+    /// and follows it — deleting it then would wipe a replica the leader counts on.
+    pub fn delete_unassigned(
+        &self,
+        topic: &str,
+        partition: i32,
+        latest: impl FnOnce() -> Arc<ClusterImage>,
+    ) -> Result<bool, LogError> {
+        let _roles = lock(&self.roles);
+        let image = latest();
+        let assigned = image
+            .topics
+            .get(topic)
+            .and_then(|t| t.partitions.iter().find(|p| p.index == partition))
+            .is_some_and(|p| p.replicas.contains(&self.node_id));
+        if assigned {
+            return Ok(false);
+        }
+        self.logs.delete_partition(topic, partition)?;
+        Ok(true)
+    }
+
+    fn take_roles(
+        self: &Arc<Self>,
+        image: &ClusterImage,
+        transport: &Arc<dyn ReplicaTransport>,
+        shutdown: &CancellationToken,
+    ) -> Result<(), LogError> {
         let now = self.now_ms();
         let mut followed = BTreeMap::new();
         let mut gained = Vec::new();

@@ -52,7 +52,10 @@ impl Topics {
 
     /// Brings partition roles in line with the current image after a topic change.
     pub(super) fn sync_roles(&self) -> Result<(), LogError> {
-        self.replication
-            .on_metadata(&self.metadata.image(), &self.transport, &self.shutdown)
+        self.replication.on_latest_metadata(
+            || self.metadata.image(),
+            &self.transport,
+            &self.shutdown,
+        )
     }
 }
