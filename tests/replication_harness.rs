@@ -550,7 +550,7 @@ async fn a_stale_image_never_deletes_a_replica_moved_back_here() {
     wait_until("broker 3 holds every acknowledged record", || {
         c.logs[&3]
             .partition("t", 0)
-            .is_some_and(|l| l.offsets().log_end >= acked)
+            .is_some_and(|l| l.offsets().high_watermark >= acked)
     })
     .await;
     // The late walk of the stale image: the newest image keeps the replica.
@@ -560,6 +560,46 @@ async fn a_stale_image_never_deletes_a_replica_moved_back_here() {
         .delete_unassigned("t", 0, || latest.clone())
         .unwrap());
     assert_eq!(values(&c.logs[&3]), vec!["a", "b", "c"]);
+    for id in 1..=3 {
+        c.shutdown[&id].cancel();
+    }
+}
+
+/// The same for the logs of an older topic of the same name: a topic deleted and re-created
+/// (a new id) while the image follower still walks an image of the old one. Judged by that
+/// image, the re-created topic's log (recorded with the new id) looks like the older topic's
+/// and would go; `delete_older_topic_log` asks the newest image, which names the new id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_image_never_deletes_a_recreated_topics_log() {
+    let c = Cluster::new();
+    c.produce_acked(&["old"]).await;
+    c.submit(MetadataCommand::DeleteTopic { name: "t".into() })
+        .unwrap();
+    for id in 1..=3 {
+        c.logs[&id].delete_partition("t", 0).unwrap();
+    }
+    c.submit(MetadataCommand::CreateTopic {
+        name: "t".into(),
+        assignments: vec![vec![1, 2, 3]],
+        configs: Default::default(),
+        id: 77,
+    })
+    .unwrap();
+    c.produce_acked(&["new"]).await;
+    wait_until("broker 3 holds the new topic's record", || {
+        c.logs[&3]
+            .partition("t", 0)
+            .is_some_and(|l| l.offsets().high_watermark >= 1)
+    })
+    .await;
+    let latest = Arc::new(c.image.lock().unwrap().clone());
+    assert_eq!(
+        c.manager(3)
+            .delete_older_topic_log("t", 0, || latest.clone())
+            .unwrap(),
+        None
+    );
+    assert_eq!(values(&c.logs[&3]), vec!["new"]);
     for id in 1..=3 {
         c.shutdown[&id].cancel();
     }

@@ -210,6 +210,37 @@ impl ReplicaManager {
         Ok(true)
     }
 
+    /// Deletes this broker's log of a partition when it was recorded for another topic id
+    /// than the one the image `latest` returns (read under the role lock) gives the topic: the
+    /// data of a deleted topic of the same name. Returns `(recorded, current)` ids when it
+    /// deleted. Judged by the newest image, not the caller's: an older image holds the older
+    /// id, and would take the re-created topic's log a newer role sync opened for an old one.
+    pub fn delete_older_topic_log(
+        &self,
+        topic: &str,
+        partition: i32,
+        latest: impl FnOnce() -> Arc<ClusterImage>,
+    ) -> Result<Option<(u128, u128)>, LogError> {
+        let _roles = lock(&self.roles);
+        let image = latest();
+        let Some(t) = image.topics.get(topic) else {
+            return Ok(None);
+        };
+        let assigned = t
+            .partitions
+            .iter()
+            .find(|p| p.index == partition)
+            .is_some_and(|p| p.replicas.contains(&self.node_id));
+        if !assigned {
+            return Ok(None);
+        }
+        let id = t.topic_id();
+        Ok(self
+            .logs
+            .delete_if_other_topic(topic, partition, id)?
+            .map(|old| (old, id)))
+    }
+
     fn take_roles(
         self: &Arc<Self>,
         image: &ClusterImage,

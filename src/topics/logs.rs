@@ -29,14 +29,18 @@ impl Topics {
 
     /// Deletes this broker's logs of `topic`'s partitions that were recorded for another topic
     /// id: the data of a topic of the same name deleted (and re-created) while this broker was
-    /// down or behind. Call only with an image at least as new as every log on this broker.
+    /// down or behind. Call only with an image at least as new as every log on this broker;
+    /// the id each log is checked against is the newest image's (see
+    /// [`crate::replication::manager::ReplicaManager::delete_older_topic_log`]).
     pub fn drop_older_logs(&self, topic: &TopicMeta) -> Result<(), LogError> {
-        let id = topic.topic_id();
         for p in &topic.partitions {
             if !p.replicas.contains(&self.config.node_id) {
                 continue;
             }
-            if let Some(old) = self.logs.delete_if_other_topic(&topic.name, p.index, id)? {
+            if let Some((old, id)) =
+                self.replication
+                    .delete_older_topic_log(&topic.name, p.index, || self.metadata.image())?
+            {
                 tracing::info!(
                     topic = %topic.name,
                     partition = p.index,
