@@ -5,7 +5,7 @@
 //!
 //! May depend on: `config`, `metadata`, `metadata_source`, `quorum` (its leader, through
 //! `metadata_source`), `topics`, `log`, `group`, `replication`, `lease`, `metrics`, `events`,
-//! `txn`, `writer`, `api::fetch_session`.
+//! `txn`, `writer`, `fetch_session`.
 //! Not on `node` or `cluster` (which build and drive it), the codec or the Kafka listener.
 
 use std::sync::Arc;
@@ -65,8 +65,8 @@ pub struct Broker {
     pub txns: Arc<crate::txn::TxnCoordinator>,
     /// Recent fencing, leader and ISR changes, shown by `/v1/cluster` (see `events`).
     pub events: Arc<Events>,
-    /// Client fetch sessions (KIP-227, `api::fetch_session`).
-    pub fetch_sessions: crate::api::fetch_session::FetchSessionCache,
+    /// Client fetch sessions (KIP-227, `fetch_session`).
+    pub fetch_sessions: crate::fetch_session::FetchSessionCache,
 }
 
 impl Broker {
@@ -169,4 +169,19 @@ impl Broker {
 pub enum LeaderError {
     UnknownPartition,
     NotLeader,
+}
+
+/// What the transaction coordinator needs of the broker (see [`crate::txn::host::TxnHost`]).
+impl crate::txn::host::TxnHost for Broker {
+    fn image(&self) -> Arc<crate::metadata::ClusterImage> {
+        self.metadata.image()
+    }
+
+    fn offsets_marker_without_topic(&self, partition: i32, marker: crate::log::TxnMarker) -> bool {
+        let _ = partition;
+        // A single broker keeps transactional offsets in the group coordinator's store
+        // (`group::offsets`), which applies or drops them here.
+        self.groups
+            .end_txn_without_topic(marker.producer_id, marker.commit)
+    }
 }

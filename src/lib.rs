@@ -18,6 +18,7 @@
 //! - [`log`]: partition logs in sled, idempotent-producer state, retention and compaction,
 //!   group-commit flushes and per-partition long-poll readiness.
 //! - [`writer`]: the one leader append/commit path (Produce and the offsets store).
+//! - [`fetch_session`]: the cache of client fetch sessions (KIP-227) and their rules.
 //! - [`cleaner`]: the periodic task applying each topic's cleanup.policy.
 //! - [`producer_expiry`]: the periodic task forgetting idle idempotent producers.
 //! - [`broker_dynamic`]: this broker's dynamic settings that are not topic defaults, read where
@@ -60,6 +61,7 @@ pub mod clock;
 pub mod cluster;
 pub mod config;
 pub mod events;
+pub mod fetch_session;
 pub mod group;
 pub mod http;
 pub mod lease;

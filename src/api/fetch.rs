@@ -15,7 +15,7 @@
 //! records) and wakes long polls when the last stable offset moves (a marker), not the high
 //! watermark; every answer carries the last stable offset, as Kafka's.
 //!
-//! Fetch sessions (KIP-227, v7+) are kept in [`super::fetch_session`]: an incremental request
+//! Fetch sessions (KIP-227, v7+) are kept in [`crate::fetch_session`]: an incremental request
 //! reads every partition of its session and answers only those that changed.
 
 use std::time::Duration;
@@ -29,9 +29,9 @@ use kafka_protocol::ResponseError;
 use tokio::time::Instant;
 
 use super::errors::{code, leader_code, log_code};
-use super::fetch_session::Begin;
 use super::{authz, RequestContext};
 use crate::broker::Broker;
+use crate::fetch_session::Begin;
 use crate::log::wake::Readiness;
 use crate::security::acl::Operation;
 

@@ -33,7 +33,6 @@ mod elect_leaders;
 mod end_txn;
 pub mod errors;
 mod fetch;
-pub mod fetch_session;
 mod find_coordinator;
 mod heartbeat;
 mod incremental_alter_configs;

@@ -6,7 +6,7 @@
 //!
 //! May depend on: `broker`, `topics`, `metadata_source`, `cluster`, `config`, `quorum`, `rpc`
 //! (auth, TLS, the `Cluster` service and peers), `offsets_topic`, `group`, `lease`,
-//! `replication`, `writer`, `txn`, `metrics`, `events`, `api::fetch_session`.
+//! `replication`, `writer`, `txn`, `metrics`, `events`, `fetch_session`.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -161,7 +161,7 @@ fn assemble(parts: Parts) -> Result<Broker, NodeError> {
         }),
     ])));
     let fetch_sessions =
-        crate::api::fetch_session::FetchSessionCache::new(config.fetch_session_cache_slots);
+        crate::fetch_session::FetchSessionCache::new(config.fetch_session_cache_slots);
     let config = Arc::new(config);
     let metadata = Arc::new(MetadataSource::Quorum(quorum));
     let shutdown = CancellationToken::new();

@@ -2,7 +2,7 @@
 //! group coordinated here with its offsets in a fsynced sled tree, no peers to fetch from.
 //!
 //! May depend on: `broker`, `topics`, `config`, `metadata`, `metadata_source`, `log`, `group`,
-//! `lease`, `replication`, `writer`, `txn`, `metrics`, `events`, `api::fetch_session`.
+//! `lease`, `replication`, `writer`, `txn`, `metrics`, `events`, `fetch_session`.
 
 use std::sync::Arc;
 
@@ -45,7 +45,7 @@ pub(super) fn open(config: BrokerConfig, storage: Storage) -> Result<Arc<Broker>
         coordinator: Arc::downgrade(&txns),
     }));
     let fetch_sessions =
-        crate::api::fetch_session::FetchSessionCache::new(config.fetch_session_cache_slots);
+        crate::fetch_session::FetchSessionCache::new(config.fetch_session_cache_slots);
     let config = Arc::new(config);
     let metadata = Arc::new(MetadataSource::Local(metadata));
     let transport: Arc<dyn ReplicaTransport> = Arc::new(NoPeers);

@@ -8,15 +8,15 @@
 //!   finishes the transactions it finds half-ended; drops it when leadership goes.
 //! - [`markers`]: writing commit/abort markers as a partition leader, and the transport to
 //!   other brokers.
-//! - [`host`]: what the coordinator needs of the broker (image, producer id allocation,
-//!   creating the topic).
+//! - [`host`]: what the coordinator needs of the broker (the image, offsets markers on a
+//!   single broker); `broker` implements it, so nothing here imports `broker`.
 //!
 //! Placement: transactional id T is coordinated by the leader of partition
 //! `abs(javaHashCode(T)) % N` of `__transaction_state` (N = the topic's partition count),
 //! as Kafka places it; the first FindCoordinator with key type 1 creates the topic.
 //!
 //! May depend on: `log`, `writer`, `replication` (role listener), `metadata`, `lease`,
-//! `offsets_topic` (the hash and the batch builder), and `broker` (only `host`).
+//! `offsets_topic` (the hash and the batch builder). Not on `broker`.
 
 pub mod coordinator;
 pub mod host;
