@@ -159,3 +159,58 @@ def test_client_configs():
     assert m["ssl.certificate.location"] == "cert" and m["security.protocol"] == "SSL"
     assert clients.kcat_args({"bootstrap.servers": "x", "security.protocol": "SSL"}) == [
         "-X", "security.protocol=SSL"]
+
+
+class _FlakyConsumer:
+    """Answers committed() with ``errors`` (KafkaError codes) first, then offsets."""
+
+    instances = []
+
+    def __init__(self, conf):
+        self.errors = list(_FlakyConsumer.plan)
+        self.calls = 0
+        self.closed = False
+        _FlakyConsumer.instances.append(self)
+
+    def committed(self, tps, timeout=None):
+        from confluent_kafka import KafkaError, KafkaException
+
+        self.calls += 1
+        if self.errors:
+            raise KafkaException(KafkaError(self.errors.pop(0)))
+        for tp in tps:
+            tp.offset = 10 + tp.partition
+        return tps
+
+    def close(self):
+        self.closed = True
+
+
+def _with_flaky(monkeypatch, plan):
+    import confluent_kafka
+    from raftkit.chaos import txn
+
+    _FlakyConsumer.plan = plan
+    _FlakyConsumer.instances = []
+    monkeypatch.setattr(confluent_kafka, "Consumer", _FlakyConsumer)
+    monkeypatch.setattr(txn.time, "sleep", lambda s: None)
+    return txn
+
+
+def test_committed_retries_a_moving_coordinator(monkeypatch):
+    from confluent_kafka import KafkaError
+
+    txn = _with_flaky(monkeypatch, [KafkaError.NOT_COORDINATOR,
+                                    KafkaError.COORDINATOR_LOAD_IN_PROGRESS])
+    assert txn.committed("h:1", "g", "t", 2) == {0: 10, 1: 11}
+    [c] = _FlakyConsumer.instances
+    assert c.calls == 3 and c.closed
+
+
+def test_committed_raises_what_a_client_does_not_retry(monkeypatch):
+    from confluent_kafka import KafkaError, KafkaException
+
+    txn = _with_flaky(monkeypatch, [KafkaError.GROUP_AUTHORIZATION_FAILED])
+    with pytest.raises(KafkaException):
+        txn.committed("h:1", "g", "t", 2)
+    assert _FlakyConsumer.instances[0].closed

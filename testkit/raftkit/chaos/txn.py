@@ -254,13 +254,30 @@ def read_back(bootstrap, topic, partitions, isolation, timeout=180):
         c.close()
 
 
-def committed(bootstrap, group, topic, partitions):
-    from confluent_kafka import Consumer
+# OffsetFetch answers a client retries (Kafka's consumer does so by itself; librdkafka's
+# committed() hands them to the caller): the group's coordinator moved or is loading.
+_RETRIABLE_OFFSET_FETCH = ("NOT_COORDINATOR", "COORDINATOR_LOAD_IN_PROGRESS",
+                           "COORDINATOR_NOT_AVAILABLE", "_TIMED_OUT", "_TRANSPORT")
+
+
+def committed(bootstrap, group, topic, partitions, timeout=60):
+    """The group's committed offsets of ``topic`` (-1 → 0), retrying the answers a Kafka
+    client retries for up to ``timeout`` seconds; any other error, or the last retriable one
+    at the deadline, raises."""
+    from confluent_kafka import Consumer, KafkaException
 
     c = Consumer(secure({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False}))
+    deadline = time.monotonic() + timeout
     try:
-        res = c.committed([_tp(topic, p) for p in range(partitions)], timeout=20)
-        return {tp.partition: max(tp.offset, 0) for tp in res}
+        while True:
+            try:
+                res = c.committed([_tp(topic, p) for p in range(partitions)], timeout=20)
+                return {tp.partition: max(tp.offset, 0) for tp in res}
+            except KafkaException as e:
+                name = e.args[0].name() if e.args else ""
+                if name not in _RETRIABLE_OFFSET_FETCH or time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.5)
     finally:
         c.close()
 
