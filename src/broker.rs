@@ -20,7 +20,7 @@ use crate::log::{LogError, LogStore, PartitionLog};
 use crate::metadata::{BrokerMeta, Endpoint, PartitionMeta, TopicMeta};
 use crate::metadata_source::MetadataSource;
 use crate::metrics::Metrics;
-use crate::replication::manager::{ReplicaManager, ReplicaTransport};
+use crate::replication::manager::ReplicaManager;
 use crate::topics::Topics;
 use crate::writer::PartitionWriter;
 
@@ -37,8 +37,6 @@ pub struct Broker {
     pub replication: Arc<ReplicaManager>,
     /// The one leader append/commit path (Produce and the offsets store).
     pub writer: Arc<PartitionWriter>,
-    /// How followers reach partition leaders.
-    pub(crate) transport: Arc<dyn ReplicaTransport>,
     /// Cancelled when the broker stops; background loops end with it.
     pub shutdown: CancellationToken,
     /// When the controller last heard each broker, while this broker is the active controller
@@ -134,13 +132,10 @@ impl Broker {
         i32::try_from(leader).ok()
     }
 
-    /// Brings partition roles (leader/follower) in line with the current metadata image.
+    /// Brings partition roles (leader/follower) in line with the current metadata image
+    /// (the topic service's sync, which holds the follower transport).
     pub fn sync_roles(&self) -> Result<(), LogError> {
-        self.replication.on_latest_metadata(
-            || self.metadata.image(),
-            &self.transport,
-            &self.shutdown,
-        )
+        self.topics.sync_roles()
     }
 
     /// The partition's metadata and its local log, if this broker leads it.

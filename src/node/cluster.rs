@@ -170,7 +170,7 @@ fn assemble(parts: Parts) -> Result<Broker, NodeError> {
         metadata: metadata.clone(),
         logs: logs.clone(),
         replication: replication.clone(),
-        transport: transport.clone(),
+        transport,
         shutdown: shutdown.clone(),
         groups: groups.clone(),
     };
@@ -185,7 +185,6 @@ fn assemble(parts: Parts) -> Result<Broker, NodeError> {
         writer,
         logs,
         replication,
-        transport,
         shutdown,
         heard_brokers: leases,
         liveness,

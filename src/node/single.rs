@@ -55,7 +55,7 @@ pub(super) fn open(config: BrokerConfig, storage: Storage) -> Result<Arc<Broker>
         metadata: metadata.clone(),
         logs: logs.clone(),
         replication: replication.clone(),
-        transport: transport.clone(),
+        transport,
         shutdown: shutdown.clone(),
         groups: groups.clone(),
     };
@@ -68,7 +68,6 @@ pub(super) fn open(config: BrokerConfig, storage: Storage) -> Result<Arc<Broker>
         writer,
         logs,
         replication,
-        transport,
         shutdown,
         heard_brokers: Arc::new(NoController),
         liveness: Default::default(),

@@ -55,7 +55,7 @@ impl Topics {
     }
 
     /// Brings partition roles in line with the current image after a topic change.
-    pub(super) fn sync_roles(&self) -> Result<(), LogError> {
+    pub fn sync_roles(&self) -> Result<(), LogError> {
         self.replication.on_latest_metadata(
             || self.metadata.image(),
             &self.transport,
