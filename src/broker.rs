@@ -30,6 +30,8 @@ pub struct Broker {
     pub config: Arc<BrokerConfig>,
     /// Where metadata comes from (this broker's store or the quorum), shared with `topics`.
     pub metadata: Arc<MetadataSource>,
+    /// The authorizer service every request's context carries (`api::authz` asks it).
+    pub access: Arc<crate::access::Access>,
     /// Topic admin: create, delete, add partitions, alter configs, effective topic configs.
     pub topics: Topics,
     pub logs: Arc<LogStore>,

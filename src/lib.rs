@@ -33,6 +33,8 @@
 //! - [`http`]: the HTTP admin listener — `/metrics`, `/health`, `/ready`, `/v1/cluster`, the
 //!   web console; [`metrics`]: the counters the request path moves; [`events`]: the ring of
 //!   recent fencing, leader and ISR changes.
+//! - [`access`]: the authorizer as a service (settings and the image's ACLs), carried by
+//!   every request's context.
 //! - [`security`]: who is asking — the principal a connection authenticated as, TLS, SASL
 //!   (PLAIN, SCRAM) and SCRAM credentials.
 //!
@@ -51,6 +53,7 @@
 //! `broker → {quorum → {rpc → raft} → metadata, replication → log, offsets_topic, txn}`;
 //! `node → {broker, cluster → broker}` builds and drives it (nothing imports `node` but `run`).
 
+pub mod access;
 pub mod alloc;
 pub mod api;
 pub mod broker;

@@ -21,10 +21,10 @@ pub async fn handle(
     let id = req.transactional_id.0.as_str();
     let group = req.group_id.0.as_str();
     let fail = |e: ResponseError| AddOffsetsToTxnResponse::default().with_error_code(code(e));
-    if !authz::transactional_id(broker, ctx, Operation::Write, id) {
+    if !authz::transactional_id(ctx, Operation::Write, id) {
         return fail(ResponseError::TransactionalIdAuthorizationFailed);
     }
-    if !authz::group(broker, ctx, Operation::Read, group) {
+    if !authz::group(ctx, Operation::Read, group) {
         return fail(ResponseError::GroupAuthorizationFailed);
     }
     // In a cluster the offsets topic holds the group's commits (created by the first

@@ -39,7 +39,7 @@ pub async fn handle(
         return AddPartitionsToTxnResponse::default()
             .with_results_by_topic_v3_and_below(result.topic_results);
     }
-    if !authz::cluster(broker, ctx, Operation::ClusterAction) {
+    if !authz::cluster(ctx, Operation::ClusterAction) {
         return AddPartitionsToTxnResponse::default()
             .with_error_code(code(ResponseError::ClusterAuthorizationFailed));
     }
@@ -82,7 +82,7 @@ async fn one(
             .with_transactional_id(id.clone())
             .with_topic_results(topics)
     };
-    if !authz::transactional_id(broker, ctx, Operation::Write, &id.0) {
+    if !authz::transactional_id(ctx, Operation::Write, &id.0) {
         return result(all(
             &txn.topics,
             code(ResponseError::TransactionalIdAuthorizationFailed),
@@ -94,7 +94,7 @@ async fn one(
     let mut parts = Vec::new();
     for t in &txn.topics {
         let name = t.name.0.as_str();
-        let writable = authz::topic(broker, ctx, Operation::Write, name);
+        let writable = authz::topic(ctx, Operation::Write, name);
         let meta = image.topics.get(name);
         let mut errs = Vec::with_capacity(t.partitions.len());
         for p in &t.partitions {

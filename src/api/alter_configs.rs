@@ -7,19 +7,19 @@ use kafka_protocol::messages::{AlterConfigsRequest, AlterConfigsResponse};
 
 use super::config_resources::{alter, alterable_resource};
 use super::RequestContext;
-use crate::broker::Broker;
 use crate::metadata::config_ops::ConfigOp;
 use crate::metadata::MetadataError;
+use crate::topics::Topics;
 
 pub async fn handle(
-    broker: &Broker,
+    topics: &Topics,
     ctx: &RequestContext,
     req: AlterConfigsRequest,
 ) -> AlterConfigsResponse {
     let mut responses = Vec::with_capacity(req.resources.len());
     for r in req.resources {
         let (error_code, error_message) =
-            match alterable_resource(broker, ctx, r.resource_type, &r.resource_name) {
+            match alterable_resource(ctx, r.resource_type, &r.resource_name) {
                 Err(outcome) => outcome,
                 Ok(res) => {
                     let ops: Result<Vec<(String, ConfigOp)>, MetadataError> = r
@@ -34,7 +34,7 @@ pub async fn handle(
                         })
                         .collect();
                     match ops {
-                        Ok(ops) => alter(&broker.topics, res, ops, true, req.validate_only).await,
+                        Ok(ops) => alter(topics, res, ops, true, req.validate_only).await,
                         Err(e) => (
                             super::errors::metadata_code(&e),
                             Some(kafka_protocol::protocol::StrBytes::from_string(

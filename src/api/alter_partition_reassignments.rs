@@ -27,7 +27,7 @@ pub async fn handle(
     ctx: &RequestContext,
     req: AlterPartitionReassignmentsRequest,
 ) -> AlterPartitionReassignmentsResponse {
-    if !authz::cluster(broker, ctx, Operation::Alter) {
+    if !authz::cluster(ctx, Operation::Alter) {
         return AlterPartitionReassignmentsResponse::default()
             .with_error_code(code(ResponseError::ClusterAuthorizationFailed));
     }

@@ -8,7 +8,6 @@
 
 use super::authz;
 use super::RequestContext;
-use crate::broker::Broker;
 use crate::security::acl::Operation::{self, *};
 use crate::security::acl::{ResourceType, CLUSTER_NAME};
 
@@ -42,18 +41,18 @@ pub const GROUP_OPS: &[Operation] = &[Read, Delete, Describe];
 pub const NOT_REQUESTED: i32 = i32::MIN;
 
 /// The cluster's authorized operations for the request's principal.
-pub fn cluster(b: &Broker, ctx: &RequestContext) -> i32 {
-    authz::operations(b, ctx, ResourceType::Cluster, CLUSTER_NAME, CLUSTER_OPS)
+pub fn cluster(ctx: &RequestContext) -> i32 {
+    authz::operations(ctx, ResourceType::Cluster, CLUSTER_NAME, CLUSTER_OPS)
 }
 
 /// Topic `name`'s authorized operations for the request's principal.
-pub fn topic(b: &Broker, ctx: &RequestContext, name: &str) -> i32 {
-    authz::operations(b, ctx, ResourceType::Topic, name, TOPIC_OPS)
+pub fn topic(ctx: &RequestContext, name: &str) -> i32 {
+    authz::operations(ctx, ResourceType::Topic, name, TOPIC_OPS)
 }
 
 /// Group `name`'s authorized operations for the request's principal.
-pub fn group(b: &Broker, ctx: &RequestContext, name: &str) -> i32 {
-    authz::operations(b, ctx, ResourceType::Group, name, GROUP_OPS)
+pub fn group(ctx: &RequestContext, name: &str) -> i32 {
+    authz::operations(ctx, ResourceType::Group, name, GROUP_OPS)
 }
 
 #[cfg(test)]

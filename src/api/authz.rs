@@ -1,102 +1,75 @@
 //! The authorization calls of the API handlers: one small function per question ("may this
-//! request's principal WRITE topic t?"), answered by `security::authorizer` with the ACLs
-//! of this broker's metadata image and the settings of `authorizer.class.name`,
-//! `super.users` and `allow.everyone.if.no.acl.found`.
+//! request's principal WRITE topic t?"), answered by the request's [`Access`] service
+//! (`crate::access`: `security::authorizer` with the ACLs of this broker's metadata image).
+//! Each takes only the request's context, which carries the service: a handler needs no
+//! `Broker` to authorize.
 //!
-//! Reads are local: an ACL change is enforced by a broker once it has applied it (like a
-//! Kafka broker's metadata cache, about a heartbeat behind the controller at most).
-//!
-//! May depend on: `security`, `broker` (config and metadata image), `offsets_topic`.
+//! May depend on: `access`, `security`, `offsets_topic`, `txn` (the internal topics' names).
 
 use kafka_protocol::ResponseError;
 
 use super::errors::code;
-use crate::broker::Broker;
+use crate::access::{Access, Asker};
 use crate::security::acl::{Operation, ResourceType, CLUSTER_NAME};
-use crate::security::authorizer::Subject;
 
 use super::RequestContext;
 
-/// The client's address as the authorizer compares it with ACL hosts (`127.0.0.1`).
-fn host(ctx: &RequestContext) -> &str {
-    ctx.client_host.trim_start_matches('/')
+/// Who sent the request, as the authorizer compares it (the host as `127.0.0.1`).
+fn asker(ctx: &RequestContext) -> Asker<'_> {
+    Asker {
+        principal: &ctx.principal,
+        host: ctx.client_host.trim_start_matches('/'),
+    }
+}
+
+fn access(ctx: &RequestContext) -> &Access {
+    &ctx.access
 }
 
 /// Whether the request's principal may perform `op` on `(rt, name)`.
-pub fn allowed(
-    b: &Broker,
-    ctx: &RequestContext,
-    op: Operation,
-    rt: ResourceType,
-    name: &str,
-) -> bool {
-    let settings = &b.config.authorizer;
-    if !settings.enabled {
-        return true;
-    }
-    let who = Subject {
-        principal: &ctx.principal,
-        host: host(ctx),
-    };
-    settings.authorize(&b.metadata.image().acls, &who, op, rt, name)
+pub fn allowed(ctx: &RequestContext, op: Operation, rt: ResourceType, name: &str) -> bool {
+    access(ctx).allowed(asker(ctx), op, rt, name)
 }
 
 /// `op` on topic `name`.
-pub fn topic(b: &Broker, ctx: &RequestContext, op: Operation, name: &str) -> bool {
-    allowed(b, ctx, op, ResourceType::Topic, name)
+pub fn topic(ctx: &RequestContext, op: Operation, name: &str) -> bool {
+    allowed(ctx, op, ResourceType::Topic, name)
 }
 
 /// `op` on consumer group `name`.
-pub fn group(b: &Broker, ctx: &RequestContext, op: Operation, name: &str) -> bool {
-    allowed(b, ctx, op, ResourceType::Group, name)
+pub fn group(ctx: &RequestContext, op: Operation, name: &str) -> bool {
+    allowed(ctx, op, ResourceType::Group, name)
 }
 
 /// `op` on the cluster.
-pub fn cluster(b: &Broker, ctx: &RequestContext, op: Operation) -> bool {
-    allowed(b, ctx, op, ResourceType::Cluster, CLUSTER_NAME)
+pub fn cluster(ctx: &RequestContext, op: Operation) -> bool {
+    allowed(ctx, op, ResourceType::Cluster, CLUSTER_NAME)
 }
 
 /// `op` on transactional id `id`.
-pub fn transactional_id(b: &Broker, ctx: &RequestContext, op: Operation, id: &str) -> bool {
-    allowed(b, ctx, op, ResourceType::TransactionalId, id)
+pub fn transactional_id(ctx: &RequestContext, op: Operation, id: &str) -> bool {
+    allowed(ctx, op, ResourceType::TransactionalId, id)
 }
 
 /// `op` on at least one resource of type `rt` (Kafka's `authorizeByResourceType`).
-pub fn any_of_type(b: &Broker, ctx: &RequestContext, op: Operation, rt: ResourceType) -> bool {
-    let settings = &b.config.authorizer;
-    if !settings.enabled {
-        return true;
-    }
-    let who = Subject {
-        principal: &ctx.principal,
-        host: host(ctx),
-    };
-    settings.authorize_any(&b.metadata.image().acls, &who, op, rt)
+pub fn any_of_type(ctx: &RequestContext, op: Operation, rt: ResourceType) -> bool {
+    access(ctx).allowed_on_any(asker(ctx), op, rt)
 }
 
 /// Creating topic `name`: CREATE on the cluster or on the topic (as Kafka checks it).
-pub fn create_topic(b: &Broker, ctx: &RequestContext, name: &str) -> bool {
-    cluster(b, ctx, Operation::Create) || topic(b, ctx, Operation::Create, name)
+pub fn create_topic(ctx: &RequestContext, name: &str) -> bool {
+    cluster(ctx, Operation::Create) || topic(ctx, Operation::Create, name)
 }
 
 /// KIP-430's bit set of the operations of `supported` the principal may perform on
 /// `(rt, name)`: every supported one without an authorizer.
 pub fn operations(
-    b: &Broker,
     ctx: &RequestContext,
     rt: ResourceType,
     name: &str,
     supported: &[Operation],
 ) -> i32 {
-    let settings = &b.config.authorizer;
-    if !settings.enabled {
-        return supported.iter().fold(0, |set, op| set | (1 << op.code()));
-    }
-    let who = Subject {
-        principal: &ctx.principal,
-        host: host(ctx),
-    };
-    settings.authorized_operations(&b.metadata.image().acls, &who, rt, name, supported)
+    access(ctx).operations(asker(ctx), rt, name, supported)
 }
 
 /// Whether `name` is an internal topic no client may delete, re-partition or reconfigure.
@@ -107,18 +80,17 @@ pub fn is_internal_topic(name: &str) -> bool {
 /// Produce: TRANSACTIONAL_ID_AUTHORIZATION_FAILED for every partition when the request has a
 /// transactional id the principal may not WRITE.
 pub fn produce_transactional_id_denied(
-    b: &Broker,
     ctx: &RequestContext,
     req: &kafka_protocol::messages::ProduceRequest,
 ) -> Option<i16> {
     let id = req.transactional_id.as_ref()?;
-    (!transactional_id(b, ctx, Operation::Write, &id.0))
+    (!transactional_id(ctx, Operation::Write, &id.0))
         .then(|| code(ResponseError::TransactionalIdAuthorizationFailed))
 }
 
 /// Produce to topic `name`: WRITE, else TOPIC_AUTHORIZATION_FAILED.
-pub fn produce_topic(b: &Broker, ctx: &RequestContext, name: &str) -> Result<(), i16> {
-    if topic(b, ctx, Operation::Write, name) {
+pub fn produce_topic(ctx: &RequestContext, name: &str) -> Result<(), i16> {
+    if topic(ctx, Operation::Write, name) {
         Ok(())
     } else {
         Err(code(ResponseError::TopicAuthorizationFailed))
@@ -127,8 +99,8 @@ pub fn produce_topic(b: &Broker, ctx: &RequestContext, name: &str) -> Result<(),
 
 /// CreatePartitions on topic `name`: ALTER, else TOPIC_AUTHORIZATION_FAILED; never on an
 /// internal topic (INVALID_REQUEST). `None` when allowed.
-pub fn alter_topic_refusal(b: &Broker, ctx: &RequestContext, name: &str) -> Option<(i16, String)> {
-    if !topic(b, ctx, Operation::Alter, name) {
+pub fn alter_topic_refusal(ctx: &RequestContext, name: &str) -> Option<(i16, String)> {
+    if !topic(ctx, Operation::Alter, name) {
         return Some((
             code(ResponseError::TopicAuthorizationFailed),
             "Authorization failed: ALTER on the topic is required".to_string(),
@@ -147,7 +119,6 @@ pub fn alter_topic_refusal(b: &Broker, ctx: &RequestContext, name: &str) -> Opti
 /// the cluster for a broker (CLUSTER_AUTHORIZATION_FAILED). `None` when allowed (or the type
 /// is unknown: the caller refuses that itself).
 pub fn config_refusal(
-    b: &Broker,
     ctx: &RequestContext,
     resource_type: i8,
     name: &str,
@@ -159,11 +130,11 @@ pub fn config_refusal(
         "DESCRIBE_CONFIGS"
     };
     match resource_type {
-        super::config_resources::TOPIC if !topic(b, ctx, op, name) => Some((
+        super::config_resources::TOPIC if !topic(ctx, op, name) => Some((
             ResponseError::TopicAuthorizationFailed,
             format!("Authorization failed: {verb} on topic {name} is required"),
         )),
-        super::config_resources::BROKER if !cluster(b, ctx, op) => Some((
+        super::config_resources::BROKER if !cluster(ctx, op) => Some((
             ResponseError::ClusterAuthorizationFailed,
             format!("Authorization failed: {verb} on the cluster is required"),
         )),

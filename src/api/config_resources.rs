@@ -7,7 +7,6 @@ use kafka_protocol::ResponseError;
 
 use super::errors::{code, topics_code};
 use super::{authz, RequestContext};
-use crate::broker::Broker;
 use crate::metadata::config_ops::{ConfigOp, ConfigResource};
 use crate::security::acl::Operation;
 use crate::topics::Topics;
@@ -48,13 +47,11 @@ pub fn resource(resource_type: i8, name: &str) -> Result<ConfigResource, Resourc
 /// (TOPIC_AUTHORIZATION_FAILED / CLUSTER_AUTHORIZATION_FAILED otherwise). An internal
 /// topic's configs are not for clients to change (INVALID_REQUEST).
 pub fn alterable_resource(
-    broker: &Broker,
     ctx: &RequestContext,
     resource_type: i8,
     name: &str,
 ) -> Result<ConfigResource, ResourceOutcome> {
-    if let Some((e, msg)) =
-        authz::config_refusal(broker, ctx, resource_type, name, Operation::AlterConfigs)
+    if let Some((e, msg)) = authz::config_refusal(ctx, resource_type, name, Operation::AlterConfigs)
     {
         return Err(failure(e, msg));
     }

@@ -10,8 +10,8 @@ use kafka_protocol::ResponseError;
 
 use super::errors::{code, metadata_code};
 use super::{acl_access, RequestContext};
-use crate::broker::Broker;
 use crate::metadata::MetadataCommand;
+use crate::metadata_source::MetadataSource;
 use crate::security::acl::{AclBinding, Operation};
 
 fn failed(e: ResponseError, msg: String) -> AclCreationResult {
@@ -21,11 +21,11 @@ fn failed(e: ResponseError, msg: String) -> AclCreationResult {
 }
 
 pub async fn handle(
-    broker: &Broker,
+    metadata: &MetadataSource,
     ctx: &RequestContext,
     req: CreateAclsRequest,
 ) -> CreateAclsResponse {
-    if let Err((e, msg)) = acl_access(broker, ctx, Operation::Alter) {
+    if let Err((e, msg)) = acl_access(ctx, Operation::Alter) {
         let results = req
             .creations
             .iter()
@@ -54,8 +54,7 @@ pub async fn handle(
     let committed = if acls.is_empty() {
         Ok(())
     } else {
-        broker
-            .metadata
+        metadata
             .submit(&MetadataCommand::CreateAcls { acls })
             .await
             .map(|_| ())

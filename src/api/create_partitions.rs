@@ -53,7 +53,7 @@ pub async fn handle(
             .map(|a| a.broker_ids.into_iter().map(|b| b.0).collect())
             .collect();
         let mut r = CreatePartitionsTopicResult::default().with_name(t.name.clone());
-        if let Some((error, message)) = authz::alter_topic_refusal(broker, ctx, &t.name.0) {
+        if let Some((error, message)) = authz::alter_topic_refusal(ctx, &t.name.0) {
             results.push(
                 r.with_error_code(error)
                     .with_error_message(Some(StrBytes::from_string(message))),

@@ -53,7 +53,7 @@ pub async fn handle(
     let mut results = Vec::with_capacity(req.topics.len());
     for t in req.topics {
         let name = t.name.0.to_string();
-        if !authz::create_topic(broker, ctx, &name) {
+        if !authz::create_topic(ctx, &name) {
             results.push(unauthorized(ctx, t.name));
             continue;
         }

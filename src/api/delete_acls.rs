@@ -12,8 +12,8 @@ use kafka_protocol::ResponseError;
 
 use super::errors::{code, metadata_code};
 use super::{acl_access, RequestContext};
-use crate::broker::Broker;
 use crate::metadata::MetadataCommand;
+use crate::metadata_source::MetadataSource;
 use crate::security::acl::{AclBinding, AclFilter, Operation};
 
 fn failed(e: i16, msg: String) -> DeleteAclsFilterResult {
@@ -34,11 +34,11 @@ fn matching(b: &AclBinding) -> DeleteAclsMatchingAcl {
 }
 
 pub async fn handle(
-    broker: &Broker,
+    metadata: &MetadataSource,
     ctx: &RequestContext,
     req: DeleteAclsRequest,
 ) -> DeleteAclsResponse {
-    if let Err((e, msg)) = acl_access(broker, ctx, Operation::Alter) {
+    if let Err((e, msg)) = acl_access(ctx, Operation::Alter) {
         let results = req
             .filters
             .iter()
@@ -63,12 +63,11 @@ pub async fn handle(
         })
         .collect();
     let filters: Vec<AclFilter> = parsed.iter().filter_map(|r| r.clone().ok()).collect();
-    let before = broker.metadata.image();
+    let before = metadata.image();
     let committed = if filters.is_empty() {
         Ok(())
     } else {
-        broker
-            .metadata
+        metadata
             .submit(&MetadataCommand::DeleteAcls { filters })
             .await
             .map(|_| ())

@@ -6,11 +6,11 @@ use kafka_protocol::messages::{DeleteGroupsRequest, DeleteGroupsResponse};
 
 use super::errors::{group_code, NONE};
 use super::{authz, RequestContext};
-use crate::broker::Broker;
+use crate::group::GroupCoordinator;
 use crate::security::acl::Operation;
 
 pub async fn handle(
-    broker: &Broker,
+    groups: &GroupCoordinator,
     ctx: &RequestContext,
     req: DeleteGroupsRequest,
 ) -> DeleteGroupsResponse {
@@ -19,9 +19,9 @@ pub async fn handle(
     let (allowed, denied): (Vec<_>, Vec<_>) = req
         .groups_names
         .into_iter()
-        .partition(|g| authz::group(broker, ctx, Operation::Delete, &g.0));
+        .partition(|g| authz::group(ctx, Operation::Delete, &g.0));
     let ids: Vec<String> = allowed.iter().map(|g| g.0.to_string()).collect();
-    let results = broker.groups.delete_groups(&ids).await;
+    let results = groups.delete_groups(&ids).await;
     let denied = denied.into_iter().map(|id| {
         DeletableGroupResult::default()
             .with_group_id(id)

@@ -27,7 +27,7 @@ pub async fn handle(
     let mut topics = Vec::with_capacity(req.topics.len());
     for t in req.topics {
         let topic = image.topics.get(t.name.0.as_str());
-        let deletable = authz::topic(broker, ctx, Operation::Delete, &t.name.0);
+        let deletable = authz::topic(ctx, Operation::Delete, &t.name.0);
         let partitions = t
             .partitions
             .iter()

@@ -45,7 +45,7 @@ pub async fn handle(
         };
         let mut r = DeletableTopicResult::default().with_name(name.clone());
         let result = match resolved {
-            Ok((topic, _)) if !authz::topic(broker, ctx, Operation::Delete, &topic) => Err((
+            Ok((topic, _)) if !authz::topic(ctx, Operation::Delete, &topic) => Err((
                 code(ResponseError::TopicAuthorizationFailed),
                 "Authorization failed: DELETE on the topic is required".to_string(),
             )),

@@ -11,7 +11,7 @@ use kafka_protocol::ResponseError;
 
 use super::errors::code;
 use super::{acl_access, RequestContext};
-use crate::broker::Broker;
+use crate::metadata_source::MetadataSource;
 use crate::security::acl::{AclFilter, Operation};
 
 fn failed(e: ResponseError, msg: String) -> DescribeAclsResponse {
@@ -21,11 +21,11 @@ fn failed(e: ResponseError, msg: String) -> DescribeAclsResponse {
 }
 
 pub async fn handle(
-    broker: &Broker,
+    metadata: &MetadataSource,
     ctx: &RequestContext,
     req: DescribeAclsRequest,
 ) -> DescribeAclsResponse {
-    if let Err((e, msg)) = acl_access(broker, ctx, Operation::Describe) {
+    if let Err((e, msg)) = acl_access(ctx, Operation::Describe) {
         return failed(e, msg);
     }
     let filter = match AclFilter::from_codes(
@@ -40,7 +40,7 @@ pub async fn handle(
         Ok(f) => f,
         Err(e) => return failed(ResponseError::InvalidRequest, e.to_string()),
     };
-    let image = broker.metadata.image();
+    let image = metadata.image();
     let mut by_resource: BTreeMap<(i8, &str, i8), Vec<AclDescription>> = BTreeMap::new();
     for b in image.acls.iter().filter(|b| filter.matches(b)) {
         by_resource

@@ -33,7 +33,7 @@ pub async fn handle(
         .with_controller_id(BrokerId(broker.controller_id()))
         .with_brokers(brokers)
         .with_cluster_authorized_operations(if req.include_cluster_authorized_operations {
-            super::authorized_ops::cluster(broker, ctx)
+            super::authorized_ops::cluster(ctx)
         } else {
             super::authorized_ops::NOT_REQUESTED
         })

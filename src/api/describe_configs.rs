@@ -248,13 +248,8 @@ pub async fn handle(
         let base = DescribeConfigsResult::default()
             .with_resource_type(res.resource_type)
             .with_resource_name(res.resource_name);
-        let refusal = authz::config_refusal(
-            broker,
-            ctx,
-            res.resource_type,
-            &name,
-            Operation::DescribeConfigs,
-        );
+        let refusal =
+            authz::config_refusal(ctx, res.resource_type, &name, Operation::DescribeConfigs);
         let result = match res.resource_type {
             TOPIC => match image.topics.get(&name) {
                 Some(t) => Ok(topic_entries(broker, t, keys.as_deref(), o)),

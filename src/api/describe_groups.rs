@@ -9,11 +9,11 @@ use kafka_protocol::ResponseError;
 
 use super::errors::{code, group_code};
 use super::{authz, RequestContext};
-use crate::broker::Broker;
+use crate::group::GroupCoordinator;
 use crate::security::acl::Operation;
 
 pub async fn handle(
-    broker: &Broker,
+    groups: &GroupCoordinator,
     ctx: &RequestContext,
     req: DescribeGroupsRequest,
 ) -> DescribeGroupsResponse {
@@ -23,15 +23,15 @@ pub async fn handle(
         .into_iter()
         .map(|id| {
             let g = DescribedGroup::default().with_group_id(id.clone());
-            if !authz::group(broker, ctx, Operation::Describe, &id.0) {
+            if !authz::group(ctx, Operation::Describe, &id.0) {
                 return g.with_error_code(code(ResponseError::GroupAuthorizationFailed));
             }
             let g = if v >= 3 && req.include_authorized_operations {
-                g.with_authorized_operations(super::authorized_ops::group(broker, ctx, &id.0))
+                g.with_authorized_operations(super::authorized_ops::group(ctx, &id.0))
             } else {
                 g
             };
-            let d = match broker.groups.describe(&id.0) {
+            let d = match groups.describe(&id.0) {
                 Ok(d) => d,
                 Err(e) => return g.with_error_code(group_code(&e)),
             };

@@ -23,7 +23,7 @@ pub async fn handle(
     req: DescribeLogDirsRequest,
 ) -> DescribeLogDirsResponse {
     // Kafka: DESCRIBE on the cluster (v3+ say so; older versions get no log dirs).
-    if !authz::cluster(broker, ctx, Operation::Describe) {
+    if !authz::cluster(ctx, Operation::Describe) {
         let r = DescribeLogDirsResponse::default();
         return if ctx.api_version >= 3 {
             r.with_error_code(super::errors::code(

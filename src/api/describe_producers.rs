@@ -27,7 +27,7 @@ pub async fn handle(
         .topics
         .into_iter()
         .map(|t| {
-            let readable = authz::topic(broker, ctx, Operation::Read, &t.name.0);
+            let readable = authz::topic(ctx, Operation::Read, &t.name.0);
             let meta = image.topics.get(t.name.0.as_str());
             let partitions = t
                 .partition_indexes

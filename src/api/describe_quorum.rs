@@ -41,7 +41,7 @@ pub async fn handle(
     req: DescribeQuorumRequest,
 ) -> DescribeQuorumResponse {
     // Kafka: DESCRIBE on the cluster.
-    if !authz::cluster(broker, ctx, Operation::Describe) {
+    if !authz::cluster(ctx, Operation::Describe) {
         return DescribeQuorumResponse::default()
             .with_error_code(code(ResponseError::ClusterAuthorizationFailed));
     }

@@ -20,21 +20,21 @@ use uuid::Uuid;
 
 use super::errors::code;
 use super::{authorized_ops, authz, topic_ids, RequestContext};
-use crate::broker::Broker;
 use crate::metadata::{ClusterImage, TopicMeta};
+use crate::metadata_source::MetadataSource;
 use crate::security::acl::Operation;
 
 /// The most partitions one response holds, whatever the request asks for.
 pub const MAX_PARTITIONS: usize = 2000;
 
 pub async fn handle(
-    broker: &Broker,
+    metadata: &MetadataSource,
     ctx: &RequestContext,
     req: DescribeTopicPartitionsRequest,
 ) -> DescribeTopicPartitionsResponse {
-    let image = broker.metadata.image();
+    let image = metadata.image();
     let all = req.topics.is_empty();
-    let describable = |name: &str| authz::topic(broker, ctx, Operation::Describe, name);
+    let describable = |name: &str| authz::topic(ctx, Operation::Describe, name);
     let mut names: Vec<String> = if all {
         // Listing everything shows only what the principal may DESCRIBE (as Metadata).
         image
@@ -90,7 +90,7 @@ pub async fn handle(
             t,
             first,
             end,
-            authorized_ops::topic(broker, ctx, name),
+            authorized_ops::topic(ctx, name),
         ));
         budget -= end - first;
         if end < total {

@@ -12,11 +12,11 @@ use kafka_protocol::ResponseError;
 
 use super::errors::code;
 use super::{authz, RequestContext};
-use crate::broker::Broker;
 use crate::security::acl::Operation;
+use crate::txn::TxnCoordinator;
 
 pub async fn handle(
-    broker: &Broker,
+    txns: &TxnCoordinator,
     ctx: &RequestContext,
     req: DescribeTransactionsRequest,
 ) -> DescribeTransactionsResponse {
@@ -27,15 +27,15 @@ pub async fn handle(
             .with_producer_id(ProducerId(-1))
             .with_producer_epoch(-1)
             .with_transaction_start_time_ms(-1);
-        if !authz::transactional_id(broker, ctx, Operation::Describe, &id.0) {
+        if !authz::transactional_id(ctx, Operation::Describe, &id.0) {
             out.push(base.with_error_code(code(ResponseError::TransactionalIdAuthorizationFailed)));
             continue;
         }
-        match broker.txns.describe(&id.0) {
+        match txns.describe(&id.0) {
             Ok(m) => {
                 let mut topics: Vec<TopicData> = Vec::new();
                 for (t, p) in &m.partitions {
-                    if !authz::topic(broker, ctx, Operation::Describe, t) {
+                    if !authz::topic(ctx, Operation::Describe, t) {
                         continue;
                     }
                     match topics.last_mut() {

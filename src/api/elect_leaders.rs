@@ -30,7 +30,7 @@ pub async fn handle(
     req: ElectLeadersRequest,
 ) -> ElectLeadersResponse {
     // Kafka: ALTER on the cluster; v0 has no top-level error, so every partition gets it.
-    if !authz::cluster(broker, ctx, Operation::Alter) {
+    if !authz::cluster(ctx, Operation::Alter) {
         let denied = code(ResponseError::ClusterAuthorizationFailed);
         if ctx.api_version >= 1 {
             return ElectLeadersResponse::default().with_error_code(denied);

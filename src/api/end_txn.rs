@@ -8,17 +8,20 @@ use kafka_protocol::ResponseError;
 
 use super::errors::code;
 use super::{authz, RequestContext};
-use crate::broker::Broker;
 use crate::security::acl::Operation;
+use crate::txn::TxnCoordinator;
 
-pub async fn handle(broker: &Broker, ctx: &RequestContext, req: EndTxnRequest) -> EndTxnResponse {
+pub async fn handle(
+    txns: &std::sync::Arc<TxnCoordinator>,
+    ctx: &RequestContext,
+    req: EndTxnRequest,
+) -> EndTxnResponse {
     let id = req.transactional_id.0.as_str();
-    if !authz::transactional_id(broker, ctx, Operation::Write, id) {
+    if !authz::transactional_id(ctx, Operation::Write, id) {
         return EndTxnResponse::default()
             .with_error_code(code(ResponseError::TransactionalIdAuthorizationFailed));
     }
-    match broker
-        .txns
+    match txns
         .end_txn(id, req.producer_id.0, req.producer_epoch, req.committed)
         .await
     {

@@ -130,9 +130,9 @@ fn read(
         // By id, READ is checked on the topic the id names; an unknown id has no name and is
         // answered UNKNOWN_TOPIC_ID, as in Kafka.
         let readable = match topic {
-            Some(t) => authz::topic(broker, ctx, Operation::Read, &t.name),
+            Some(t) => authz::topic(ctx, Operation::Read, &t.name),
             None if by_id => true,
-            None => authz::topic(broker, ctx, Operation::Read, &ft.topic.0),
+            None => authz::topic(ctx, Operation::Read, &ft.topic.0),
         };
         let unknown = if by_id {
             ResponseError::UnknownTopicId

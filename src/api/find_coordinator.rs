@@ -75,14 +75,14 @@ pub async fn handle(
 
 async fn lookup(broker: &Broker, ctx: &RequestContext, key: &str, key_type: i8) -> Found {
     match key_type {
-        GROUP if !authz::group(broker, ctx, Operation::Describe, key) => {
+        GROUP if !authz::group(ctx, Operation::Describe, key) => {
             return Found::error(
                 ResponseError::GroupAuthorizationFailed,
                 "Authorization failed: DESCRIBE on the group is required",
             )
         }
         GROUP => {}
-        TRANSACTION if !authz::transactional_id(broker, ctx, Operation::Describe, key) => {
+        TRANSACTION if !authz::transactional_id(ctx, Operation::Describe, key) => {
             return Found::error(
                 ResponseError::TransactionalIdAuthorizationFailed,
                 "Authorization failed: DESCRIBE on the transactional id is required",

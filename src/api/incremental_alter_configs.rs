@@ -10,8 +10,8 @@ use kafka_protocol::ResponseError;
 use super::config_resources::{alter, alterable_resource, ResourceOutcome};
 use super::errors::code;
 use super::RequestContext;
-use crate::broker::Broker;
 use crate::metadata::config_ops::ConfigOp;
+use crate::topics::Topics;
 
 fn op(name: &str, operation: i8, value: Option<&StrBytes>) -> Result<ConfigOp, ResourceOutcome> {
     let need = |v: Option<&StrBytes>| {
@@ -41,27 +41,26 @@ fn op(name: &str, operation: i8, value: Option<&StrBytes>) -> Result<ConfigOp, R
 }
 
 pub async fn handle(
-    broker: &Broker,
+    topics: &Topics,
     ctx: &RequestContext,
     req: IncrementalAlterConfigsRequest,
 ) -> IncrementalAlterConfigsResponse {
     let mut responses = Vec::with_capacity(req.resources.len());
     for r in req.resources {
-        let parsed =
-            alterable_resource(broker, ctx, r.resource_type, &r.resource_name).and_then(|res| {
-                let ops = r
-                    .configs
-                    .iter()
-                    .map(|c| {
-                        op(&c.name, c.config_operation, c.value.as_ref())
-                            .map(|o| (c.name.to_string(), o))
-                    })
-                    .collect::<Result<Vec<_>, _>>()?;
-                Ok((res, ops))
-            });
+        let parsed = alterable_resource(ctx, r.resource_type, &r.resource_name).and_then(|res| {
+            let ops = r
+                .configs
+                .iter()
+                .map(|c| {
+                    op(&c.name, c.config_operation, c.value.as_ref())
+                        .map(|o| (c.name.to_string(), o))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok((res, ops))
+        });
         let (error_code, error_message) = match parsed {
             Err(outcome) => outcome,
-            Ok((res, ops)) => alter(&broker.topics, res, ops, false, req.validate_only).await,
+            Ok((res, ops)) => alter(topics, res, ops, false, req.validate_only).await,
         };
         responses.push(
             AlterConfigsResourceResponse::default()

@@ -24,8 +24,8 @@ pub async fn handle(
     }
     // An idempotent producer needs IDEMPOTENT_WRITE on the cluster or WRITE on some topic
     // (Kafka 3.x).
-    if !authz::cluster(broker, ctx, Operation::IdempotentWrite)
-        && !authz::any_of_type(broker, ctx, Operation::Write, ResourceType::Topic)
+    if !authz::cluster(ctx, Operation::IdempotentWrite)
+        && !authz::any_of_type(ctx, Operation::Write, ResourceType::Topic)
     {
         return InitProducerIdResponse::default()
             .with_error_code(code(ResponseError::ClusterAuthorizationFailed))
@@ -73,7 +73,7 @@ async fn transactional(
             .with_producer_id(ProducerId(-1))
             .with_producer_epoch(-1)
     };
-    if !authz::transactional_id(broker, ctx, Operation::Write, id) {
+    if !authz::transactional_id(ctx, Operation::Write, id) {
         return fail(code(ResponseError::TransactionalIdAuthorizationFailed));
     }
     // v3+ (KIP-360): a producer re-initialising names its current id and epoch.

@@ -8,17 +8,17 @@ use kafka_protocol::protocol::StrBytes;
 
 use super::errors::group_code_of;
 use super::{authz, RequestContext};
-use crate::broker::Broker;
 use crate::group::state::Protocol;
+use crate::group::GroupCoordinator;
 use crate::group::JoinRequest;
 use crate::security::acl::Operation;
 
 pub async fn handle(
-    broker: &Broker,
+    groups: &GroupCoordinator,
     ctx: &RequestContext,
     req: JoinGroupRequest,
 ) -> JoinGroupResponse {
-    if !authz::group(broker, ctx, Operation::Read, &req.group_id.0) {
+    if !authz::group(ctx, Operation::Read, &req.group_id.0) {
         return JoinGroupResponse::default().with_error_code(authz::group_denied());
     }
     let v = ctx.api_version;
@@ -45,7 +45,7 @@ pub async fn handle(
             .collect(),
         require_known_member_id: v >= 4,
     };
-    let r = broker.groups.join(&req.group_id.0, join).await;
+    let r = groups.join(&req.group_id.0, join).await;
     let members = r
         .members
         .into_iter()

@@ -7,16 +7,16 @@ use kafka_protocol::protocol::StrBytes;
 
 use super::errors::{group_code, NONE};
 use super::{authz, RequestContext};
-use crate::broker::Broker;
+use crate::group::GroupCoordinator;
 use crate::group::MemberRef;
 use crate::security::acl::Operation;
 
 pub async fn handle(
-    broker: &Broker,
+    groups: &GroupCoordinator,
     ctx: &RequestContext,
     req: LeaveGroupRequest,
 ) -> LeaveGroupResponse {
-    if !authz::group(broker, ctx, Operation::Read, &req.group_id.0) {
+    if !authz::group(ctx, Operation::Read, &req.group_id.0) {
         return LeaveGroupResponse::default().with_error_code(authz::group_denied());
     }
     let v = ctx.api_version;
@@ -34,7 +34,7 @@ pub async fn handle(
             group_instance_id: None,
         }]
     };
-    let results = match broker.groups.leave(&req.group_id.0, &members) {
+    let results = match groups.leave(&req.group_id.0, &members) {
         Ok(r) => r,
         Err(e) => return LeaveGroupResponse::default().with_error_code(group_code(&e)),
     };

@@ -7,7 +7,7 @@ use kafka_protocol::messages::{GroupId, ListGroupsRequest, ListGroupsResponse};
 use kafka_protocol::protocol::StrBytes;
 
 use super::{authz, RequestContext};
-use crate::broker::Broker;
+use crate::group::GroupCoordinator;
 use crate::group::GroupState;
 use crate::security::acl::Operation;
 
@@ -15,7 +15,7 @@ use crate::security::acl::Operation;
 const CLASSIC: &str = "classic";
 
 pub async fn handle(
-    broker: &Broker,
+    groups: &GroupCoordinator,
     ctx: &RequestContext,
     req: ListGroupsRequest,
 ) -> ListGroupsResponse {
@@ -39,12 +39,11 @@ pub async fn handle(
         return ListGroupsResponse::default();
     }
     // DESCRIBE on the cluster lists every group; otherwise those the principal may DESCRIBE.
-    let all = authz::cluster(broker, ctx, Operation::Describe);
-    let groups = broker
-        .groups
+    let all = authz::cluster(ctx, Operation::Describe);
+    let groups = groups
         .list(&filter)
         .into_iter()
-        .filter(|g| all || authz::group(broker, ctx, Operation::Describe, &g.group_id))
+        .filter(|g| all || authz::group(ctx, Operation::Describe, &g.group_id))
         .map(|g| {
             let listed = ListedGroup::default()
                 .with_group_id(GroupId(StrBytes::from_string(g.group_id)))

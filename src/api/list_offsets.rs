@@ -33,7 +33,7 @@ pub async fn handle(
     let mut topics = Vec::with_capacity(req.topics.len());
     for t in req.topics {
         let topic = image.topics.get(t.name.0.as_str());
-        let describable = authz::topic(broker, ctx, Operation::Describe, &t.name.0);
+        let describable = authz::topic(ctx, Operation::Describe, &t.name.0);
         let mut partitions = Vec::with_capacity(t.partitions.len());
         for p in t.partitions {
             let base =

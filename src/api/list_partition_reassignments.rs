@@ -17,20 +17,20 @@ use kafka_protocol::ResponseError;
 
 use super::errors::code;
 use super::{authz, RequestContext};
-use crate::broker::Broker;
 use crate::metadata::{reassign, PartitionMeta};
+use crate::metadata_source::MetadataSource;
 use crate::security::acl::Operation;
 
 pub async fn handle(
-    broker: &Broker,
+    metadata: &MetadataSource,
     ctx: &RequestContext,
     req: ListPartitionReassignmentsRequest,
 ) -> ListPartitionReassignmentsResponse {
-    if !authz::cluster(broker, ctx, Operation::Describe) {
+    if !authz::cluster(ctx, Operation::Describe) {
         return ListPartitionReassignmentsResponse::default()
             .with_error_code(code(ResponseError::ClusterAuthorizationFailed));
     }
-    let image = broker.metadata.image();
+    let image = metadata.image();
     // None: every topic; otherwise the named partitions.
     let wanted: Option<BTreeMap<String, Vec<i32>>> = req.topics.map(|topics| {
         let mut m: BTreeMap<String, Vec<i32>> = BTreeMap::new();

@@ -10,12 +10,12 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::StrBytes;
 
 use super::{authz, RequestContext};
-use crate::broker::Broker;
 use crate::security::acl::Operation;
 use crate::txn::state::TxnState;
+use crate::txn::TxnCoordinator;
 
 pub async fn handle(
-    broker: &Broker,
+    txns: &TxnCoordinator,
     ctx: &RequestContext,
     req: ListTransactionsRequest,
 ) -> ListTransactionsResponse {
@@ -33,8 +33,7 @@ pub async fn handle(
     } else {
         -1
     };
-    let listed = broker
-        .txns
+    let listed = txns
         .list()
         .into_iter()
         .filter(|t| states.is_empty() || states.contains(&t.state))
@@ -43,7 +42,7 @@ pub async fn handle(
                 || req.producer_id_filters.contains(&ProducerId(t.producer_id))
         })
         .filter(|t| min_duration < 0 || (t.start_ms >= 0 && now - t.start_ms >= min_duration))
-        .filter(|t| authz::transactional_id(broker, ctx, Operation::Describe, &t.transactional_id))
+        .filter(|t| authz::transactional_id(ctx, Operation::Describe, &t.transactional_id))
         .map(|t| {
             TransactionState::default()
                 .with_transactional_id(TransactionalId(StrBytes::from_string(t.transactional_id)))

@@ -68,17 +68,17 @@ pub async fn handle(
     let with_topic_ops = v >= 8 && req.include_topic_authorized_operations;
     let topic_ops = |name: &str| {
         if with_topic_ops {
-            authorized_ops::topic(broker, ctx, name)
+            authorized_ops::topic(ctx, name)
         } else {
             authorized_ops::NOT_REQUESTED
         }
     };
     let cluster_ops = if (8..=10).contains(&v) && req.include_cluster_authorized_operations {
-        authorized_ops::cluster(broker, ctx)
+        authorized_ops::cluster(ctx)
     } else {
         authorized_ops::NOT_REQUESTED
     };
-    let describable = |name: &str| authz::topic(broker, ctx, Operation::Describe, name);
+    let describable = |name: &str| authz::topic(ctx, Operation::Describe, name);
     let leaders = Leaders::new(broker);
     let listed = |b: &crate::metadata::BrokerMeta| !b.fenced || leaders.refusing.contains(&b.id);
     let mut topics = Vec::new();
@@ -104,7 +104,7 @@ pub async fn handle(
                     }
                     None => match validate_topic_name(&name) {
                         Err(e) => error_entry(&name, metadata_code(&e)),
-                        Ok(()) if allow_auto && !authz::create_topic(broker, ctx, &name) => {
+                        Ok(()) if allow_auto && !authz::create_topic(ctx, &name) => {
                             error_entry(&name, denied)
                         }
                         Ok(()) if allow_auto => match broker.topics.auto_create(&name).await {

@@ -1,8 +1,9 @@
 //! Kafka APIs: one module per API, and the table that drives both the router and the
 //! ApiVersions answer, so what is advertised is exactly what is handled.
 //!
-//! May depend on: `protocol`, `broker` (and through it `metadata`, `log`), the codec's
-//! message types. Not on sockets: [`dispatch`] turns one request frame into one response frame.
+//! May depend on: `protocol`, `broker` and the services it holds (`group`, `txn`, `topics`,
+//! `metadata_source`, and through them `metadata`, `log`), `access`, the codec's message
+//! types. Not on sockets: [`dispatch`] turns one request frame into one response frame.
 
 mod add_offsets_to_txn;
 mod add_partitions_to_txn;
@@ -77,15 +78,30 @@ pub struct ApiSpec {
     pub max: i16,
 }
 
-/// Generates, from one list of `Key min..=max => handler[, no_reply_if predicate];` lines,
-/// both [`APIS`] (what ApiVersions advertises, in list order) and `route` (the dispatch
-/// `match`), so an API is added, or its versions changed, in one line. Every handler is an
-/// `async fn(&Broker, &RequestContext, Request) -> Response`; the request type is inferred
-/// from it. `no_reply_if` names a `fn(&Request) -> bool` for requests Kafka does not answer
-/// (acks=0 produce).
+/// Calls a handler with what it takes: the broker, or (`[field]`) the one broker service it
+/// needs.
+macro_rules! call_handler {
+    ($handler:path, $broker:ident, $ctx:ident, $req:ident) => {
+        $handler($broker, $ctx, $req).await
+    };
+    ($handler:path, $broker:ident, $ctx:ident, $req:ident, $svc:ident) => {
+        $handler(&$broker.$svc, $ctx, $req).await
+    };
+}
+
+/// Generates, from one list of `Key min..=max => handler [service][, no_reply_if predicate];`
+/// lines, both [`APIS`] (what ApiVersions advertises, in list order) and `route` (the
+/// dispatch `match`), so an API is added, or its versions changed, in one line. A handler is
+/// an `async fn(&S, &RequestContext, Request) -> Response`: `S` is the one service named in
+/// brackets (`[groups]`: `&broker.groups`, a `&GroupCoordinator`), or `Broker` for the handlers
+/// that still need several. Authorization needs none: the context carries it
+/// ([`RequestContext::access`], asked through [`authz`]). The request type is inferred from
+/// the handler. `no_reply_if` names a `fn(&Request) -> bool` for requests Kafka does not
+/// answer (acks=0 produce).
 macro_rules! apis {
     ($(
-        $key:ident $min:literal ..= $max:literal => $handler:path $(, no_reply_if $silent:path)?;
+        $key:ident $min:literal ..= $max:literal => $handler:path $([$svc:ident])?
+            $(, no_reply_if $silent:path)?;
     )*) => {
         /// Every API raftka handles. Ranges start as low as the codec decodes (old librdkafka
         /// only enables features when old versions are advertised) and stop where raftka fills
@@ -106,7 +122,7 @@ macro_rules! apis {
                 $(ApiKey::$key => {
                     let req = decode(key, &mut frame, ctx.api_version)?;
                     let silent = false $(|| $silent(&req))?;
-                    let resp = $handler(broker, ctx, req).await;
+                    let resp = call_handler!($handler, broker, ctx, req $(, $svc)?);
                     if silent {
                         return Ok(Outcome::NoReply);
                     }
@@ -138,8 +154,8 @@ apis! {
     DeleteTopics 0..=6 => delete_topics::handle;
     InitProducerId 0..=4 => init_producer_id::handle;
     DescribeConfigs 0..=4 => describe_configs::handle;
-    AlterConfigs 0..=2 => alter_configs::handle;
-    IncrementalAlterConfigs 0..=1 => incremental_alter_configs::handle;
+    AlterConfigs 0..=2 => alter_configs::handle [topics];
+    IncrementalAlterConfigs 0..=1 => incremental_alter_configs::handle [topics];
     DeleteRecords 0..=2 => delete_records::handle;
     CreatePartitions 0..=3 => create_partitions::handle;
     DescribeCluster 0..=1 => describe_cluster::handle;
@@ -147,37 +163,37 @@ apis! {
     // error semantics of transactions and v6 share groups.
     FindCoordinator 0..=4 => find_coordinator::handle;
     // v9 lets a static leader skip re-assignment; raftka never asks it to (always valid).
-    JoinGroup 0..=9 => join_group::handle;
-    SyncGroup 0..=5 => sync_group::handle;
-    Heartbeat 0..=4 => heartbeat::handle;
-    LeaveGroup 0..=5 => leave_group::handle;
+    JoinGroup 0..=9 => join_group::handle [groups];
+    SyncGroup 0..=5 => sync_group::handle [groups];
+    Heartbeat 0..=4 => heartbeat::handle [groups];
+    LeaveGroup 0..=5 => leave_group::handle [groups];
     // Up to 8: v9 is for KIP-848 consumer groups (member epochs), not implemented.
     OffsetCommit 0..=8 => offset_commit::handle;
-    OffsetFetch 0..=8 => offset_fetch::handle;
+    OffsetFetch 0..=8 => offset_fetch::handle [groups];
     OffsetDelete 0..=0 => offset_delete::handle;
     // Transactions, partition side (issue 14): v3 adds the group member (KIP-447); v4 is
     // KIP-890's server-side verification, not advertised.
     TxnOffsetCommit 0..=3 => txn_offset_commit::handle;
     DescribeProducers 0..=0 => describe_producers::handle;
-    DescribeGroups 0..=5 => describe_groups::handle;
+    DescribeGroups 0..=5 => describe_groups::handle [groups];
     // v5 filters by group type (KIP-848); every group here is a classic one.
-    ListGroups 0..=5 => list_groups::handle;
-    DeleteGroups 0..=2 => delete_groups::handle;
+    ListGroups 0..=5 => list_groups::handle [groups];
+    DeleteGroups 0..=2 => delete_groups::handle [groups];
     // ACLs in the metadata quorum (SECURITY_DISABLED without authorizer.class.name).
-    DescribeAcls 0..=3 => describe_acls::handle;
-    CreateAcls 0..=3 => create_acls::handle;
-    DeleteAcls 0..=3 => delete_acls::handle;
+    DescribeAcls 0..=3 => describe_acls::handle [metadata];
+    CreateAcls 0..=3 => create_acls::handle [metadata];
+    DeleteAcls 0..=3 => delete_acls::handle [metadata];
     // Operator APIs (issue 15).
     ElectLeaders 0..=2 => elect_leaders::handle;
     DescribeLogDirs 0..=4 => describe_log_dirs::handle;
     DescribeQuorum 0..=2 => describe_quorum::handle;
     AddRaftVoter 0..=0 => quorum_admin::handle_add;
     RemoveRaftVoter 0..=0 => quorum_admin::handle_remove;
-    DescribeTopicPartitions 0..=0 => describe_topic_partitions::handle;
+    DescribeTopicPartitions 0..=0 => describe_topic_partitions::handle [metadata];
     // Partition reassignment (KIP-455) and broker decommission.
     AlterPartitionReassignments 0..=0 => alter_partition_reassignments::handle;
-    ListPartitionReassignments 0..=0 => list_partition_reassignments::handle;
-    UnregisterBroker 0..=0 => unregister_broker::handle;
+    ListPartitionReassignments 0..=0 => list_partition_reassignments::handle [metadata];
+    UnregisterBroker 0..=0 => unregister_broker::handle [metadata];
     // SASL (the exchange runs in server::auth; here they answer ILLEGAL_SASL_STATE).
     SaslHandshake 0..=1 => sasl::handshake;
     SaslAuthenticate 0..=2 => sasl::authenticate;
@@ -189,9 +205,9 @@ apis! {
     // epoch bump per transaction they announce.
     AddPartitionsToTxn 0..=4 => add_partitions_to_txn::handle;
     AddOffsetsToTxn 0..=3 => add_offsets_to_txn::handle;
-    EndTxn 0..=3 => end_txn::handle;
-    DescribeTransactions 0..=0 => describe_transactions::handle;
-    ListTransactions 0..=1 => list_transactions::handle;
+    EndTxn 0..=3 => end_txn::handle [txns];
+    DescribeTransactions 0..=0 => describe_transactions::handle [txns];
+    ListTransactions 0..=1 => list_transactions::handle [txns];
 }
 
 /// The name of API `key` as Kafka's request metrics label it ("Produce"); "Unknown" for keys
@@ -257,23 +273,24 @@ pub struct RequestContext {
     /// The request's place in its connection's append order, when the connection pipelines
     /// it (Produce only; see [`turn`]).
     pub append_turn: Option<Arc<turn::AppendTurn>>,
+    /// The authorizer service ([`authz`] asks it): the broker's, shared.
+    pub access: Arc<crate::access::Access>,
 }
 
 /// Whether the ACL APIs may run for this request: SECURITY_DISABLED without an authorizer
 /// (Kafka's answer), CLUSTER_AUTHORIZATION_FAILED without `op` on the cluster.
 fn acl_access(
-    b: &Broker,
     ctx: &RequestContext,
     op: crate::security::acl::Operation,
 ) -> Result<(), (kafka_protocol::ResponseError, String)> {
     use kafka_protocol::ResponseError as E;
-    if !b.config.authorizer.enabled {
+    if !ctx.access.enabled() {
         return Err((
             E::SecurityDisabled,
             "No Authorizer is configured on the broker (authorizer.class.name)".to_string(),
         ));
     }
-    if !authz::cluster(b, ctx, op) {
+    if !authz::cluster(ctx, op) {
         return Err((
             E::ClusterAuthorizationFailed,
             format!("Authorization failed: {op:?} on the cluster is required"),
@@ -353,6 +370,7 @@ pub async fn dispatch_in_turn(
         listener,
         principal,
         append_turn: turn,
+        access: broker.access.clone(),
     };
     route(spec.key, broker, &ctx, frame).await
 }

@@ -24,14 +24,14 @@ pub async fn handle(
     // Per topic: (name, [(partition, error code)]); codes of committed partitions are
     // filled in after the commit, through `slots`.
     // READ on the group for the whole request, READ on each topic.
-    let group_ok = authz::group(broker, ctx, Operation::Read, &req.group_id.0);
+    let group_ok = authz::group(ctx, Operation::Read, &req.group_id.0);
     let mut plan = CommitPlan::new(
         &image,
         req.topics.into_iter().map(|t| (t.name, t.partitions)),
         |topic| {
             if !group_ok {
                 Some(authz::group_denied())
-            } else if !authz::topic(broker, ctx, Operation::Read, topic) {
+            } else if !authz::topic(ctx, Operation::Read, topic) {
                 Some(authz::topic_denied())
             } else {
                 None

@@ -18,7 +18,7 @@ pub async fn handle(
     ctx: &RequestContext,
     req: OffsetDeleteRequest,
 ) -> OffsetDeleteResponse {
-    if !authz::group(broker, ctx, Operation::Delete, &req.group_id.0) {
+    if !authz::group(ctx, Operation::Delete, &req.group_id.0) {
         return OffsetDeleteResponse::default().with_error_code(authz::group_denied());
     }
     let image = broker.metadata.image();
@@ -27,7 +27,7 @@ pub async fn handle(
     let mut slots = Vec::new();
     for (ti, t) in req.topics.into_iter().enumerate() {
         let meta = image.topics.get(t.name.0.as_str());
-        let readable = authz::topic(broker, ctx, Operation::Read, &t.name.0);
+        let readable = authz::topic(ctx, Operation::Read, &t.name.0);
         let mut parts = Vec::with_capacity(t.partitions.len());
         for (pi, p) in t.partitions.into_iter().enumerate() {
             let i = p.partition_index;

@@ -15,8 +15,8 @@ use kafka_protocol::ResponseError;
 
 use super::errors::{code, group_code, NONE};
 use super::{authz, RequestContext};
-use crate::broker::Broker;
 use crate::group::coordinator::TopicOffsets;
+use crate::group::GroupCoordinator;
 use crate::group::{CommittedOffset, TopicPartition};
 use crate::security::acl::Operation;
 
@@ -24,7 +24,7 @@ use crate::security::acl::Operation;
 type Row = (i32, i64, i32, String, i16);
 
 pub async fn handle(
-    broker: &Broker,
+    groups: &GroupCoordinator,
     ctx: &RequestContext,
     req: OffsetFetchRequest,
 ) -> OffsetFetchResponse {
@@ -41,7 +41,7 @@ pub async fn handle(
                         .collect()
                 });
                 let group = OffsetFetchResponseGroup::default().with_group_id(g.group_id.clone());
-                match fetch(broker, ctx, &g.group_id.0, topics, stable) {
+                match fetch(groups, ctx, &g.group_id.0, topics, stable) {
                     Ok(rows) => group.with_topics(
                         rows.into_iter()
                             .map(|(name, parts)| {
@@ -74,7 +74,7 @@ pub async fn handle(
             .map(|t| (t.name.0.to_string(), t.partition_indexes))
             .collect()
     });
-    let (rows, error) = match fetch(broker, ctx, &req.group_id.0, requested.clone(), stable) {
+    let (rows, error) = match fetch(groups, ctx, &req.group_id.0, requested.clone(), stable) {
         Ok(rows) => (rows, NONE),
         // v0-1 have no top-level error: every requested partition carries it.
         Err(code) if v < 2 => (
@@ -123,23 +123,21 @@ fn no_offset(partition: i32, error: i16) -> Row {
 /// (else GROUP_AUTHORIZATION_FAILED); topics the principal may not DESCRIBE are left out of
 /// an all-topics fetch and answered TOPIC_AUTHORIZATION_FAILED when named, as in Kafka.
 fn fetch(
-    broker: &Broker,
+    groups: &GroupCoordinator,
     ctx: &RequestContext,
     group_id: &str,
     topics: Option<Vec<(String, Vec<i32>)>>,
     require_stable: bool,
 ) -> Result<Vec<(String, Vec<Row>)>, i16> {
-    if !authz::group(broker, ctx, Operation::Describe, group_id) {
+    if !authz::group(ctx, Operation::Describe, group_id) {
         return Err(authz::group_denied());
     }
     let named = topics.is_some();
-    let found: Vec<TopicOffsets> = broker
-        .groups
+    let found: Vec<TopicOffsets> = groups
         .fetch_offsets(group_id, topics)
         .map_err(|e| group_code(&e))?;
     let unstable = if require_stable {
-        broker
-            .groups
+        groups
             .pending_txn_offsets(group_id)
             .map_err(|e| group_code(&e))?
     } else {
@@ -148,7 +146,7 @@ fn fetch(
     Ok(found
         .into_iter()
         .filter_map(|(topic, parts)| {
-            if authz::topic(broker, ctx, Operation::Describe, &topic) {
+            if authz::topic(ctx, Operation::Describe, &topic) {
                 Some((topic, parts, None))
             } else {
                 named.then_some((topic, parts, Some(authz::topic_denied())))

@@ -43,7 +43,7 @@ pub async fn handle(broker: &Broker, ctx: &RequestContext, req: ProduceRequest) 
     // ones.
     let mut jobs: Vec<(usize, usize, u64, Job)> = Vec::new();
     let mut refusals: Vec<(usize, usize, Refused)> = Vec::new();
-    let txn_denied = authz::produce_transactional_id_denied(broker, ctx, &req);
+    let txn_denied = authz::produce_transactional_id_denied(ctx, &req);
     let has_txn_id = req.transactional_id.is_some();
     let txn_id = req.transactional_id.clone();
     for topic_data in req.topic_data {
@@ -273,7 +273,7 @@ async fn resolve_topic(
     ctx: &RequestContext,
     name: &str,
 ) -> Result<TopicMeta, i16> {
-    authz::produce_topic(broker, ctx, name)?;
+    authz::produce_topic(ctx, name)?;
     // Only the group coordinator writes the offsets topic, as in Kafka ("cannot append to
     // internal topic").
     if name == crate::offsets_topic::OFFSETS_TOPIC || name == crate::txn::TXN_TOPIC {
@@ -283,7 +283,7 @@ async fn resolve_topic(
         return Ok(t.clone());
     }
     validate_topic_name(name).map_err(|e| metadata_code(&e))?;
-    if !broker.config.auto_create_topics || !authz::create_topic(broker, ctx, name) {
+    if !broker.config.auto_create_topics || !authz::create_topic(ctx, name) {
         return Err(code(ResponseError::UnknownTopicOrPartition));
     }
     broker

@@ -261,7 +261,7 @@ pub async fn handle_add(
     ctx: &RequestContext,
     req: AddRaftVoterRequest,
 ) -> AddRaftVoterResponse {
-    if !authz::cluster(broker, ctx, Operation::Alter) {
+    if !authz::cluster(ctx, Operation::Alter) {
         return add_response(code(ResponseError::ClusterAuthorizationFailed), None);
     }
     if broker.metadata.quorum().is_none() || is_quorum_leader(broker) {
@@ -283,7 +283,7 @@ pub async fn handle_remove(
     ctx: &RequestContext,
     req: RemoveRaftVoterRequest,
 ) -> RemoveRaftVoterResponse {
-    if !authz::cluster(broker, ctx, Operation::Alter) {
+    if !authz::cluster(ctx, Operation::Alter) {
         return remove_response(code(ResponseError::ClusterAuthorizationFailed), None);
     }
     if broker.metadata.quorum().is_none() || is_quorum_leader(broker) {

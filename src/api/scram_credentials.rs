@@ -33,7 +33,7 @@ pub async fn describe(
     req: DescribeUserScramCredentialsRequest,
 ) -> DescribeUserScramCredentialsResponse {
     // Kafka: DESCRIBE on the cluster.
-    if !authz::cluster(broker, ctx, Operation::Describe) {
+    if !authz::cluster(ctx, Operation::Describe) {
         return DescribeUserScramCredentialsResponse::default()
             .with_error_code(code(ResponseError::ClusterAuthorizationFailed));
     }
@@ -87,7 +87,7 @@ pub async fn alter(
     req: AlterUserScramCredentialsRequest,
 ) -> AlterUserScramCredentialsResponse {
     // Kafka: ALTER on the cluster, answered for every user of the request.
-    if !authz::cluster(broker, ctx, Operation::Alter) {
+    if !authz::cluster(ctx, Operation::Alter) {
         let mut users: Vec<String> = req
             .deletions
             .iter()

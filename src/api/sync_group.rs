@@ -6,16 +6,16 @@ use kafka_protocol::protocol::StrBytes;
 
 use super::errors::group_code_of;
 use super::{authz, RequestContext};
-use crate::broker::Broker;
+use crate::group::GroupCoordinator;
 use crate::group::SyncRequest;
 use crate::security::acl::Operation;
 
 pub async fn handle(
-    broker: &Broker,
+    groups: &GroupCoordinator,
     ctx: &RequestContext,
     req: SyncGroupRequest,
 ) -> SyncGroupResponse {
-    if !authz::group(broker, ctx, Operation::Read, &req.group_id.0) {
+    if !authz::group(ctx, Operation::Read, &req.group_id.0) {
         return SyncGroupResponse::default().with_error_code(authz::group_denied());
     }
     let v = ctx.api_version;
@@ -31,7 +31,7 @@ pub async fn handle(
             .map(|a| (a.member_id.to_string(), a.assignment))
             .collect(),
     };
-    let r = broker.groups.sync(&req.group_id.0, sync).await;
+    let r = groups.sync(&req.group_id.0, sync).await;
     let resp = SyncGroupResponse::default()
         .with_error_code(group_code_of(&r.error))
         .with_assignment(r.assignment);

@@ -30,21 +30,19 @@ pub async fn handle(
 ) -> TxnOffsetCommitResponse {
     let v = ctx.api_version;
     let image = broker.metadata.image();
-    let denied_all =
-        if !authz::transactional_id(broker, ctx, Operation::Write, &req.transactional_id.0) {
-            Some(code(ResponseError::TransactionalIdAuthorizationFailed))
-        } else if !authz::group(broker, ctx, Operation::Read, &req.group_id.0) {
-            Some(authz::group_denied())
-        } else {
-            None
-        };
+    let denied_all = if !authz::transactional_id(ctx, Operation::Write, &req.transactional_id.0) {
+        Some(code(ResponseError::TransactionalIdAuthorizationFailed))
+    } else if !authz::group(ctx, Operation::Read, &req.group_id.0) {
+        Some(authz::group_denied())
+    } else {
+        None
+    };
     let mut plan = CommitPlan::new(
         &image,
         req.topics.into_iter().map(|t| (t.name, t.partitions)),
         |topic| {
-            denied_all.or_else(|| {
-                (!authz::topic(broker, ctx, Operation::Read, topic)).then(authz::topic_denied)
-            })
+            denied_all
+                .or_else(|| (!authz::topic(ctx, Operation::Read, topic)).then(authz::topic_denied))
         },
         |p| {
             (

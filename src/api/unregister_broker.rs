@@ -14,22 +14,21 @@ use kafka_protocol::ResponseError;
 
 use super::errors::{code, metadata_code};
 use super::{authz, RequestContext};
-use crate::broker::Broker;
 use crate::metadata::{MetadataCommand, MetadataError};
+use crate::metadata_source::MetadataSource;
 use crate::security::acl::Operation;
 
 pub async fn handle(
-    broker: &Broker,
+    metadata: &MetadataSource,
     ctx: &RequestContext,
     req: UnregisterBrokerRequest,
 ) -> UnregisterBrokerResponse {
-    if !authz::cluster(broker, ctx, Operation::Alter) {
+    if !authz::cluster(ctx, Operation::Alter) {
         return UnregisterBrokerResponse::default()
             .with_error_code(code(ResponseError::ClusterAuthorizationFailed));
     }
     let id = req.broker_id.0;
-    let outcome = broker
-        .metadata
+    let outcome = metadata
         .submit(&MetadataCommand::UnregisterBroker { id })
         .await;
     match outcome {

@@ -165,6 +165,10 @@ fn assemble(parts: Parts) -> Result<Broker, NodeError> {
     let config = Arc::new(config);
     let metadata = Arc::new(MetadataSource::Quorum(quorum));
     let shutdown = CancellationToken::new();
+    let access = Arc::new(crate::access::Access::new(
+        config.authorizer.clone(),
+        metadata.clone(),
+    ));
     let topics = Topics {
         config: config.clone(),
         metadata: metadata.clone(),
@@ -181,6 +185,7 @@ fn assemble(parts: Parts) -> Result<Broker, NodeError> {
         cluster_id: cluster_id_from(&voters.join(",")),
         config,
         metadata,
+        access,
         topics,
         writer,
         logs,

@@ -50,6 +50,10 @@ pub(super) fn open(config: BrokerConfig, storage: Storage) -> Result<Arc<Broker>
     let metadata = Arc::new(MetadataSource::Local(metadata));
     let transport: Arc<dyn ReplicaTransport> = Arc::new(NoPeers);
     let shutdown = CancellationToken::new();
+    let access = Arc::new(crate::access::Access::new(
+        config.authorizer.clone(),
+        metadata.clone(),
+    ));
     let topics = Topics {
         config: config.clone(),
         metadata: metadata.clone(),
@@ -64,6 +68,7 @@ pub(super) fn open(config: BrokerConfig, storage: Storage) -> Result<Arc<Broker>
         txns,
         config,
         metadata,
+        access,
         topics,
         writer,
         logs,
