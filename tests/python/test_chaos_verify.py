@@ -448,3 +448,23 @@ def test_check_only_mode(tmp_path):
                        capture_output=True, text=True, timeout=60)
     assert p.returncode == 1 and "RESULT: FAIL" in p.stdout and "[lost]" in p.stdout, p.stdout + p.stderr
 
+
+
+def test_concurrent_commits_landing_out_of_order_are_not_a_violation():
+    """Asynchronous commits overlap, and librdkafka retries a failed one: a commit of 4 sent at
+    25.0 and answered only at 25.6 (after a retry) lands after a commit of 5 sent at 25.3 and
+    answered at 25.35. A poll at 26 showing 4 is a legal outcome of the two concurrent commits;
+    the same 4 from a commit that was answered before the commit of 5 was sent is not."""
+    h = clean_history()
+    h.commits.append(CommitAttempt("c1", 0, 4, 25.0, 25.6, True))
+    h.commits.append(CommitAttempt("c1", 0, 5, 25.3, 25.35, True))
+    h.committed.append(CommittedObs(26.0, 26.1, {"0": 4, "1": 5}))
+    found, r = kinds_found(h)
+    assert found == set(), r.violations
+    # Sequential instead: the commit of 4 was answered before the commit of 5 was sent.
+    h = clean_history()
+    h.commits.append(CommitAttempt("c1", 0, 4, 25.0, 25.1, True))
+    h.commits.append(CommitAttempt("c1", 0, 5, 25.3, 25.35, True))
+    h.committed.append(CommittedObs(26.0, 26.1, {"0": 4, "1": 5}))
+    found, r = kinds_found(h)
+    assert found == {"commit-backwards"}, r.violations

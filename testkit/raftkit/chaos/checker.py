@@ -22,7 +22,11 @@ order                two acknowledged records of one key whose offsets are not i
 commit-backwards     a poll of the group's committed offsets shows a lower offset than an
                      earlier poll, or lower than a commit acknowledged before the poll was
                      sent; or a consumer resumes a partition below a commit acknowledged
-                     before its assignment (the acknowledged commit was lost).
+                     before its assignment (the acknowledged commit was lost). Commits are
+                     asynchronous and librdkafka retries a failed one, so a commit of the
+                     lower offset that was still in flight when the higher one was sent (or
+                     that never got a definite answer) may land last: such a lower offset is
+                     not a violation (the two commits were concurrent).
 unknown-value        a consumer read a value the producer never sent.
 not-healed           after the faults were healed the cluster did not return to every broker
                      up and every ISR full.
@@ -280,6 +284,7 @@ def _check_reads(h, r, sent):
     acked = {p: _MaxBefore(v) for p, v in acked.items()}
     nothing = _MaxBefore([])
     assigned_at = {(a.consumer, a.epoch, a.partition): a.t for a in h.assigns}
+    index = _commit_index(h)
     last = {}  # (consumer, epoch, partition) -> last read
     for rd in h.reads:
         if rd.value not in sent:
@@ -291,7 +296,7 @@ def _check_reads(h, r, sent):
         last[k] = rd
         if prev is None:
             _check_epoch_start(r, rd, attempts.get(rd.partition, nothing), acked.get(rd.partition, nothing),
-                               assigned_at.get(k), h.t0)
+                               assigned_at.get(k), h, index)
             continue
         if rd.offset <= prev.offset:
             r.add("nonmonotonic", f"{rd.consumer} read partition {rd.partition} offset {rd.offset} after "
@@ -306,7 +311,8 @@ def _check_reads(h, r, sent):
                   offset=rd.offset, t=rd.t)
 
 
-def _check_epoch_start(r, rd, attempts, acked, t_assign, t0):
+def _check_epoch_start(r, rd, attempts, acked, t_assign, h, index):
+    t0 = h.t0
     upper = attempts(rd.t, default=0)
     if rd.offset > upper:
         r.add("skip-at-assignment",
@@ -317,7 +323,8 @@ def _check_epoch_start(r, rd, attempts, acked, t_assign, t0):
               upper=upper, t=rd.t)
     if t_assign is not None:
         lower = acked(t_assign)
-        if lower is not None and rd.offset < lower:
+        if (lower is not None and rd.offset < lower
+                and not _concurrent_commit(index, h.commits, rd.partition, rd.offset, t_assign, rd.t)):
             r.add("commit-backwards",
                   f"{rd.consumer} resumed partition {rd.partition} (epoch {rd.epoch}, assigned at "
                   f"t={t_assign - t0:.3f}) at offset {rd.offset}, below offset {lower} whose commit was "
@@ -345,6 +352,30 @@ def _check_order(h, r):
                       b_offset=y.offset)
 
 
+def _commit_index(h):
+    """{(partition, offset): [CommitAttempt]} of every commit attempt."""
+    idx = defaultdict(list)
+    for c in h.commits:
+        idx[(c.partition, c.offset)].append(c)
+    return idx
+
+
+def _concurrent_commit(index, commits, p, v, acked_before, seen_by):
+    """True when a commit of offset ``v`` on partition ``p`` may have been applied after every
+    acknowledged commit of a higher offset that completed before ``acked_before``: it started
+    before ``seen_by`` and had not completed (definitely) when the latest-started of those
+    higher commits started. Then a committed offset of ``v`` is a legal outcome of concurrent
+    commits (a retried or reordered asynchronous commit), not a lost one."""
+    higher = [c.t_start for c in commits
+              if c.partition == p and c.ok and c.t_end is not None and c.t_end < acked_before
+              and c.offset > v]
+    if not higher:
+        return True
+    latest = max(higher)
+    return any(w.t_start < seen_by and (not w.ok or w.t_end is None or w.t_end > latest)
+               for w in index.get((p, v), []))
+
+
 def _check_commits(h, r):
     """Committed offsets observed by the poller never decrease from one poll to the next, and
     never fall below a commit acknowledged before the poll was sent. Each drop is reported
@@ -354,6 +385,7 @@ def _check_commits(h, r):
         if c.ok:
             points[c.partition].append((c.t_end, c.offset))
     acked = defaultdict(lambda: _MaxBefore([]), {p: _MaxBefore(v) for p, v in points.items()})
+    index = _commit_index(h)
     prev = {}  # partition -> (offset, t) of the previous poll that had one
     reported_acked = set()  # (partition, acknowledged offset) already reported
     for obs in sorted(h.committed, key=lambda o: o.t_start):
@@ -362,14 +394,19 @@ def _check_commits(h, r):
             if v is None or v < 0:
                 continue
             last = prev.get(p)
-            if last is not None and v < last[0]:
+            # A drop below the previous poll: only a commit of v not (definitely) completed
+            # when that poll was sent may have landed after it.
+            if last is not None and v < last[0] and not any(
+                    w.t_start < obs.t_end and (not w.ok or w.t_end is None or w.t_end > last[1])
+                    for w in index.get((p, v), [])):
                 r.add("commit-backwards",
                       f"partition {p}: committed offset {v} polled at t={obs.t_start - h.t0:.3f} is below "
                       f"{last[0]} polled at t={last[1] - h.t0:.3f}",
                       source="poll", partition=p, offset=v, t=obs.t_start, earlier=last[0],
                       earlier_t=last[1])
             lower = acked[p](obs.t_start)
-            if lower is not None and v < lower and (p, lower) not in reported_acked:
+            if (lower is not None and v < lower and (p, lower) not in reported_acked
+                    and not _concurrent_commit(index, h.commits, p, v, obs.t_start, obs.t_end)):
                 reported_acked.add((p, lower))
                 r.add("commit-backwards",
                       f"partition {p}: committed offset {v} polled at t={obs.t_start - h.t0:.3f} is below "

@@ -88,7 +88,7 @@ class Read:
 
 @dataclass
 class CommitAttempt:
-    """A consumer's synchronous commit of ``offset`` (the next offset to read) for a
+    """A consumer's (asynchronous) commit of ``offset`` (the next offset to read) for a
     partition, started at ``t_start``, answered at ``t_end`` (None: never answered);
     ``ok`` when the broker acknowledged it."""
 

@@ -5,8 +5,8 @@
   send, ack (partition, offset) and failure. A fatal producer error (idempotence broken) is
   recorded and the producer recreated; failed records are never re-sent.
 - ``ConsumerWorker``: a member of the test's consumer group; records every assignment
-  (numbered epochs), revocation, read, and synchronous commit (the next offset after the last
-  record read of each partition, once per poll batch).
+  (numbered epochs), revocation, read, and asynchronous commit (the next offset after the last
+  record read of each partition, once per poll batch; its outcome arrives with a later poll).
 - ``CommittedPoller``: polls the group's committed offsets with the admin client
   (OffsetFetch) every ``interval`` seconds.
 - ``final_read``: after the run, a fresh consumer (assign, no group) reads every partition
