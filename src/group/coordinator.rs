@@ -373,8 +373,7 @@ impl GroupCoordinator {
         }
         let max = self.config.offset_metadata_max_bytes;
         let now_ms = crate::clock::unix_ms();
-        let mut results = Vec::with_capacity(req.offsets.len());
-        let mut accepted = Vec::with_capacity(req.offsets.len());
+        let (accepted, results);
         {
             let mut groups = self.lock();
             let group = match groups.get_mut(&req.group_id) {
@@ -393,24 +392,7 @@ impl GroupCoordinator {
             if let Err(e) = group.validate_commit(&req.member, req.generation_id, Instant::now()) {
                 return all(e);
             }
-            for (tp, o) in &req.offsets {
-                if o.metadata.len() > max {
-                    results.push((
-                        tp.clone(),
-                        Err(GroupError::OffsetMetadataTooLarge {
-                            len: o.metadata.len(),
-                            max,
-                        }),
-                    ));
-                } else {
-                    let mut o = o.clone();
-                    if o.commit_timestamp <= 0 {
-                        o.commit_timestamp = now_ms;
-                    }
-                    accepted.push((tp.clone(), o));
-                    results.push((tp.clone(), Ok(())));
-                }
-            }
+            (accepted, results) = accept_offsets(&req.offsets, max, now_ms);
             if let Err(e) = self.offsets.put(&req.group_id, &accepted) {
                 return all(e);
             }
@@ -641,6 +623,42 @@ impl GroupCoordinator {
     pub fn close(&self) {
         self.closed.cancel();
     }
+}
+
+/// What a commit accepts of its offsets: those whose metadata fits in `max` bytes (a missing
+/// commit timestamp set to `now_ms`), and a result per partition in request order
+/// (OFFSET_METADATA_TOO_LARGE for the others). Shared by OffsetCommit and TxnOffsetCommit.
+pub(super) type Accepted = (
+    Vec<(TopicPartition, CommittedOffset)>,
+    Vec<(TopicPartition, Result<(), GroupError>)>,
+);
+
+pub(super) fn accept_offsets(
+    offsets: &[(TopicPartition, CommittedOffset)],
+    max: usize,
+    now_ms: i64,
+) -> Accepted {
+    let mut accepted = Vec::with_capacity(offsets.len());
+    let mut results = Vec::with_capacity(offsets.len());
+    for (tp, o) in offsets {
+        if o.metadata.len() > max {
+            results.push((
+                tp.clone(),
+                Err(GroupError::OffsetMetadataTooLarge {
+                    len: o.metadata.len(),
+                    max,
+                }),
+            ));
+        } else {
+            let mut o = o.clone();
+            if o.commit_timestamp <= 0 {
+                o.commit_timestamp = now_ms;
+            }
+            accepted.push((tp.clone(), o));
+            results.push((tp.clone(), Ok(())));
+        }
+    }
+    (accepted, results)
 }
 
 fn log_expired(g: &Group, removed: Vec<String>) {

@@ -3,9 +3,7 @@
 //! they are durable; and which partitions of a group have pending ones (OffsetFetch with
 //! `require_stable`).
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
-use super::{Group, GroupCoordinator};
+use super::{accept_offsets, Group, GroupCoordinator};
 use crate::group::offsets::{CommittedOffset, TopicPartition};
 use crate::group::state::MemberRef;
 use crate::group::GroupError;
@@ -43,12 +41,8 @@ impl GroupCoordinator {
             return all(e);
         }
         let max = self.config.offset_metadata_max_bytes;
-        let now_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_millis() as i64)
-            .unwrap_or(0);
-        let mut results = Vec::with_capacity(req.offsets.len());
-        let mut accepted = Vec::with_capacity(req.offsets.len());
+        let now_ms = crate::clock::unix_ms();
+        let (accepted, results);
         {
             let mut groups = self.lock();
             // As in Kafka, a transactional commit creates the group when it is unknown.
@@ -58,24 +52,7 @@ impl GroupCoordinator {
             if let Err(e) = group.validate_txn_commit(&req.member, req.generation_id) {
                 return all(e);
             }
-            for (tp, o) in &req.offsets {
-                if o.metadata.len() > max {
-                    results.push((
-                        tp.clone(),
-                        Err(GroupError::OffsetMetadataTooLarge {
-                            len: o.metadata.len(),
-                            max,
-                        }),
-                    ));
-                } else {
-                    let mut o = o.clone();
-                    if o.commit_timestamp <= 0 {
-                        o.commit_timestamp = now_ms;
-                    }
-                    accepted.push((tp.clone(), o));
-                    results.push((tp.clone(), Ok(())));
-                }
-            }
+            (accepted, results) = accept_offsets(&req.offsets, max, now_ms);
             if let Err(e) = self.offsets.put_txn(
                 &req.group_id,
                 req.producer_id,
