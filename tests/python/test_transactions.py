@@ -302,8 +302,9 @@ def test_kafka_python_transactional_producer(cluster):
         p.abort_transaction()
     finally:
         p.close()
-    d = describe(b, txn_id)
-    assert state_of(d) == "CompleteAbort"
+    # EndTxn answers once PrepareAbort is durable; the markers (and CompleteAbort) follow, as
+    # in Kafka.
+    wait_until(lambda: state_of(describe(b, txn_id)) == "CompleteAbort", what="CompleteAbort")
     assert read_all(b, topic, [0]) == {0: [b"kp-commit"]}
     assert read_all(b, topic, [0], "read_uncommitted") == {0: [b"kp-commit", b"kp-abort"]}
 
